@@ -1,0 +1,66 @@
+"""Blended class scores for the strip of rows that tiles still cover."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class StripAccumulator:
+    """Weighted per-class score sums for rows [top, top + capacity) of a raster of given width.
+
+    Tiles arrive in row-major order. Before a tile at row r is added, everything above r is
+    final and handed out by `release(r)`, so the strip never needs more rows than one tile is
+    tall: memory depends on tile size, class count and width, never on raster height.
+    """
+
+    def __init__(self, num_classes: int, capacity: int, width: int) -> None:
+        self.num_classes = num_classes
+        self.capacity = capacity
+        self.width = width
+        self.top = 0
+        self._scores = np.zeros((num_classes, capacity, width), np.float32)
+        self._weights = np.zeros((capacity, width), np.float32)
+
+    def add(self, scores: np.ndarray, weight: np.ndarray, row: int, col: int) -> None:
+        """Adds tile scores [K, h, w] (already cropped to the raster) at raster (row, col)."""
+        _, height, width = scores.shape
+        start = row - self.top
+        if start < 0 or start + height > self.capacity:
+            raise ValueError(
+                f"tile rows {row}..{row + height} outside the strip "
+                f"{self.top}..{self.top + self.capacity}"
+            )
+        rows = slice(start, start + height)
+        cols = slice(col, col + width)
+        self._scores[:, rows, cols] += scores * weight
+        self._weights[rows, cols] += weight
+
+    def release(self, until_row: int) -> tuple[int, np.ndarray, np.ndarray] | None:
+        """Hands out finished rows [top, until_row) as (top, score sums, weight sums) and
+        shifts the strip down. The returned arrays are copies owned by the caller."""
+        count = min(until_row, self.top + self.capacity) - self.top
+        if count <= 0:
+            return None
+        top = self.top
+        scores = self._scores[:, :count].copy()
+        weights = self._weights[:count].copy()
+        keep = self.capacity - count
+        self._scores[:, :keep] = self._scores[:, count:]
+        self._weights[:keep] = self._weights[count:]
+        self._scores[:, keep:] = 0.0
+        self._weights[keep:] = 0.0
+        self.top += count
+        return top, scores, weights
+
+
+def decide_classes(
+    scores: np.ndarray, weights: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Argmax class, confidence (top score share of the score total, 0..1) and coverage mask."""
+    covered = weights > 0
+    classes = np.argmax(scores, axis=0)
+    total = scores.sum(axis=0)
+    top = np.take_along_axis(scores, classes[None], axis=0)[0]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        confidence = np.where(total > 0, top / total, 0.0).astype(np.float32)
+    return classes, confidence, covered

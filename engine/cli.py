@@ -1,0 +1,289 @@
+"""`crossearth` command line: segment rasters, list and inspect model packages."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from .errors import CrossEarthError, SegmentationCancelled
+
+log = logging.getLogger("engine.cli")
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"'{text}' is not a comma-separated list of band numbers (e.g. 3,2,1)"
+        ) from None
+    if not values:
+        raise argparse.ArgumentTypeError("give at least one band number")
+    return values
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} must not be negative")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="crossearth",
+        description="Segment GDAL rasters with CrossEarth model packages.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    seg = commands.add_parser("segment", help="segment a raster into a class GeoTIFF")
+    seg.add_argument("input", type=Path, help="input raster (any GDAL format)")
+    seg.add_argument("output", type=Path, help="output class GeoTIFF")
+    seg.add_argument(
+        "--model",
+        default=None,
+        help="model package folder or installed model name (default: bundled)",
+    )
+    seg.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    seg.add_argument("--tile", type=_positive_int, help="tile size in pixels (default: model's)")
+    seg.add_argument(
+        "--overlap",
+        type=_non_negative_int,
+        help="overlap of neighbouring tiles in pixels (default: model's)",
+    )
+    seg.add_argument("--batch", type=_positive_int, default=4, help="tiles per batch (default 4)")
+    seg.add_argument(
+        "--bands", type=_int_list, help="source bands in the model's order, 1-based, e.g. 3,2,1"
+    )
+    seg.add_argument(
+        "--scaling",
+        default="auto",
+        help="auto (8-bit as is, else 2-98%% stretch), none, or LOW,HIGH",
+    )
+    seg.add_argument("--confidence", type=Path, help="also write a per-pixel confidence GeoTIFF")
+    seg.add_argument(
+        "--confidence-type",
+        choices=["float32", "uint8"],
+        default="float32",
+        help="confidence as float 0..1 or uint8 percent (default float32)",
+    )
+    seg.add_argument("--threads", type=_positive_int, help="CPU threads for the model")
+    seg.add_argument("--no-amp", action="store_true", help="disable mixed precision on CUDA")
+    seg.add_argument(
+        "--progress",
+        choices=["bar", "json", "none"],
+        default="bar",
+        help="progress display; json prints one event per line (for the plugin)",
+    )
+
+    commands.add_parser("models", help="list bundled and user model packages")
+
+    info = commands.add_parser("info", help="show a model package's card")
+    info.add_argument("model", help="model package folder or installed model name")
+    info.add_argument("--json", action="store_true", help="print the card as JSON")
+    return parser
+
+
+def _json_event(event: str, **fields: Any) -> None:
+    print(json.dumps({"event": event, **fields}), flush=True)
+
+
+def _progress_printer(mode: str) -> tuple[Callable[[float, str], None], Callable[[], None]]:
+    if mode == "json":
+        return (lambda f, m: _json_event("progress", fraction=round(f, 4), message=m)), (
+            lambda: None
+        )
+    if mode == "none":
+        return (lambda f, m: None), (lambda: None)
+    from tqdm import tqdm
+
+    bars: list[tqdm] = []  # created on the first update, so input errors print no empty bar
+
+    def update(fraction: float, message: str) -> None:
+        if not bars:
+            bars.append(
+                tqdm(
+                    total=100,
+                    unit="%",
+                    file=sys.stderr,
+                    bar_format="{l_bar}{bar}| {elapsed}<{remaining} {postfix}",
+                )
+            )
+        bar = bars[0]
+        bar.n = round(fraction * 100, 1)
+        bar.set_postfix_str(message, refresh=False)
+        bar.refresh()
+
+    def close() -> None:
+        for bar in bars:
+            bar.close()
+
+    return update, close
+
+
+def _cmd_segment(args: argparse.Namespace) -> int:
+    from .pipeline import SegmentOptions, segment
+
+    options = SegmentOptions(
+        tile_size=args.tile,
+        overlap=args.overlap,
+        batch_size=args.batch,
+        bands=args.bands,
+        scaling=args.scaling,
+        device=args.device,
+        threads=args.threads,
+        amp=not args.no_amp,
+        confidence=args.confidence,
+        confidence_dtype=args.confidence_type,
+    )
+    update, close = _progress_printer(args.progress)
+    try:
+        result = segment(args.input, args.output, args.model, options, progress=update)
+    finally:
+        close()
+    summary = {
+        "output": str(result.output),
+        "confidence": str(result.confidence) if result.confidence else None,
+        "classes": result.class_pixels,
+        "nodata_pixels": result.nodata_pixels,
+        "tiles": result.tiles,
+        "tiles_skipped": result.tiles_skipped,
+        "seconds": round(result.seconds, 2),
+        "device": result.device,
+        "bands": result.bands,
+        "scaling": result.scaling,
+        "warnings": result.warnings,
+    }
+    if args.progress == "json":
+        _json_event("done", **summary)
+    else:
+        total = sum(result.class_pixels.values()) or 1
+        print(
+            f"wrote {result.output} in {result.seconds:.1f} s on {result.device} "
+            f"({result.tiles} tiles, {result.tiles_skipped} skipped as nodata)"
+        )
+        if result.confidence:
+            print(f"wrote {result.confidence}")
+        for name, count in result.class_pixels.items():
+            print(f"  {name:<24} {count:>12,d} px  {100 * count / total:5.1f} %")
+        for warning in result.warnings:
+            print(f"warning: {warning}")
+    return 0
+
+
+def _cmd_models(_: argparse.Namespace) -> int:
+    from .packages import bundled_models_dir, default_model_name, list_packages, user_models_dir
+
+    packages, problems = list_packages()
+    default = default_model_name()
+    print(f"bundled models: {bundled_models_dir()}")
+    print(f"user models:    {user_models_dir()}")
+    if not packages:
+        print("no model packages installed")
+    for package in packages:
+        card = package.card
+        marker = " (default)" if package.path.name == default or card.name == default else ""
+        print(
+            f"{card.name}{marker}  v{card.version}  [{package.source}]  {card.num_classes} "
+            f"classes, bands {'/'.join(card.input.bands)}  {package.path}"
+        )
+    for problem in problems:
+        print(f"broken package: {problem}")
+    return 0
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from .packages import find_package
+
+    package = find_package(args.model)
+    card = package.card
+    if args.json:
+        print(json.dumps(card.to_json_dict(), indent=2))
+        return 0
+    print(f"{card.name} v{card.version}  ({package.path})")
+    if card.description:
+        print(card.description)
+    print(f"architecture: {card.architecture} {json.dumps(card.config)}")
+    low, high = card.input.value_range
+    print(
+        f"input bands:  {', '.join(card.input.bands)}; values {low:g}..{high:g}, "
+        f"mean {list(card.input.mean)}, std {list(card.input.std)}"
+    )
+    print(
+        f"tiles:        {card.tile_size} px, stride {card.tile_stride} px (multiple of "
+        f"{card.size_multiple})"
+    )
+    print(f"GSD:          {card.gsd_m:g} m" if card.gsd_m else "GSD:          not stated")
+    print(f"license:      {card.license}")
+    print("classes:")
+    for c in card.classes:
+        print(f"  {c.index:>3}  {c.name:<24} #{c.color[0]:02x}{c.color[1]:02x}{c.color[2]:02x}")
+    if card.metrics:
+        print(f"metrics:      {json.dumps(card.metrics)}")
+    if card.provenance:
+        print(f"provenance:   {json.dumps(card.provenance)}")
+    return 0
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "segment": _cmd_segment,
+    "models": _cmd_models,
+    "info": _cmd_info,
+}
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    # A terminated worker (the plugin's Cancel) unwinds like Ctrl-C, so temporary files go.
+    raise KeyboardInterrupt
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    signal.signal(signal.SIGTERM, _terminate)
+    json_mode = getattr(args, "progress", None) == "json"
+    try:
+        return COMMANDS[args.command](args)
+    except SegmentationCancelled as exc:
+        _report_error(str(exc), json_mode, "cancelled")
+        return 130
+    except KeyboardInterrupt:
+        _report_error("interrupted; no output was written", json_mode, "cancelled")
+        return 130
+    except CrossEarthError as exc:
+        _report_error(str(exc), json_mode, "error")
+        return 2
+
+
+def _report_error(message: str, json_mode: bool, event: str) -> None:
+    if json_mode:
+        _json_event(event, message=message)
+    print(f"crossearth: {message}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""Device choice: 'auto', 'cpu', 'cuda' or 'cuda:N', with errors that say what is available."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .errors import CrossEarthError
+
+if TYPE_CHECKING:
+    import torch
+
+
+def resolve_device(name: str | None) -> torch.device:
+    import torch
+
+    name = (name or "auto").strip().lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if name == "cuda" or name.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise CrossEarthError(
+                f"device '{name}' requested but CUDA is not available (torch "
+                f"{torch.__version__}, no usable NVIDIA GPU/driver); use --device cpu or auto"
+            )
+        index = 0
+        if ":" in name:
+            try:
+                index = int(name.split(":", 1)[1])
+            except ValueError:
+                raise CrossEarthError(f"device '{name}' is not valid; use cuda:N") from None
+        count = torch.cuda.device_count()
+        if not 0 <= index < count:
+            raise CrossEarthError(
+                f"device '{name}' does not exist: {count} CUDA device(s) (cuda:0..cuda:{count - 1})"
+            )
+        return torch.device("cuda", index)
+    raise CrossEarthError(f"device '{name}' is not valid; use auto, cpu, cuda or cuda:N")
+
+
+def describe_devices() -> list[dict[str, object]]:
+    """CPU plus every CUDA GPU with its name and memory, for pickers and 'check' buttons."""
+    import torch
+
+    devices: list[dict[str, object]] = [{"id": "cpu", "name": "CPU"}]
+    if torch.cuda.is_available():
+        for index in range(torch.cuda.device_count()):
+            props = torch.cuda.get_device_properties(index)
+            devices.append(
+                {
+                    "id": f"cuda:{index}",
+                    "name": props.name,
+                    "memory_gib": round(props.total_memory / 2**30, 1),
+                }
+            )
+    return devices

@@ -1,0 +1,247 @@
+"""Reading source rasters for a model: band choice, value scaling, normalization, masks, padding."""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.enums import ColorInterp
+from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+from rasterio.windows import Window
+
+from .errors import CrossEarthError
+from .model_card import InputSpec
+
+log = logging.getLogger(__name__)
+
+_COLOR_NAMES = {
+    ColorInterp.red: "red",
+    ColorInterp.green: "green",
+    ColorInterp.blue: "blue",
+    ColorInterp.gray: "gray",
+}
+# Long stretch limits as QGIS uses them for display: robust against a few saturated pixels.
+STRETCH_PERCENTILES = (2.0, 98.0)
+_STATS_MAX_SIDE = 1024
+
+
+def open_raster(path: str | os.PathLike[str]) -> rasterio.DatasetReader:
+    """Opens a GDAL raster with an error message that says what is wrong with the file."""
+    path_str = os.fspath(path)
+    if "://" not in path_str and not path_str.startswith("/vsi"):
+        file = Path(path_str)
+        if not file.exists():
+            raise CrossEarthError(f"input raster {file} does not exist; check the path")
+        if file.is_dir() and not (file / "hdr.adf").exists():
+            raise CrossEarthError(f"input {file} is a folder, not a raster file")
+        if not os.access(file, os.R_OK):
+            raise CrossEarthError(f"input raster {file} is not readable (permission denied)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            dataset = rasterio.open(path_str)
+    except RasterioIOError as exc:
+        raise CrossEarthError(
+            f"{path_str} is not a raster GDAL can read ({str(exc).splitlines()[0]})"
+        ) from exc
+    if dataset.count == 0:
+        dataset.close()
+        raise CrossEarthError(f"{path_str} has no raster bands (is it a vector file?)")
+    return dataset
+
+
+def describe_bands(dataset: rasterio.DatasetReader) -> list[str]:
+    names = []
+    for index in range(dataset.count):
+        description = dataset.descriptions[index]
+        color = _COLOR_NAMES.get(dataset.colorinterp[index])
+        names.append(description or color or f"band {index + 1}")
+    return names
+
+
+def resolve_bands(
+    dataset: rasterio.DatasetReader, spec: InputSpec, user_bands: list[int] | None
+) -> list[int]:
+    """The 1-based source bands feeding the model's inputs, in the model's order.
+
+    An explicit user choice wins; then band descriptions or colour interpretations matching the
+    card's band names; then all bands when their count matches. Anything else is ambiguous and
+    is an error telling the user to pass --bands.
+    """
+    wanted = list(spec.bands)
+    count = dataset.count
+    if user_bands is not None:
+        if len(user_bands) != len(wanted):
+            raise CrossEarthError(
+                f"--bands lists {len(user_bands)} band(s) but the model takes {len(wanted)} "
+                f"({', '.join(wanted)}); list one source band per model input"
+            )
+        bad = [b for b in user_bands if not 1 <= b <= count]
+        if bad:
+            raise CrossEarthError(
+                f"--bands {','.join(map(str, bad))} out of range: the raster has bands 1..{count}"
+            )
+        return list(user_bands)
+    if count < len(wanted):
+        raise CrossEarthError(
+            f"the raster has {count} band(s) but the model needs {len(wanted)} "
+            f"({', '.join(wanted)}); use a raster with those bands"
+        )
+    labels: dict[str, int] = {}
+    for index in range(count):
+        for label in (dataset.descriptions[index], _COLOR_NAMES.get(dataset.colorinterp[index])):
+            if label:
+                labels.setdefault(label.strip().lower(), index + 1)
+    by_name = [labels.get(name.lower()) for name in wanted]
+    if all(b is not None for b in by_name) and len(set(by_name)) == len(by_name):
+        return [int(b) for b in by_name]  # type: ignore[arg-type]
+    if count == len(wanted):
+        return list(range(1, count + 1))
+    raise CrossEarthError(
+        f"cannot tell which of the raster's {count} bands ({', '.join(describe_bands(dataset))}) "
+        f"are the model's {', '.join(wanted)}; pass --bands, e.g. --bands "
+        + ",".join(str(i + 1) for i in range(len(wanted)))
+    )
+
+
+@dataclass(frozen=True)
+class ValueScaling:
+    """Per-band linear map from source values to the model's value range: v = x * gain + offset."""
+
+    gain: tuple[float, ...]
+    offset: tuple[float, ...]
+    clip: tuple[float, float] | None
+    description: str
+
+
+def parse_scaling(text: str | None) -> str | tuple[float, float]:
+    """'auto', 'none', or 'LOW,HIGH' (source values mapped to the model's value range)."""
+    if text is None or text.strip().lower() in ("", "auto"):
+        return "auto"
+    if text.strip().lower() == "none":
+        return "none"
+    parts = text.split(",")
+    try:
+        low, high = (float(p) for p in parts)
+    except ValueError:
+        raise CrossEarthError(
+            f"scaling '{text}' is not valid; use auto, none or LOW,HIGH (e.g. 0,10000)"
+        ) from None
+    if not high > low:
+        raise CrossEarthError(f"scaling '{text}': HIGH must be greater than LOW")
+    return (low, high)
+
+
+def _band_percentiles(
+    dataset: rasterio.DatasetReader, bands: list[int]
+) -> list[tuple[float, float]]:
+    """2 % / 98 % percentiles per band from a decimated read (memory independent of size)."""
+    factor = max(1, int(np.ceil(max(dataset.height, dataset.width) / _STATS_MAX_SIDE)))
+    shape = (max(1, dataset.height // factor), max(1, dataset.width // factor))
+    data = dataset.read(bands, out_shape=(len(bands), *shape), masked=True)
+    valid = ~np.ma.getmaskarray(data).any(axis=0)
+    if not valid.any():
+        raise CrossEarthError("the raster holds no valid (non-nodata) pixels to segment")
+    result = []
+    for band in np.ma.getdata(data):
+        values = band[valid].astype(np.float64)
+        low, high = np.percentile(values, STRETCH_PERCENTILES)
+        if high <= low:
+            high = low + 1.0
+        result.append((float(low), float(high)))
+    return result
+
+
+def choose_scaling(
+    dataset: rasterio.DatasetReader,
+    bands: list[int],
+    spec: InputSpec,
+    requested: str | tuple[float, float],
+) -> ValueScaling:
+    range_low, range_high = spec.value_range
+    span = range_high - range_low
+    n = len(bands)
+    if requested == "none":
+        return ValueScaling((1.0,) * n, (0.0,) * n, None, "none (values used as stored)")
+    if isinstance(requested, tuple):
+        low, high = requested
+        gain = span / (high - low)
+        return ValueScaling(
+            (gain,) * n,
+            (range_low - low * gain,) * n,
+            spec.value_range,
+            f"linear {low:g}..{high:g} -> {range_low:g}..{range_high:g}",
+        )
+    dtypes = {dataset.dtypes[b - 1] for b in bands}
+    if dtypes == {"uint8"} and spec.value_range == (0.0, 255.0):
+        return ValueScaling((1.0,) * n, (0.0,) * n, None, "none (8-bit input)")
+    limits = _band_percentiles(dataset, bands)
+    gains = tuple(span / (high - low) for low, high in limits)
+    offsets = tuple(range_low - low * g for (low, _), g in zip(limits, gains, strict=True))
+    text = ", ".join(f"{low:g}..{high:g}" for low, high in limits)
+    return ValueScaling(
+        gains, offsets, spec.value_range, f"per-band 2-98 % stretch ({text}) -> model range"
+    )
+
+
+class TileReader:
+    """Reads model-ready tiles: chosen bands, scaled, normalized, invalid pixels neutral."""
+
+    def __init__(
+        self,
+        dataset: rasterio.DatasetReader,
+        bands: list[int],
+        scaling: ValueScaling,
+        spec: InputSpec,
+    ) -> None:
+        self.dataset = dataset
+        self.bands = bands
+        mean = np.asarray(spec.mean, np.float32)[:, None, None]
+        std = np.asarray(spec.std, np.float32)[:, None, None]
+        self._gain = np.asarray(scaling.gain, np.float32)[:, None, None]
+        self._offset = np.asarray(scaling.offset, np.float32)[:, None, None]
+        self._clip = scaling.clip
+        self._mean = mean
+        self._inv_std = 1.0 / std
+
+    def read_valid(self, window: Window) -> np.ndarray:
+        """Boolean validity of the window's pixels: valid only where every chosen band is."""
+        masks = self.dataset.read_masks(self.bands, window=window)
+        return np.all(masks > 0, axis=0)
+
+    def read_tile(self, row: int, col: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+        """A size x size tile at (row, col), reflection-padded where it passes the raster edge.
+
+        Returns (normalized float32 [C, size, size], validity bool [size, size]); padded pixels
+        are marked invalid only in the sense that they are outside the raster (never written).
+        """
+        height = min(size, self.dataset.height - row)
+        width = min(size, self.dataset.width - col)
+        window = Window(col, row, width, height)
+        raw = self.dataset.read(self.bands, window=window, out_dtype=np.float32)
+        valid = self.read_valid(window)
+        values = raw * self._gain + self._offset
+        if self._clip is not None:
+            np.clip(values, self._clip[0], self._clip[1], out=values)
+        values = (values - self._mean) * self._inv_std
+        # Invalid pixels get the normalized mean (0) so nodata fill values don't steer the model.
+        values[:, ~valid] = 0.0
+        if height < size or width < size:
+            values = reflect_pad(values, size, size)
+            valid = np.pad(valid, ((0, size - height), (0, size - width)))
+        return values, valid
+
+
+def reflect_pad(array: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Pads the last two axes at the bottom/right to (height, width) by mirror reflection."""
+    pad_h = height - array.shape[-2]
+    pad_w = width - array.shape[-1]
+    pads = [(0, 0)] * (array.ndim - 2) + [(0, pad_h), (0, pad_w)]
+    # A one-pixel axis has nothing to mirror; repeat it instead.
+    mode = "reflect" if min(array.shape[-2:]) > 1 else "edge"
+    return np.pad(array, pads, mode=mode)

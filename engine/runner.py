@@ -1,0 +1,83 @@
+"""Runs batches of tiles through a model on a device: autocast on CUDA, batch backs off on OOM."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+import numpy as np
+import torch
+
+from .errors import CrossEarthError
+
+log = logging.getLogger(__name__)
+
+
+def set_cpu_threads(threads: int | None) -> None:
+    if threads is not None:
+        if threads < 1:
+            raise CrossEarthError(f"--threads must be at least 1, got {threads}")
+        torch.set_num_threads(threads)
+
+
+def autocast_dtype(device: torch.device) -> torch.dtype | None:
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+class BatchRunner:
+    """Calls the model on [B, C, H, W] float32 batches and returns scores [B, K, H, W] float32."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        device: torch.device,
+        num_classes: int,
+        batch_size: int,
+        amp: bool = True,
+    ) -> None:
+        if batch_size < 1:
+            raise CrossEarthError(f"batch size must be at least 1, got {batch_size}")
+        self.model = model
+        self.device = device
+        self.num_classes = num_classes
+        self.batch_size = batch_size
+        self.amp_dtype = autocast_dtype(device) if amp else None
+
+    def _forward(self, batch: np.ndarray) -> np.ndarray:
+        inputs = torch.from_numpy(batch).to(self.device, non_blocking=True)
+        autocast = (
+            torch.autocast(self.device.type, dtype=self.amp_dtype)
+            if self.amp_dtype is not None
+            else contextlib.nullcontext()
+        )
+        with torch.inference_mode(), autocast:
+            scores = self.model(inputs)
+        expected = (batch.shape[0], self.num_classes, batch.shape[2], batch.shape[3])
+        if tuple(scores.shape) != expected:
+            raise CrossEarthError(
+                f"the model returned scores of shape {tuple(scores.shape)}, expected {expected}: "
+                "the package's card does not match its architecture"
+            )
+        return scores.float().cpu().numpy()
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        outputs = []
+        start = 0
+        while start < batch.shape[0]:
+            chunk = batch[start : start + self.batch_size]
+            try:
+                outputs.append(self._forward(chunk))
+            except torch.cuda.OutOfMemoryError:
+                torch.cuda.empty_cache()
+                if self.batch_size == 1:
+                    raise CrossEarthError(
+                        f"out of GPU memory on {self.device} even with batch size 1; use a "
+                        "smaller tile size or --device cpu"
+                    ) from None
+                self.batch_size = max(1, self.batch_size // 2)
+                log.warning("out of GPU memory: batch size reduced to %d", self.batch_size)
+                continue
+            start += chunk.shape[0]
+        return np.concatenate(outputs, axis=0)

@@ -1,0 +1,63 @@
+import numpy as np
+import pytest
+
+from engine.blending import StripAccumulator, decide_classes
+from engine.tiling import WINDOW_FLOOR, axis_starts, blend_window, plan_tiles
+
+
+@pytest.mark.parametrize(
+    ("length", "tile", "stride", "expected"),
+    [
+        (100, 128, 96, [0]),
+        (128, 128, 96, [0]),
+        (200, 128, 96, [0, 72]),
+        (224, 128, 96, [0, 96]),
+        (1000, 512, 341, [0, 341, 488]),
+    ],
+)
+def test_axis_starts_cover_length_with_last_tile_flush(length, tile, stride, expected):
+    starts = axis_starts(length, tile, stride)
+    assert starts == expected
+    covered = np.zeros(length, bool)
+    for s in starts:
+        covered[s : s + tile] = True
+    assert covered.all()
+
+
+def test_plan_is_row_major_and_complete():
+    tiles = plan_tiles(300, 500, 128, 100)
+    assert [t.index for t in tiles] == list(range(len(tiles)))
+    assert [(t.row, t.col) for t in tiles] == sorted((t.row, t.col) for t in tiles)
+    assert {t.row for t in tiles} == {0, 100, 172}
+    assert {t.col for t in tiles} == {0, 100, 200, 300, 372}
+
+
+def test_blend_window_is_smooth_symmetric_and_floored():
+    w = blend_window(64)
+    assert w.shape == (64, 64)
+    np.testing.assert_allclose(w, w.T)
+    np.testing.assert_allclose(w, w[::-1, ::-1])
+    assert w.min() >= WINDOW_FLOOR**2 - 1e-12
+    assert w.max() == pytest.approx(1.0, abs=2e-3)
+    # smooth: neighbouring weights differ by little compared with the peak
+    assert np.abs(np.diff(w, axis=0)).max() < 0.06
+
+
+def test_strip_releases_rows_in_order_and_shifts():
+    acc = StripAccumulator(num_classes=2, capacity=4, width=3)
+    ones = np.ones((2, 4, 3), np.float32)
+    acc.add(ones * np.array([1, 2], np.float32)[:, None, None], np.ones((4, 3), np.float32), 0, 0)
+    top, scores, weights = acc.release(2)
+    assert top == 0 and scores.shape == (2, 2, 3)
+    np.testing.assert_array_equal(weights, 1.0)
+    acc.add(ones * np.array([3, 0], np.float32)[:, None, None], np.ones((4, 3), np.float32), 2, 0)
+    top, scores, weights = acc.release(6)
+    assert top == 2 and scores.shape == (2, 4, 3)
+    # rows 2-3 saw both tiles, rows 4-5 only the second
+    np.testing.assert_array_equal(weights[:, 0], [2, 2, 1, 1])
+    classes, confidence, covered = decide_classes(scores, weights)
+    np.testing.assert_array_equal(classes[:, 0], [0, 0, 0, 0])
+    np.testing.assert_allclose(confidence[:, 0], [4 / 6, 4 / 6, 1.0, 1.0])
+    assert covered.all()
+    with pytest.raises(ValueError):
+        acc.add(ones, np.ones((4, 3), np.float32), 0, 0)
