@@ -21,7 +21,7 @@ Builder = Callable[[dict[str, Any], "ModelCard"], "nn.Module"]
 _BUILDERS: dict[str, Builder] = {}
 # Modules that register built-in architectures when imported; imported lazily so that the
 # registry itself stays cheap to import.
-_BUILTIN_MODULES: tuple[str, ...] = ()
+_BUILTIN_MODULES: tuple[str, ...] = ("engine.crossearth",)
 
 
 def register_architecture(name: str, builder: Builder, *, replace: bool = False) -> None:

@@ -1,4 +1,4 @@
-"""`crossearth` command line: segment rasters, list and inspect model packages."""
+"""`crossearth` command line: segment rasters, convert checkpoints, list and inspect models."""
 
 from __future__ import annotations
 
@@ -96,6 +96,39 @@ def build_parser() -> argparse.ArgumentParser:
         help="progress display; json prints one event per line (for the plugin)",
     )
 
+    conv = commands.add_parser(
+        "convert",
+        help="convert an official CrossEarth checkpoint (.pth) into a model package",
+        description="Convert an official CrossEarth checkpoint (mmseg layout) into a model "
+        "package (weights.safetensors + model.json). Presets: " + ", ".join(_preset_names()),
+    )
+    conv.add_argument("checkpoint", type=Path, help="official checkpoint (.pth)")
+    conv.add_argument("output", type=Path, help="package folder to create")
+    source = conv.add_mutually_exclusive_group(required=True)
+    source.add_argument("--preset", help="the released checkpoint this is (see above)")
+    source.add_argument(
+        "--mmseg-config", type=Path, help="the official mmseg config (.py) it was trained with"
+    )
+    conv.add_argument(
+        "--backbone",
+        type=Path,
+        help="frozen DINOv2 weights (dinov2_converted.pth) for rein+head checkpoints",
+    )
+    conv.add_argument("--name", help="model name in the card (default: the folder name)")
+    conv.add_argument(
+        "--classes", help="class names, comma-separated (with --mmseg-config, when it has none)"
+    )
+    conv.add_argument(
+        "--band-names", help="input band names in the model's order, e.g. nir,red,green"
+    )
+    conv.add_argument(
+        "--dtype",
+        choices=["float32", "float16", "bfloat16"],
+        default="float32",
+        help="weight precision in the package (default float32, exact)",
+    )
+    conv.add_argument("--overwrite", action="store_true", help="replace an existing package")
+
     commands.add_parser("models", help="list bundled and user model packages")
 
     info = commands.add_parser("info", help="show a model package's card")
@@ -191,6 +224,49 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     return 0
 
 
+def _preset_names() -> list[str]:
+    # The preset table is plain data; importing it does not import torch.
+    from .crossearth.presets import CHECKPOINTS
+
+    return sorted(CHECKPOINTS)
+
+
+def _names(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    names = [part.strip() for part in text.split(",")]
+    if not all(names):
+        raise CrossEarthError(f"'{text}' has an empty name; separate names with commas")
+    return names
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from .crossearth.convert import convert
+
+    bands = _names(args.band_names)
+    report = convert(
+        args.checkpoint,
+        args.output,
+        preset=args.preset,
+        mmseg_config=args.mmseg_config,
+        backbone=args.backbone,
+        name=args.name,
+        class_names=_names(args.classes),
+        bands=tuple(bands) if bands else None,
+        dtype=args.dtype,
+        overwrite=args.overwrite,
+    )
+    card = report.package.card
+    for warning in report.warnings:
+        print(f"warning: {warning}")
+    print(
+        f"wrote {report.package.path}: {card.name}, {card.num_classes} classes "
+        f"({', '.join(card.class_names)}), bands {'/'.join(card.input.bands)}, "
+        f"tile {card.tile_size}/{card.tile_stride}"
+    )
+    return 0
+
+
 def _cmd_models(_: argparse.Namespace) -> int:
     from .packages import bundled_models_dir, default_model_name, list_packages, user_models_dir
 
@@ -247,6 +323,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "segment": _cmd_segment,
+    "convert": _cmd_convert,
     "models": _cmd_models,
     "info": _cmd_info,
 }

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import CrossEarthError
+from .files import give_ordinary_permissions
 from .model_card import ModelCard, read_card
 
 CARD_FILE = "model.json"
@@ -142,11 +143,13 @@ def save_package(
         tensors = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}  # type: ignore[attr-defined]
         save_file(tensors, str(staging / WEIGHTS_FILE), metadata={"format": "pt"})
         card.save(staging / CARD_FILE)
+        for item in staging.iterdir():
+            give_ordinary_permissions(item)
         if destination.exists():
             shutil.rmtree(destination)
         os.replace(staging, destination)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    os.chmod(destination, 0o755)
+    give_ordinary_permissions(destination)
     return open_package(destination)

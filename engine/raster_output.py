@@ -16,6 +16,7 @@ from rasterio.enums import Resampling
 from rasterio.windows import Window
 
 from .errors import CrossEarthError
+from .files import give_ordinary_permissions
 
 log = logging.getLogger(__name__)
 
@@ -84,10 +85,7 @@ class StreamingGeoTiff:
         )
         os.close(fd)
         self.temp_path = Path(temp_name)
-        # mkstemp creates the file private (0600); the result should get ordinary permissions.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(self.temp_path, 0o666 & ~umask)
+        give_ordinary_permissions(self.temp_path)
         tiled = self.width >= BLOCK and self.height >= BLOCK
         creation = {
             "driver": "GTiff",

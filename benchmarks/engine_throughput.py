@@ -1,0 +1,211 @@
+"""Engine throughput and memory, measured side by side in one run.
+
+1. Pipeline vs bare model: the same tiles of the same raster go (a) through `engine.segment`
+   (read, normalize, batch, model, blend, argmax, write GeoTIFF + overviews) and (b) straight
+   through the model from memory. Ratio = pipeline Mpx/s / bare Mpx/s (goal >= 0.9 on CPU).
+2. Memory: peak RSS of a child process segmenting a raster of 1x and 16x the area
+   (goal: ratio <= 1.2).
+
+Usage: .venv/bin/python benchmarks/engine_throughput.py [--device cpu] [--tile 256] [--model M]
+Without --model a CPU-sized convolutional network stands in for the model: the engine's
+overhead is what is measured, so any model with a realistic cost per pixel serves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import rasterio
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from engine.model_card import card_from_dict  # noqa: E402
+from engine.pipeline import LoadedModel, SegmentOptions, segment  # noqa: E402
+from engine.raster_input import TileReader, choose_scaling, open_raster  # noqa: E402
+from engine.tiling import plan_tiles  # noqa: E402
+
+SAMPLE = REPO / "resources" / "samples" / "landsat7_olinda_6band.tif"
+
+
+class StandInNet(torch.nn.Module):
+    """A small fully convolutional segmenter with a realistic per-pixel cost on CPU."""
+
+    def __init__(self, classes: int = 6) -> None:
+        super().__init__()
+        self.body = torch.nn.Sequential(
+            torch.nn.Conv2d(3, 32, 3, padding=1),
+            torch.nn.ReLU(),
+            torch.nn.Conv2d(32, 64, 3, stride=2, padding=1),
+            torch.nn.ReLU(),
+            torch.nn.Conv2d(64, 64, 3, padding=1),
+            torch.nn.ReLU(),
+            torch.nn.Conv2d(64, classes, 1),
+            torch.nn.Upsample(scale_factor=2, mode="bilinear"),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x).softmax(1)
+
+
+def stand_in_model(tile: int) -> LoadedModel:
+    card = card_from_dict(
+        {
+            "name": "stand-in",
+            "architecture": {"name": "stand-in"},
+            "classes": [{"index": i, "name": f"c{i}", "color": [40 * i, 0, 0]} for i in range(6)],
+            "input": {
+                "bands": ["red", "green", "blue"],
+                "mean": [123.675, 116.28, 103.53],
+                "std": [58.395, 57.12, 57.375],
+            },
+            "tile": {"size": tile, "stride": tile * 2 // 3},
+        }
+    )
+    torch.manual_seed(0)
+    return LoadedModel(card, StandInNet().eval())
+
+
+def make_raster(path: Path, repeat_y: int, repeat_x: int) -> Path:
+    with rasterio.open(SAMPLE) as src:
+        data = src.read([3, 2, 1])
+        profile = {
+            "driver": "GTiff",
+            "count": 3,
+            "dtype": "uint8",
+            "crs": src.crs,
+            "transform": src.transform,
+            "tiled": True,
+            "compress": "deflate",
+        }
+    data = np.tile(data, (1, repeat_y, repeat_x))
+    profile.update(height=data.shape[1], width=data.shape[2])
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+    return path
+
+
+def load(model_arg: str | None, tile: int, device: str) -> LoadedModel:
+    if model_arg is None:
+        loaded = stand_in_model(tile)
+        loaded.module.to(device)
+        return loaded
+    from engine.loading import load_package_model
+    from engine.packages import find_package
+
+    package = find_package(model_arg)
+    return LoadedModel(package.card, load_package_model(package, device))
+
+
+def bare_forward_seconds(
+    loaded: LoadedModel, raster: Path, tile: int, stride: int, batch: int, device: str
+) -> float:
+    with open_raster(raster) as ds:
+        scaling = choose_scaling(ds, [1, 2, 3], loaded.card.input, "auto")
+        reader = TileReader(ds, [1, 2, 3], scaling, loaded.card.input)
+        tiles = [
+            reader.read_tile(t.row, t.col, tile)[0]
+            for t in plan_tiles(ds.height, ds.width, tile, stride)
+        ]
+    batches = [
+        torch.from_numpy(np.stack(tiles[i : i + batch])) for i in range(0, len(tiles), batch)
+    ]
+    with torch.inference_mode():
+        loaded.module(batches[0].to(device))  # warm-up
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        for b in batches:
+            loaded.module(b.to(device)).float().cpu()
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        return time.perf_counter() - start
+
+
+def rss_child(args: argparse.Namespace) -> None:
+    loaded = load(args.model, args.tile, args.device)
+    raster = Path(args.rss_child)
+    segment(
+        raster,
+        raster.with_suffix(".out.tif"),
+        loaded,
+        SegmentOptions(tile_size=args.tile, batch_size=args.batch, device=args.device),
+    )
+    print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--tile", type=int, default=256)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--model", default=None, help="model package (default: stand-in net)")
+    parser.add_argument("--repeat", type=int, default=3, help="raster = sample tiled NxN")
+    parser.add_argument("--rss-child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.rss_child:
+        rss_child(args)
+        return
+
+    loaded = load(args.model, args.tile, args.device)
+    stride = args.tile - round(
+        args.tile * (loaded.card.tile_size - loaded.card.tile_stride) / loaded.card.tile_size
+    )
+    with tempfile.TemporaryDirectory() as folder:
+        raster = make_raster(Path(folder) / "bench.tif", args.repeat, args.repeat)
+        with rasterio.open(raster) as ds:
+            mpx = ds.width * ds.height / 1e6
+            n_tiles = len(plan_tiles(ds.height, ds.width, args.tile, stride))
+        options = SegmentOptions(tile_size=args.tile, batch_size=args.batch, device=args.device)
+        segment(raster, Path(folder) / "warm.tif", loaded, options)  # warm-up
+        bare = bare_forward_seconds(loaded, raster, args.tile, stride, args.batch, args.device)
+        start = time.perf_counter()
+        segment(raster, Path(folder) / "out.tif", loaded, options)
+        pipeline = time.perf_counter() - start
+        print(
+            f"model {loaded.card.name}, device {args.device}, torch threads "
+            f"{torch.get_num_threads()}, raster {mpx:.2f} Mpx, {n_tiles} tiles of {args.tile} px"
+        )
+        print(f"bare model forward : {mpx / bare:8.3f} Mpx/s ({bare:.2f} s)")
+        print(f"engine pipeline    : {mpx / pipeline:8.3f} Mpx/s ({pipeline:.2f} s)")
+        print(f"pipeline / bare    : {bare / pipeline:8.3f}  (goal >= 0.9)")
+
+        small = make_raster(Path(folder) / "small.tif", 2, 2)
+        large = make_raster(Path(folder) / "large.tif", 8, 8)
+        peaks = []
+        for path in (small, large):
+            child = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--rss-child",
+                    str(path),
+                    "--device",
+                    args.device,
+                    "--tile",
+                    str(args.tile),
+                    "--batch",
+                    str(args.batch),
+                    *(["--model", args.model] if args.model else []),
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            peaks.append(json.loads(child.stdout.strip().splitlines()[-1])["peak_rss_mb"])
+        print(f"peak RSS 1x area   : {peaks[0]:8.1f} MB")
+        print(f"peak RSS 16x area  : {peaks[1]:8.1f} MB")
+        print(f"RSS ratio 16x / 1x : {peaks[1] / peaks[0]:8.3f}  (goal <= 1.2)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,254 @@
+"""Official CrossEarth checkpoints (.pth, mmseg key layout) -> model packages.
+
+Released checkpoints come in two forms: full ones (`backbone.*` incl. the frozen DINOv2
+weights, `decode_head.*`), and rein+head ones whose frozen backbone lives in a separate DINOv2
+file (`dinov2_converted.pth`, or the original patch-14 DINOv2 weights, converted here the way
+the official script does). Pickles are read with `weights_only=True` and memory-mapped, so a
+4 GB checkpoint is not copied into memory before it is written out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import CrossEarthError
+from ..loading import check_state_dict_keys
+from ..model_card import ModelCard
+from ..packages import ModelPackage, save_package
+from .config import CrossEarthConfig
+from .from_mmseg import card_from_config
+from .model import CrossEarth
+from .presets import checkpoint_preset, preset_card
+
+BACKBONE = "backbone."
+HEAD = "decode_head."
+REINS = "backbone.reins."
+_CHUNKED_BLOCK = re.compile(r"^backbone\.blocks\.\d+\.(\d+)\.")
+
+
+@dataclass
+class ConversionReport:
+    package: ModelPackage
+    ignored_keys: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def read_checkpoint(path: Path, what: str = "checkpoint") -> dict[str, torch.Tensor]:
+    """The tensors of a .pth file: its `state_dict` (or `model`/`module`) entry or the file's
+    top-level mapping, with a leading 'module.' (DataParallel) removed."""
+    path = Path(path)
+    if not path.is_file():
+        raise CrossEarthError(f"{what} {path} does not exist")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CrossEarthError(
+            f"{what} {path} cannot be read as a PyTorch checkpoint: it is truncated, corrupt or "
+            f"not a checkpoint ({first}); download it again"
+        ) from None
+    except Exception as exc:  # the unpickler's refusal of code objects, among others
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CrossEarthError(
+            f"{what} {path} holds objects other than tensors and is refused for safety "
+            f"({first[:200]})"
+        ) from None
+    if isinstance(data, dict):
+        for key in ("state_dict", "model", "module"):
+            if isinstance(data.get(key), dict):
+                data = data[key]
+                break
+    if not isinstance(data, dict) or not data:
+        raise CrossEarthError(f"{what} {path} holds no state dict of tensors")
+    tensors = {k: v for k, v in data.items() if isinstance(v, torch.Tensor)}
+    if not tensors:
+        raise CrossEarthError(f"{what} {path} holds no tensors")
+    if all(k.startswith("module.") for k in tensors):
+        tensors = {k[len("module.") :]: v for k, v in tensors.items()}
+    return {_CHUNKED_BLOCK.sub(r"backbone.blocks.\1.", k): v for k, v in tensors.items()}
+
+
+def convert_dinov2_backbone(
+    weights: dict[str, torch.Tensor], config: CrossEarthConfig
+) -> dict[str, torch.Tensor]:
+    """A DINOv2 backbone file as `backbone.*` keys, resized to our patch size and grid: the patch
+    kernel and position grid are resized bicubically as the official conversion script does."""
+    weights = {k.removeprefix(BACKBONE): v for k, v in weights.items()}
+    patch = config.backbone.patch_size
+    grid = config.grid_size
+    kernel = weights.get("patch_embed.proj.weight")
+    if kernel is not None and kernel.shape[-1] != patch:
+        weights["patch_embed.proj.weight"] = F.interpolate(
+            kernel.float(), size=(patch, patch), mode="bicubic", align_corners=False
+        )
+    pos = weights.get("pos_embed")
+    if pos is not None and pos.shape[1] - 1 != grid * grid:
+        old = math.isqrt(pos.shape[1] - 1)
+        if old * old != pos.shape[1] - 1:
+            raise CrossEarthError(f"backbone pos_embed {tuple(pos.shape)} is not a square grid")
+        resized = F.interpolate(
+            pos[:, 1:].float().reshape(1, old, old, -1).permute(0, 3, 1, 2),
+            size=(grid, grid),
+            mode="bicubic",
+            align_corners=False,
+        )
+        weights["pos_embed"] = torch.cat(
+            (pos[:, :1].float(), resized.permute(0, 2, 3, 1).reshape(1, grid * grid, -1)), dim=1
+        )
+    return {BACKBONE + k: v for k, v in weights.items()}
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _check_is_crossearth(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    has_reins = any(k.startswith(REINS) for k in tensors)
+    has_head = any(k.startswith(HEAD) for k in tensors)
+    if has_reins and has_head:
+        return
+    sample = ", ".join(sorted(tensors)[:4])
+    if any("rel_pos" in k or "relative_position" in k for k in tensors):
+        kind = "a ViT-RVSA (MTP) model"
+    elif any(k.startswith(BACKBONE) for k in tensors):
+        kind = "a segmentation model without Rein tokens"
+    elif "pos_embed" in tensors and "blocks.0.attn.qkv.weight" in tensors:
+        kind = "a bare ViT/DINOv2 backbone (pass it with --backbone)"
+    else:
+        kind = "another architecture"
+    raise CrossEarthError(
+        f"{path} is not a CrossEarth checkpoint: no backbone.reins.* and decode_head.* weights; "
+        f"it looks like {kind} (keys such as {sample})"
+    )
+
+
+def expected_shapes(card: ModelCard) -> dict[str, tuple[int, ...]]:
+    config = CrossEarthConfig.from_dict(card.config, card.num_classes)
+    with torch.device("meta"):
+        model = CrossEarth(config)
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def _checkpoint_classes(tensors: dict[str, torch.Tensor]) -> int | None:
+    weight = tensors.get("decode_head.cls_embed.weight")
+    return None if weight is None else int(weight.shape[0]) - 1
+
+
+def convert(
+    checkpoint: Path,
+    output: Path,
+    *,
+    preset: str | None = None,
+    mmseg_config: Path | None = None,
+    backbone: Path | None = None,
+    name: str | None = None,
+    class_names: list[str] | None = None,
+    bands: tuple[str, ...] | None = None,
+    dtype: str = "float32",
+    overwrite: bool = False,
+    progress: Callable[[float, str], None] | None = None,
+) -> ConversionReport:
+    """Converts a checkpoint into a package at `output` (written atomically)."""
+    report = progress or (lambda fraction, message: None)
+    if (preset is None) == (mmseg_config is None):
+        raise CrossEarthError("give exactly one of --preset NAME or --mmseg-config CONFIG.py")
+    if dtype not in ("float32", "float16", "bfloat16"):
+        raise CrossEarthError(f"dtype '{dtype}' is not valid; use float32, float16 or bfloat16")
+    output = Path(output).expanduser().absolute()
+    if output.exists() and not overwrite:
+        raise CrossEarthError(f"{output} already exists; remove it or choose another name")
+    if not output.parent.is_dir():
+        raise CrossEarthError(f"output folder {output.parent} does not exist; create it first")
+    checkpoint = Path(checkpoint)
+    report(0.0, f"reading {checkpoint.name}")
+    tensors = read_checkpoint(checkpoint)
+    _check_is_crossearth(tensors, checkpoint)
+    warnings: list[str] = []
+    package_name = name or output.name
+
+    if preset is not None:
+        chosen = checkpoint_preset(preset)
+        card = preset_card(chosen, package_name)
+        if class_names is not None:
+            raise CrossEarthError(
+                "--classes only applies with --mmseg-config; presets name their classes"
+            )
+    else:
+        card, config_warnings = card_from_config(
+            mmseg_config,
+            package_name,
+            _checkpoint_classes(tensors),
+            class_names,
+            bands,  # type: ignore[arg-type]
+        )
+        warnings += config_warnings
+    if bands is not None and preset is not None:
+        card = replace(card, input=replace(card.input, bands=tuple(bands)))
+    config = CrossEarthConfig.from_dict(card.config, card.num_classes)
+
+    frozen = [k for k in tensors if k.startswith(BACKBONE) and not k.startswith(REINS)]
+    if backbone is not None:
+        report(0.2, f"reading backbone {Path(backbone).name}")
+        base = convert_dinov2_backbone(read_checkpoint(Path(backbone), "backbone file"), config)
+        if frozen:
+            warnings.append(
+                f"{checkpoint.name} already holds backbone weights; those of {Path(backbone).name} "
+                "replace them"
+            )
+        tensors = {**{k: v for k, v in tensors.items() if k not in base}, **base}
+    elif not frozen:
+        raise CrossEarthError(
+            f"{checkpoint.name} holds only the Rein tokens and the head (a training checkpoint); "
+            "pass the frozen DINOv2 weights with --backbone dinov2_converted.pth"
+        )
+
+    expected = expected_shapes(card)
+    unexpected = sorted(set(tensors) - set(expected))
+    found = {k: tuple(v.shape) for k, v in tensors.items() if k in expected}
+    cls_shape = found.get("decode_head.cls_embed.weight")
+    if cls_shape and cls_shape != expected["decode_head.cls_embed.weight"]:
+        raise CrossEarthError(
+            f"{checkpoint.name} predicts {cls_shape[0] - 1} classes but the "
+            f"{'preset' if preset else 'config'} describes {card.num_classes} "
+            f"({', '.join(card.class_names)}); choose the matching preset or config"
+        )
+    check_state_dict_keys(expected, found, checkpoint.name)
+    if unexpected:
+        warnings.append(
+            f"ignored {len(unexpected)} key(s) the architecture does not use: "
+            + ", ".join(unexpected[:8])
+            + (" ..." if len(unexpected) > 8 else "")
+        )
+
+    report(0.5, "writing the package")
+    target = getattr(torch, dtype)
+    state = {k: tensors[k].to(target) for k in expected}
+    provenance: dict[str, Any] = dict(card.provenance)
+    provenance.update(
+        {
+            "converted_from": checkpoint.name,
+            "checkpoint_sha256": _sha256(checkpoint),
+            "preset": preset,
+            "backbone_file": Path(backbone).name if backbone else None,
+            "weights_dtype": dtype,
+            "converter": "crossearth convert",
+        }
+    )
+    card = replace(card, provenance=provenance)
+    package = save_package(output, card, state, overwrite=overwrite)
+    report(1.0, f"wrote {output}")
+    return ConversionReport(package, unexpected, warnings)
