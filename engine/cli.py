@@ -87,6 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="float32",
         help="confidence as float 0..1 or uint8 percent (default float32)",
     )
+    seg.add_argument(
+        "--polygons", type=Path, help="also write class polygons to a GeoPackage (.gpkg)"
+    )
+    seg.add_argument(
+        "--extent",
+        help="segment only XMIN,YMIN,XMAX,YMAX (in the raster's CRS) instead of the whole raster",
+    )
     seg.add_argument("--threads", type=_positive_int, help="CPU threads for the model")
     seg.add_argument("--no-amp", action="store_true", help="disable mixed precision on CUDA")
     seg.add_argument(
@@ -129,7 +136,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     conv.add_argument("--overwrite", action="store_true", help="replace an existing package")
 
-    commands.add_parser("models", help="list bundled and user model packages")
+    models = commands.add_parser("models", help="list bundled and user model packages")
+    models.add_argument("--json", action="store_true", help="print the list as JSON")
+
+    check = commands.add_parser(
+        "check", help="report the engine environment: torch, CUDA, GPUs and their memory"
+    )
+    check.add_argument("--json", action="store_true", help="print the report as JSON")
 
     info = commands.add_parser("info", help="show a model package's card")
     info.add_argument("model", help="model package folder or installed model name")
@@ -176,6 +189,7 @@ def _progress_printer(mode: str) -> tuple[Callable[[float, str], None], Callable
 
 def _cmd_segment(args: argparse.Namespace) -> int:
     from .pipeline import SegmentOptions, segment
+    from .subset import parse_extent
 
     options = SegmentOptions(
         tile_size=args.tile,
@@ -188,6 +202,8 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         amp=not args.no_amp,
         confidence=args.confidence,
         confidence_dtype=args.confidence_type,
+        polygons=args.polygons,
+        extent=parse_extent(args.extent) if args.extent else None,
     )
     update, close = _progress_printer(args.progress)
     try:
@@ -197,6 +213,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     summary = {
         "output": str(result.output),
         "confidence": str(result.confidence) if result.confidence else None,
+        "polygons": str(result.polygons) if result.polygons else None,
         "classes": result.class_pixels,
         "nodata_pixels": result.nodata_pixels,
         "tiles": result.tiles,
@@ -215,8 +232,9 @@ def _cmd_segment(args: argparse.Namespace) -> int:
             f"wrote {result.output} in {result.seconds:.1f} s on {result.device} "
             f"({result.tiles} tiles, {result.tiles_skipped} skipped as nodata)"
         )
-        if result.confidence:
-            print(f"wrote {result.confidence}")
+        for extra in (result.confidence, result.polygons):
+            if extra:
+                print(f"wrote {extra}")
         for name, count in result.class_pixels.items():
             print(f"  {name:<24} {count:>12,d} px  {100 * count / total:5.1f} %")
         for warning in result.warnings:
@@ -267,11 +285,33 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_models(_: argparse.Namespace) -> int:
+def _cmd_models(args: argparse.Namespace) -> int:
     from .packages import bundled_models_dir, default_model_name, list_packages, user_models_dir
 
     packages, problems = list_packages()
     default = default_model_name()
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "bundled_dir": str(bundled_models_dir()),
+                    "user_dir": str(user_models_dir()),
+                    "default": default,
+                    "models": [
+                        {
+                            "name": p.card.name,
+                            "path": str(p.path),
+                            "source": p.source,
+                            "default": default in (p.path.name, p.card.name),
+                            "card": p.card.to_json_dict(),
+                        }
+                        for p in packages
+                    ],
+                    "problems": problems,
+                }
+            )
+        )
+        return 0
     print(f"bundled models: {bundled_models_dir()}")
     print(f"user models:    {user_models_dir()}")
     if not packages:
@@ -321,10 +361,27 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_check(args: argparse.Namespace) -> int:
+    from .devices import environment_report
+
+    report = environment_report()
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    print(f"python {report['python']} ({report['executable']})")
+    print(f"torch {report['torch']}, timm {report['timm']}, rasterio {report['rasterio']}")
+    print(f"CUDA available: {'yes' if report['cuda_available'] else 'no'}")
+    for device in report["devices"]:
+        memory = f", {device['memory_gib']} GiB" if "memory_gib" in device else ""
+        print(f"  {device['id']}: {device['name']}{memory}")
+    return 0
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "segment": _cmd_segment,
     "convert": _cmd_convert,
     "models": _cmd_models,
+    "check": _cmd_check,
     "info": _cmd_info,
 }
 

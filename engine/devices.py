@@ -55,3 +55,25 @@ def describe_devices() -> list[dict[str, object]]:
                 }
             )
     return devices
+
+
+def environment_report() -> dict[str, object]:
+    """What the engine runs with: versions, CUDA and the devices (for the plugin's Check)."""
+    import platform
+    import sys
+
+    import rasterio
+    import timm
+    import torch
+
+    return {
+        "python": platform.python_version(),
+        "executable": sys.executable,
+        "torch": torch.__version__,
+        "timm": timm.__version__,
+        "rasterio": rasterio.__version__,
+        "gdal": rasterio.__gdal_version__,
+        "cuda_available": torch.cuda.is_available(),
+        "cuda_version": torch.version.cuda,
+        "devices": describe_devices(),
+    }

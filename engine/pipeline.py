@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -28,7 +29,9 @@ from .raster_input import (
     resolve_bands,
 )
 from .raster_output import StreamingGeoTiff, check_output_path, class_raster, confidence_raster
+from .subset import extent_window, subset_vrt
 from .tiling import Tile, blend_window, plan_tiles
+from .vectorize import polygonize
 
 log = logging.getLogger(__name__)
 
@@ -56,12 +59,15 @@ class SegmentOptions:
     amp: bool = True
     confidence: Path | None = None
     confidence_dtype: str = "float32"
+    polygons: Path | None = None  # GeoPackage of class polygons
+    extent: tuple[float, float, float, float] | None = None  # in the raster's CRS
 
 
 @dataclass
 class SegmentResult:
     output: Path
     confidence: Path | None
+    polygons: Path | None
     class_names: list[str]
     class_pixels: dict[str, int]
     nodata_pixels: int
@@ -198,13 +204,26 @@ def segment(
         confidence_out = check_output_path(Path(options.confidence), [input_path, output])
         if confidence_out == output:
             raise CrossEarthError("the confidence raster must have another name than the output")
+    polygons_out = None
+    if options.polygons is not None:
+        polygons_out = check_output_path(Path(options.polygons), [input_path, output])
+        if polygons_out.suffix.lower() != ".gpkg":
+            raise CrossEarthError(
+                f"polygon output {polygons_out.name} must be a GeoPackage (.gpkg)"
+            )
     scaling_request = (
         parse_scaling(options.scaling) if isinstance(options.scaling, str) else options.scaling
     )
     device = resolve_device(options.device)
     set_cpu_threads(options.threads)
 
-    with open_raster(input_path) as reader_ds, open_raster(input_path) as mask_ds:
+    scratch = tempfile.TemporaryDirectory(prefix="crossearth-")
+    source = input_path
+    if options.extent is not None:
+        with open_raster(input_path) as dataset:
+            window = extent_window(dataset, options.extent)
+        source = subset_vrt(input_path, window, Path(scratch.name))
+    with scratch, open_raster(source) as reader_ds, open_raster(source) as mask_ds:
         if isinstance(model, LoadedModel):
             card = model.card
         else:
@@ -336,11 +355,24 @@ def segment(
             if device.type == "cuda":
                 torch.cuda.empty_cache()
 
+    if polygons_out is not None:
+        report(0.98, "vectorizing classes")
+        try:
+            if is_cancelled():
+                raise SegmentationCancelled()
+            polygonize(output, polygons_out, card.class_names)
+        except BaseException:
+            # The run's outputs go together: without the polygons, none of them remains.
+            for path in (output, confidence_out, Path(f"{output}.aux.xml")):
+                if path is not None:
+                    path.unlink(missing_ok=True)
+            raise
     seconds = time.perf_counter() - started
     report(1.0, f"done in {seconds:.1f} s")
     return SegmentResult(
         output=output,
         confidence=confidence_out,
+        polygons=polygons_out,
         class_names=card.class_names,
         class_pixels={n: int(c) for n, c in zip(card.class_names, counts, strict=True)},
         nodata_pixels=nodata_pixels,

@@ -1,0 +1,60 @@
+"""Segmenting part of a raster: a map extent becomes a pixel window and a VRT over it."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import rasterio
+from rasterio.windows import Window, from_bounds
+
+from .errors import CrossEarthError
+
+Extent = tuple[float, float, float, float]
+
+
+def parse_extent(text: str) -> Extent:
+    """'XMIN,YMIN,XMAX,YMAX' in the raster's CRS."""
+    try:
+        xmin, ymin, xmax, ymax = (float(part) for part in text.split(","))
+    except ValueError:
+        raise CrossEarthError(
+            f"extent '{text}' is not valid; give XMIN,YMIN,XMAX,YMAX in the raster's CRS"
+        ) from None
+    if not (xmax > xmin and ymax > ymin):
+        raise CrossEarthError(f"extent '{text}': XMAX must exceed XMIN and YMAX must exceed YMIN")
+    return xmin, ymin, xmax, ymax
+
+
+def extent_window(dataset: rasterio.DatasetReader, extent: Extent) -> Window:
+    """Pixels touched by the extent (rounded outwards), clipped to the raster."""
+    window = from_bounds(*extent, transform=dataset.transform)
+    col0 = max(0, math.floor(window.col_off + 1e-9))
+    row0 = max(0, math.floor(window.row_off + 1e-9))
+    col1 = min(dataset.width, math.ceil(window.col_off + window.width - 1e-9))
+    row1 = min(dataset.height, math.ceil(window.row_off + window.height - 1e-9))
+    if col1 <= col0 or row1 <= row0:
+        left, bottom, right, top = dataset.bounds
+        raise CrossEarthError(
+            f"the extent {extent} does not overlap the raster ({left:g}, {bottom:g}, {right:g}, "
+            f"{top:g}); give the extent in the raster's CRS"
+        )
+    return Window(col0, row0, col1 - col0, row1 - row0)
+
+
+def subset_vrt(source: Path, window: Window, folder: Path) -> Path:
+    """A VRT of `window` of `source` (values, nodata, masks and band names carried over)."""
+    try:
+        from osgeo import gdal
+    except ImportError:
+        raise CrossEarthError(
+            "segmenting an extent needs GDAL's Python bindings (osgeo); install python3-gdal"
+        ) from None
+    gdal.UseExceptions()
+    target = folder / "subset.vrt"
+    options = gdal.TranslateOptions(
+        format="VRT",
+        srcWin=[int(window.col_off), int(window.row_off), int(window.width), int(window.height)],
+    )
+    gdal.Translate(str(target), str(Path(source).absolute()), options=options)
+    return target

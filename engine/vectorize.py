@@ -1,0 +1,96 @@
+"""Class rasters to polygons (GeoPackage) with GDAL's Polygonize, which streams by scanlines."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from .errors import CrossEarthError
+from .files import give_ordinary_permissions
+
+LAYER = "classes"
+# World Cylindrical Equal Area: areas of polygons in geographic coordinates, in square metres.
+EQUAL_AREA_EPSG = 6933
+
+
+def _gdal():
+    try:
+        from osgeo import gdal, ogr, osr
+    except ImportError:
+        raise CrossEarthError(
+            "polygon output needs GDAL's Python bindings (osgeo); install python3-gdal or the "
+            "GDAL package of your Python distribution"
+        ) from None
+    gdal.UseExceptions()
+    ogr.UseExceptions()
+    osr.UseExceptions()
+    return gdal, ogr, osr
+
+
+def polygonize(class_raster: Path, destination: Path, class_names: list[str]) -> int:
+    """Writes one polygon per connected region of equal class (8-connected), with fields
+    class_id, class and area_m2, into a GeoPackage; nodata pixels get no polygon. The file
+    appears only when complete. Returns the number of polygons."""
+    gdal, ogr, osr = _gdal()
+    destination = Path(destination)
+    staging = Path(tempfile.mkdtemp(prefix=f".{destination.stem}.", dir=destination.parent))
+    temp = staging / destination.name
+    try:
+        raster = gdal.Open(str(class_raster))
+        band = raster.GetRasterBand(1)
+        srs = raster.GetSpatialRef()
+        driver = ogr.GetDriverByName("GPKG")
+        vector = driver.CreateDataSource(str(temp))
+        layer = vector.CreateLayer(LAYER, srs=srs, geom_type=ogr.wkbMultiPolygon)
+        layer.CreateField(ogr.FieldDefn("class_id", ogr.OFTInteger))
+        name_field = ogr.FieldDefn("class", ogr.OFTString)
+        layer.CreateField(name_field)
+        area_field = ogr.FieldDefn("area_m2", ogr.OFTReal)
+        layer.CreateField(area_field)
+        vector.StartTransaction()
+        gdal.Polygonize(band, band.GetMaskBand(), layer, 0, ["8CONNECTED=8"])
+        vector.CommitTransaction()
+        to_metres = _area_transform(srs, osr)
+        count = 0
+        vector.StartTransaction()
+        layer.ResetReading()
+        for feature in layer:
+            index = feature.GetField("class_id")
+            feature.SetField("class", class_names[index] if 0 <= index < len(class_names) else "")
+            geometry = feature.GetGeometryRef()
+            if to_metres is not None:
+                area_geometry = geometry.Clone()
+                factor = 1.0
+                if callable(to_metres):
+                    area_geometry.Transform(to_metres())
+                else:
+                    factor = to_metres
+                feature.SetField("area_m2", area_geometry.GetArea() * factor)
+            layer.SetFeature(feature)
+            count += 1
+        vector.CommitTransaction()
+        vector = None
+        raster = None
+        give_ordinary_permissions(temp)
+        os.replace(temp, destination)
+        return count
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _area_transform(srs, osr):
+    """How to get square metres: a factor for projected CRSs, a transform to an equal-area CRS
+    for geographic ones, None without a CRS (areas stay empty)."""
+    if srs is None:
+        return None
+    if srs.IsGeographic():
+        target = osr.SpatialReference()
+        target.ImportFromEPSG(EQUAL_AREA_EPSG)
+        source = srs.Clone()
+        for ref in (source, target):
+            ref.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+        transform = osr.CoordinateTransformation(source, target)
+        return lambda: transform
+    return srs.GetLinearUnits() ** 2
