@@ -144,10 +144,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--json", action="store_true", help="print the report as JSON")
 
+    _add_training_commands(commands)
+
     info = commands.add_parser("info", help="show a model package's card")
     info.add_argument("model", help="model package folder or installed model name")
     info.add_argument("--json", action="store_true", help="print the card as JSON")
     return parser
+
+
+def _add_training_commands(commands: argparse._SubParsersAction) -> None:
+    """`train` and `evaluate` live in training/, which builds on the engine; an engine
+    installed without it simply lacks those commands."""
+    try:
+        from training.cli import COMMANDS as TRAINING_COMMANDS
+        from training.cli import add_parsers
+    except ImportError:
+        return
+    add_parsers(commands)
+    COMMANDS.update(TRAINING_COMMANDS)
 
 
 def _json_event(event: str, **fields: Any) -> None:
@@ -394,6 +408,8 @@ def _terminate(signum: int, frame: Any) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # Commands that record how they were run (training provenance) read it from here.
+    args.argv = list(argv) if argv is not None else sys.argv[1:]
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",

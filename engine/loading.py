@@ -49,6 +49,15 @@ def check_state_dict_keys(
 
 
 def load_package_model(package: ModelPackage, device: str | torch.device = "cpu") -> nn.Module:
+    """The package's model on `device`, frozen and in eval mode (for inference)."""
+    model = build_package_model(package, device)
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    return model.eval()
+
+
+def build_package_model(package: ModelPackage, device: str | torch.device = "cpu") -> nn.Module:
+    """The package's model with its weights on `device`, as built (training reuses this)."""
     import torch
     from safetensors import SafetensorError, safe_open
 
@@ -77,9 +86,7 @@ def load_package_model(package: ModelPackage, device: str | torch.device = "cpu"
             f"architecture '{package.card.architecture}' has tensors not stored in the package: "
             f"{_describe(leftover)}"
         )
-    for parameter in model.parameters():
-        parameter.requires_grad_(False)
-    return model.eval()
+    return model
 
 
 def load_model(

@@ -214,6 +214,40 @@ class TileReader:
         masks = self.dataset.read_masks(self.bands, window=window)
         return np.all(masks > 0, axis=0)
 
+    def to_model_range(self, raw: np.ndarray) -> np.ndarray:
+        """Source values [C, h, w] -> the model's value range (scaled and clipped), float32."""
+        values = raw.astype(np.float32, copy=False) * self._gain + self._offset
+        if self._clip is not None:
+            np.clip(values, self._clip[0], self._clip[1], out=values)
+        return values
+
+    def normalize(self, values: np.ndarray) -> np.ndarray:
+        """Values in the model's range -> normalized network input (mean/std of the card)."""
+        return (values - self._mean) * self._inv_std
+
+    def read_box(
+        self, row: int, col: int, height: int, width: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Any window, also partly or wholly outside the raster: (values in the model's range
+        [C, height, width] float32, validity [height, width]). Outside and invalid pixels hold
+        the band means, so they look neutral after normalization."""
+        values = np.broadcast_to(self._mean, (len(self.bands), height, width)).copy()
+        valid = np.zeros((height, width), bool)
+        top, left = max(row, 0), max(col, 0)
+        bottom = min(row + height, self.dataset.height)
+        right = min(col + width, self.dataset.width)
+        if bottom > top and right > left:
+            window = Window(left, top, right - left, bottom - top)
+            raw = self.dataset.read(self.bands, window=window, out_dtype=np.float32)
+            inside = self.read_valid(window)
+            rows = slice(top - row, bottom - row)
+            cols = slice(left - col, right - col)
+            part = self.to_model_range(raw)
+            part[:, ~inside] = np.broadcast_to(self._mean, part.shape)[:, ~inside]
+            values[:, rows, cols] = part
+            valid[rows, cols] = inside
+        return values, valid
+
     def read_tile(self, row: int, col: int, size: int) -> tuple[np.ndarray, np.ndarray]:
         """A size x size tile at (row, col), reflection-padded where it passes the raster edge.
 
@@ -225,10 +259,7 @@ class TileReader:
         window = Window(col, row, width, height)
         raw = self.dataset.read(self.bands, window=window, out_dtype=np.float32)
         valid = self.read_valid(window)
-        values = raw * self._gain + self._offset
-        if self._clip is not None:
-            np.clip(values, self._clip[0], self._clip[1], out=values)
-        values = (values - self._mean) * self._inv_std
+        values = self.normalize(self.to_model_range(raw))
         # Invalid pixels get the normalized mean (0) so nodata fill values don't steer the model.
         values[:, ~valid] = 0.0
         if height < size or width < size:

@@ -1,0 +1,133 @@
+"""Training batches, each a pure function of (seed, rank, step, micro-batch): resuming at any
+step rebuilds exactly the batches an uninterrupted run would have used."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from .augment import EarthStyle, PhotometricDistortion, flip_rotate, ignore_invalid, resize_window
+from .config import TrainConfig
+from .data import TRAIN, TrainingData, WindowSampler
+
+
+def step_seed(seed: int, rank: int, step: int, micro: int, stream: int) -> int:
+    return int(np.random.SeedSequence([seed, rank, step, micro, stream]).generate_state(1)[0])
+
+
+@dataclass
+class Batch:
+    step: int
+    micro: int
+    inputs: torch.Tensor  # [B, C, S, S] normalized
+    labels: torch.Tensor  # [B, S, S] uint8, IGNORE where unlabelled
+
+
+class BatchMaker:
+    def __init__(self, data: TrainingData, config: TrainConfig, rank: int = 0) -> None:
+        self.data = data
+        self.config = config
+        self.rank = rank
+        self.sampler = WindowSampler(data, config.window, config.scale_range, config.class_balanced)
+        self.photometric = (
+            PhotometricDistortion(data.band_names, data.value_range) if config.photometric else None
+        )
+        self.style = fit_earth_style(data, config) if config.esi_prob > 0 else None
+
+    def window(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        image, row, col, size = self.sampler.sample(rng)
+        values, valid, labels = self.data.read_training_window(image, row, col, size)
+        values, valid, labels = resize_window(values, valid, labels, self.config.window)
+        values, valid, labels = flip_rotate(
+            [values, valid, labels], rng, self.config.flips, self.config.rotate90
+        )
+        if self.photometric is not None:
+            values = self.photometric(values, rng)
+        if self.style is not None and rng.random() < self.config.esi_prob:
+            values = self.style.apply(
+                values,
+                valid,
+                rng,
+                self.config.esi_random_weight,
+                self.config.esi_keep,
+                self.config.esi_block,
+            )
+        normalized = self.data.images[image].reader.normalize(values)
+        normalized[:, ~valid] = 0.0
+        return normalized.astype(np.float32), ignore_invalid(labels, valid)
+
+    def make(self, step: int, micro: int) -> Batch:
+        rng = np.random.default_rng(step_seed(self.config.seed, self.rank, step, micro, 0))
+        windows = [self.window(rng) for _ in range(self.config.batch)]
+        inputs = torch.from_numpy(np.stack([w[0] for w in windows]))
+        labels = torch.from_numpy(np.stack([w[1] for w in windows]))
+        return Batch(step, micro, inputs, labels)
+
+
+def fit_earth_style(data: TrainingData, config: TrainConfig, windows: int = 128) -> EarthStyle:
+    """The Gaussian of window styles, fitted on windows of the training blocks."""
+    sampler = WindowSampler(data, config.window, (1.0, 1.0), False)
+    rng = np.random.default_rng(step_seed(config.seed, 0, 0, 0, 7))
+    styles = []
+    for _ in range(windows):
+        image, row, col, size = sampler.sample(rng)
+        values, valid, _ = data.read_training_window(image, row, col, size)
+        style = EarthStyle.window_style(values, valid)
+        if style is not None:
+            styles.append(style)
+    if not styles:
+        styles = [np.zeros(2 * len(data.bands))]
+    return EarthStyle.fit(styles, data.value_range)
+
+
+class Prefetcher:
+    """Builds the next batches in a background thread while the model trains."""
+
+    def __init__(self, maker: BatchMaker, first_step: int, last_step: int, accumulate: int) -> None:
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=2)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, args=(maker, first_step, last_step, accumulate), daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, maker: BatchMaker, first: int, last: int, accumulate: int) -> None:
+        try:
+            for step in range(first, last + 1):
+                for micro in range(accumulate):
+                    if not self._put(maker.make(step, micro)):
+                        return
+            self._put(None)
+        except BaseException as exc:  # handed to the training loop, which re-raises it
+            self._put(exc)
+
+    def _put(self, item: Any) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def __iter__(self) -> Iterator[Batch]:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+
+__all__ = ["TRAIN", "Batch", "BatchMaker", "Prefetcher", "fit_earth_style", "step_seed"]
