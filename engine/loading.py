@@ -49,10 +49,15 @@ def check_state_dict_keys(
 
 
 def load_package_model(package: ModelPackage, device: str | torch.device = "cpu") -> nn.Module:
-    """The package's model on `device`, frozen and in eval mode (for inference)."""
+    """The package's model on `device`, frozen and in eval mode (for inference), taking and
+    returning source-pixel tiles also when its card asks for an input scale."""
+    from .scaled_model import ScaledModel
+
     model = build_package_model(package, device)
     for parameter in model.parameters():
         parameter.requires_grad_(False)
+    if package.card.input_scale > 1:
+        model = ScaledModel(model, package.card.input_scale)
     return model.eval()
 
 

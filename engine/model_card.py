@@ -40,8 +40,12 @@ class ModelCard:
     input: InputSpec
     tile_size: int
     tile_stride: int
-    # Tile sides must be a multiple of this (the backbone's patch size).
+    # Tile sides must be a multiple of this, in source pixels (patch size / input scale).
     size_multiple: int = 1
+    # The network sees tiles upsampled by this factor (model pixels per source pixel); its
+    # scores are averaged back onto the source grid. For imagery coarser than the network's
+    # design (e.g. 28.5 m Landsat on a ViT with 16 px patches).
+    input_scale: int = 1
     gsd_m: float | None = None
     description: str = ""
     license: str = "unknown"
@@ -155,6 +159,9 @@ def card_from_dict(data: Any, where: str = "model.json") -> ModelCard:
         raise CrossEarthError(
             f"{where}: tile.size {tile_size} is not a multiple of size_multiple {size_multiple}"
         )
+    input_scale = data.get("input_scale", 1)
+    if not isinstance(input_scale, int) or isinstance(input_scale, bool) or input_scale < 1:
+        raise CrossEarthError(f"{where}: input_scale must be a positive integer")
     gsd = data.get("gsd_m")
     if gsd is not None and (not isinstance(gsd, (int, float)) or gsd <= 0):
         raise CrossEarthError(f"{where}: gsd_m must be a positive number or null")
@@ -168,6 +175,7 @@ def card_from_dict(data: Any, where: str = "model.json") -> ModelCard:
         tile_size=tile_size,
         tile_stride=tile_stride,
         size_multiple=size_multiple,
+        input_scale=input_scale,
         gsd_m=None if gsd is None else float(gsd),
         description=str(data.get("description", "")),
         license=str(data.get("license", "unknown")),

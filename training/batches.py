@@ -30,11 +30,15 @@ class Batch:
 
 
 class BatchMaker:
-    def __init__(self, data: TrainingData, config: TrainConfig, rank: int = 0) -> None:
+    def __init__(
+        self, data: TrainingData, config: TrainConfig, rank: int = 0, input_scale: int = 1
+    ) -> None:
         self.data = data
         self.config = config
         self.rank = rank
-        self.sampler = WindowSampler(data, config.window, config.scale_range, config.class_balanced)
+        self.sampler = WindowSampler(
+            data, config.window, config.scale_range, config.class_balanced, input_scale
+        )
         self.photometric = (
             PhotometricDistortion(data.band_names, data.value_range) if config.photometric else None
         )

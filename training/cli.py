@@ -27,6 +27,7 @@ NUMERIC_OPTIONS = (
     ("warmup", int),
     ("num-points", int),
     ("patch-size", int),
+    ("input-scale", int),
 )
 
 

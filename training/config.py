@@ -54,6 +54,8 @@ class TrainConfig:
     base: str | None = None
     architecture: str | None = None
     patch_size: int | None = None  # patch size of a model trained from scratch (default 16)
+    # Model pixels per source pixel (the card's input_scale); default: the base's, else 1.
+    input_scale: int | None = None
     classes: list[ClassSpec] | None = None  # None: the labels' values (or the base's classes)
     # Source label value -> class name, class index, or "ignore".
     label_map: dict[Any, Any] | None = None

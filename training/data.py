@@ -357,9 +357,11 @@ class WindowSampler:
         window: int,
         scale_range: tuple[float, float],
         class_balanced: bool,
+        input_scale: int = 1,
     ) -> None:
         self.data = data
         self.window = window
+        self.input_scale = input_scale
         self.scale_range = scale_range
         self.class_balanced = class_balanced
         self.blocks = data.blocks_of(TRAIN)
@@ -370,10 +372,11 @@ class WindowSampler:
         self._present = np.nonzero(present)[0]
 
     def sample(self, rng: np.random.Generator) -> tuple[int, int, int, int]:
-        """(image, row, col, read size) of a window; read size = window / scale."""
+        """(image, row, col, read size) of a window, in source pixels: window / (random
+        scale x input scale), later resized to the window."""
         low, high = np.log(self.scale_range[0]), np.log(self.scale_range[1])
         scale = float(np.exp(rng.uniform(low, high)))
-        size = max(8, int(round(self.window / scale)))
+        size = max(8, int(round(self.window / (scale * self.input_scale))))
         if self.class_balanced:
             chosen_class = int(rng.choice(self._present))
             block = self.blocks[

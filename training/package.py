@@ -49,9 +49,10 @@ def write_package(
     best_step: int,
     seconds: float,
     command: str | None,
+    input_scale: int = 1,
 ) -> ModelPackage:
     classes = tuple(ClassInfo(i, c.name, tuple(c.color)) for i, c in enumerate(data.classes))  # type: ignore[arg-type]
-    tile = config.tile_size or (base.card.tile_size if base else config.window)
+    tile = config.tile_size or (base.card.tile_size if base else config.window // input_scale)
     stride = config.tile_stride or (
         base.card.tile_stride if base and not config.tile_size else round(tile * 2 / 3)
     )
@@ -110,6 +111,7 @@ def write_package(
         license=config.license,
         provenance=provenance,
         metrics={"validation": metrics},
+        input_scale=input_scale,
     )
     dtype = getattr(torch, config.weights_dtype)
     state = {k: v.detach().to("cpu", dtype) for k, v in model.state_dict().items()}

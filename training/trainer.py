@@ -29,6 +29,7 @@ from engine.errors import CrossEarthError
 from engine.model_card import InputSpec
 from engine.packages import ModelPackage, find_package
 from engine.raster_input import describe_bands, open_raster
+from engine.scaled_model import ScaledModel
 
 from .batches import BatchMaker, Prefetcher, step_seed
 from .checkpoints import CheckpointStore
@@ -204,6 +205,11 @@ def train(
         raise CrossEarthError(
             f"window {config.window} must be a multiple of the patch size {patch}"
         )
+    input_scale = config.input_scale or (package.card.input_scale if package else 1)
+    if patch % input_scale:
+        raise CrossEarthError(
+            f"input_scale {input_scale} must divide the patch size {patch} (1, 2, 4, .. {patch})"
+        )
     trainable = set_trainable(model, mode, config.mtp)
     reconstruction = (
         ReconstructionHeads(model.config.backbone.embed_dim, len(data.bands))
@@ -249,8 +255,11 @@ def train(
         if dist_info.main
         else None
     )
-    tile = max(config.window, math.ceil(config.block_size / patch) * patch)
-    maker = BatchMaker(data, config, dist_info.rank)
+    # Validation tiles in source pixels: the training window's ground extent, at least a block.
+    multiple = patch // input_scale
+    tile = max(config.window // input_scale, math.ceil(config.block_size / multiple) * multiple)
+    source_grid_model = ScaledModel(network.model, input_scale)
+    maker = BatchMaker(data, config, dist_info.rank, input_scale)
     prefetch = Prefetcher(maker, start_step + 1, config.steps, config.accumulate)
     step = start_step
     stopped_early = False
@@ -354,7 +363,7 @@ def train(
             stop = torch.zeros(1)
             if step % config.eval_every == 0 or step == config.steps:
                 if dist_info.main:
-                    result = validate(network.model, data, tile, device, amp_dtype=amp_dtype)
+                    result = validate(source_grid_model, data, tile, device, amp_dtype=amp_dtype)
                     assert logbook is not None
                     logbook.validation(step, result)
                     score = result["mIoU"] if result["mIoU"] is not None else -1.0
@@ -392,7 +401,7 @@ def train(
         best_state = store.load_best()
         if best_state is not None:
             network.model.load_state_dict(best_state)
-        final = validate(network.model, data, tile, device, amp_dtype=amp_dtype)
+        final = validate(source_grid_model, data, tile, device, amp_dtype=amp_dtype)
         result_package = write_package(
             config,
             network.model,
@@ -402,6 +411,7 @@ def train(
             setup.head_note,
             steps_done=step,
             best_step=best["step"],
+            input_scale=input_scale,
             seconds=time.perf_counter() - started,
             command=command,
         )

@@ -23,10 +23,10 @@ def build(config: dict[str, Any], card: ModelCard) -> CrossEarth:
 
     parsed = CrossEarthConfig.from_dict(config, card.num_classes)
     patch = parsed.backbone.patch_size
-    if card.size_multiple % patch:
+    if (card.size_multiple * card.input_scale) % patch:
         raise CrossEarthError(
-            f"{card.name}: size_multiple {card.size_multiple} must be a multiple of the patch "
-            f"size {patch}"
+            f"{card.name}: size_multiple {card.size_multiple} x input_scale {card.input_scale} "
+            f"must be a multiple of the patch size {patch}"
         )
     if len(card.input.bands) != parsed.backbone.in_chans:
         raise CrossEarthError(

@@ -364,14 +364,18 @@ def make_card(
     version: str = "1",
     provenance: dict[str, object] | None = None,
     metrics: dict[str, object] | None = None,
+    input_scale: int = 1,
 ) -> ModelCard:
-    """A model card for a CrossEarth network; tile defaults to the configured image size with
-    the official 2/3 stride."""
+    """A model card for a CrossEarth network; tile (in source pixels) defaults to the
+    configured image size with the official 2/3 stride."""
     if len(classes) != config.num_classes:
         raise CrossEarthError(
             f"{len(classes)} class names given for a {config.num_classes}-class network"
         )
-    size = config.backbone.img_size
+    patch = config.backbone.patch_size
+    if input_scale < 1 or patch % input_scale:
+        raise CrossEarthError(f"input_scale {input_scale} must divide the patch size {patch}")
+    size = config.backbone.img_size // input_scale
     tile_size, stride = tile or (size, round(size * 2 / 3))
     return ModelCard(
         name=name,
@@ -382,7 +386,8 @@ def make_card(
         input=InputSpec(bands=bands, value_range=value_range, mean=mean, std=std),
         tile_size=tile_size,
         tile_stride=stride,
-        size_multiple=config.backbone.patch_size,
+        size_multiple=patch // input_scale,
+        input_scale=input_scale,
         gsd_m=gsd_m,
         description=description,
         license=license,

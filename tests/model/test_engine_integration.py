@@ -5,7 +5,7 @@ import rasterio
 import torch
 
 from engine import load_model
-from engine.pipeline import SegmentOptions, segment
+from engine.pipeline import LoadedModel, SegmentOptions, segment
 
 from ..engine.conftest import LANDSAT, write_raster
 
@@ -47,3 +47,60 @@ def test_tiled_run_on_a_larger_raster(tmp_path, tiny_package):
     assert classes.shape == (352, 349)
     assert set(np.unique(classes)) <= {0, 1, 2}
     assert sum(result.class_pixels.values()) == 352 * 349
+
+
+def test_input_scale_runs_the_network_on_a_finer_grid(tmp_path):
+    from engine.crossearth.model import CrossEarth
+    from engine.crossearth.presets import architecture_config, make_card
+    from engine.model_card import ClassInfo
+    from engine.packages import save_package
+    from engine.scaled_model import ScaledModel
+
+    config = architecture_config("tiny", 2)
+    classes = (ClassInfo(0, "a", (0, 0, 0)), ClassInfo(1, "b", (255, 255, 255)))
+    card = make_card("scaled", config, classes, input_scale=4)
+    assert (card.tile_size, card.size_multiple, card.input_scale) == (32, 4, 4)
+    torch.manual_seed(0)
+    package = save_package(tmp_path / "scaled", card, CrossEarth(config).state_dict())
+
+    model = load_model(package.path)
+    assert isinstance(model, ScaledModel)
+    seen = []
+    model.network.register_forward_pre_hook(lambda module, args: seen.append(args[0].shape))
+    with rasterio.open(LANDSAT) as src:
+        rgb = src.read([3, 2, 1], window=((0, 50), (0, 70)))
+    raster = write_raster(tmp_path / "rgb.tif", rgb)
+    out = tmp_path / "classes.tif"
+    loaded = LoadedModel(package.card, model)
+    result = segment(raster, out, loaded, SegmentOptions(bands=[1, 2, 3], device="cpu"))
+    # 32 px source tiles reach the network as 128 px tiles.
+    assert {tuple(s[-2:]) for s in seen} == {(128, 128)}
+    with rasterio.open(out) as dst:
+        assert dst.shape == (50, 70)
+    assert sum(s[0] for s in seen) == result.tiles - result.tiles_skipped
+    with torch.no_grad():
+        x = torch.randn(1, 3, 32, 32)
+        scores = model(x)
+        fine = model.network(torch.nn.functional.interpolate(x, scale_factor=4, mode="bilinear"))
+    assert tuple(scores.shape) == (1, 2, 32, 32)
+    # Each source pixel gets the mean score of its 4 x 4 model pixels.
+    torch.testing.assert_close(scores[0, :, 5, 7], fine[0, :, 20:24, 28:32].mean((-2, -1)))
+
+
+def test_card_refuses_a_bad_input_scale():
+    import pytest
+
+    from engine.errors import CrossEarthError
+    from engine.model_card import card_from_dict
+
+    with pytest.raises(CrossEarthError, match="input_scale must be a positive integer"):
+        card_from_dict(
+            {
+                "name": "x",
+                "architecture": {"name": "crossearth"},
+                "classes": [{"index": 0, "name": "a", "color": [0, 0, 0]}],
+                "input": {"bands": ["red"], "mean": [0], "std": [1]},
+                "tile": {"size": 64, "stride": 32},
+                "input_scale": 0,
+            }
+        )
