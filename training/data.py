@@ -282,9 +282,9 @@ def load_training_data(
             code_table = {
                 polygon_codes[raw]: index for raw, index in table.items() if raw in polygon_codes
             }
-            image.mapping = ClassMapping(code_table, set())
+            image.mapping = ClassMapping(code_table)
         else:
-            image.mapping = ClassMapping(table, set())
+            image.mapping = ClassMapping(table)
 
     blocks = _scan_blocks(images, config.block_size, len(classes))
     if not blocks:

@@ -8,23 +8,14 @@ from typing import Any
 
 import numpy as np
 import rasterio
-from rasterio.errors import RasterioIOError
 
 from engine.errors import CrossEarthError
 from engine.packages import find_package
 from engine.pipeline import SegmentOptions, segment
 
 from .config import IGNORE
-from .labels import ClassMapping, Grid, PolygonLabels, RasterLabels
+from .labels import ClassMapping, Grid, PolygonLabels, RasterLabels, is_raster
 from .metrics import metrics, update_confusion
-
-
-def _is_raster(path: Path) -> bool:
-    try:
-        with rasterio.open(path):
-            return True
-    except RasterioIOError:
-        return False
 
 
 def reference_mapping(
@@ -79,10 +70,10 @@ def evaluate(
         segment(image, predicted, package, options or SegmentOptions(), progress=progress)
         with rasterio.open(predicted) as prediction:
             grid = Grid.of(prediction)
-            if _is_raster(labels):
+            if is_raster(labels):
                 source: Any = RasterLabels(labels, grid, image.name)
                 raw_values = source.values()
-                mapping = ClassMapping(reference_mapping(raw_values, names, label_map), set())
+                mapping = ClassMapping(reference_mapping(raw_values, names, label_map))
             else:
                 if not class_field:
                     raise CrossEarthError(f"{labels.name} holds polygons: give --class-field")
@@ -92,7 +83,7 @@ def evaluate(
                 for value in raw_values:
                     codes.setdefault(value, len(codes))
                 table = reference_mapping(raw_values, names, label_map)
-                mapping = ClassMapping({codes[v]: table[v] for v in raw_values}, set())
+                mapping = ClassMapping({codes[v]: table[v] for v in raw_values})
             confusion = np.zeros((len(names), len(names)), np.int64)
             for _, window in prediction.block_windows(1):
                 classes = prediction.read(1, window=window, masked=True)

@@ -246,29 +246,29 @@ class AreaMask:
 
     def __init__(self, path: Path, grid: Grid, image_name: str) -> None:
         self.path = Path(path)
-        try:
-            with rasterio.open(self.path):
-                is_raster = True
-        except rasterio.errors.RasterioIOError:
-            is_raster = False
-        if is_raster:
+        if is_raster(self.path):
             self._source: Any = RasterLabels(self.path, grid, image_name)
-            self._raster = True
         else:
             self._source = PolygonLabels(self.path, grid, None, None, {1: 1})  # type: ignore[arg-type]
-            self._raster = False
 
     def read(self, window: Window) -> np.ndarray:
-        values = self._source.read(window)
-        return values > 0
+        return self._source.read(window) > 0
+
+
+def is_raster(path: Path) -> bool:
+    """Whether GDAL opens the file as a raster (else it is taken for a vector file)."""
+    try:
+        with rasterio.open(path):
+            return True
+    except rasterio.errors.RasterioIOError:
+        return False
 
 
 class ClassMapping:
     """Raw label values -> class indices (IGNORE where unlabelled or mapped to 'ignore')."""
 
-    def __init__(self, table: dict[Any, int], nodata_values: set[Any]) -> None:
+    def __init__(self, table: dict[Any, int]) -> None:
         self.table = table
-        self.nodata_values = nodata_values
         numeric = [k for k in table if isinstance(k, (int, np.integer))]
         self._lookup = None
         if numeric and len(numeric) == len(table) and min(numeric) >= -1 and max(numeric) < 65536:
