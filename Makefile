@@ -3,7 +3,7 @@ PY := .venv/bin/python
 export QT_QPA_PLATFORM ?= offscreen
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup test lint demo bench clean
+.PHONY: setup test lint demo bench plugin clean
 
 setup:
 	@bash scripts/setup.sh
@@ -19,6 +19,10 @@ demo: setup
 
 bench: setup
 	$(PY) benchmarks/engine_throughput.py
+
+# The installable QGIS plugin zip: dist/crossearth_qgis-<version>.zip (standard library only).
+plugin:
+	python3 scripts/build_plugin.py
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache

@@ -1,4 +1,16 @@
+import gc
 import os
+
+import pytest
 
 # Headless Qt for pytest-qgis (also set by the Makefile).
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def collect_garbage_while_qgis_lives():
+    """Frees unreachable Python wrappers of Qt/QGIS objects at the end of the session, before
+    pytest-qgis's qgis_app fixture (set up earlier, so torn down later) exits QGIS; freed after
+    exitQgis() they crash the interpreter in pytest's final garbage collection."""
+    yield
+    gc.collect()

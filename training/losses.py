@@ -5,13 +5,16 @@ layer 0 included: deep supervision) queries are matched one-to-one to targets by
 algorithm on 2 x classification cost + 5 x mask BCE cost + 5 x Dice cost, the mask costs on
 randomly sampled points. Losses: 2 x cross-entropy over classes with the "no object" class
 weighted 0.1, 5 x BCE and 5 x Dice on matched masks at points chosen by uncertainty (3x
-oversampling, 75 % most uncertain). Pixels without a label (IGNORE) carry no weight in the mask
-costs and losses; mmseg would count them as background of every mask, which is wrong for
-sparse labels.
+oversampling, 75 % most uncertain). Targets are read at the points from the label map (nearest
+pixel: labels are categorical; mmdet samples binary masks bilinearly, which makes soft targets
+at every class edge). Pixels without a label (IGNORE) carry no weight in the mask costs and
+losses, and uncertain points are chosen among labelled ones; mmseg would count unlabelled
+pixels as background of every mask, which is wrong for sparse labels.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,30 +36,33 @@ class LossWeights:
 @dataclass
 class Target:
     classes: torch.Tensor  # [n] class indices present
-    masks: torch.Tensor  # [n, H, W] float 0/1
-    valid: torch.Tensor  # [1, H, W] float, 1 where labelled
+    labels: torch.Tensor  # [H, W] long, IGNORE where unlabelled
+
+    def at(self, points: torch.Tensor) -> torch.Tensor:
+        """Labels at points [..., 2] (x, y in 0..1), nearest pixel: [...]."""
+        height, width = self.labels.shape
+        cols = (points[..., 0] * width).long().clamp(0, width - 1)
+        rows = (points[..., 1] * height).long().clamp(0, height - 1)
+        return self.labels[rows, cols]
 
 
 def make_targets(labels: torch.Tensor) -> list[Target]:
-    """labels [B, H, W] (uint8/long, IGNORE = no label) -> one Target per image."""
+    """labels [B, H, W] (uint8/long, IGNORE = no label) -> one Target per image. A target's
+    masks are read at sampled points straight from the label map (nearest pixel), so no
+    full-resolution mask is ever built."""
     targets = []
     for image in labels.long():
-        valid = image != IGNORE
-        classes = torch.unique(image[valid])
-        masks = (image[None] == classes[:, None, None]).float()
-        targets.append(Target(classes, masks, valid[None].float()))
+        classes = torch.unique(image[image != IGNORE])
+        targets.append(Target(classes, image))
     return targets
 
 
-def point_sample(maps: torch.Tensor, points: torch.Tensor, mode: str = "bilinear") -> torch.Tensor:
-    """maps [N, C, H, W], points [N, P, 2] as (x, y) in 0..1 -> [N, C, P].
-
-    Predictions are sampled bilinearly; targets and label validity, being categorical, by
-    nearest neighbour (mmdet blends target masks bilinearly, which makes soft 0..1 targets at
-    every class edge that a confident prediction pays for). Border padding, unlike mmdet's
-    zeros: near the window edge a mask would otherwise be blended with zeros."""
+def point_sample(maps: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """Predictions maps [N, C, H, W] at points [N, P, 2] ((x, y) in 0..1) -> [N, C, P],
+    bilinear. Border padding, unlike mmdet's zeros: near the window edge a logit would
+    otherwise be blended with zero."""
     grid = 2.0 * points[:, :, None] - 1.0
-    return F.grid_sample(maps, grid, mode=mode, align_corners=False, padding_mode="border")[..., 0]
+    return F.grid_sample(maps, grid, align_corners=False, padding_mode="border")[..., 0]
 
 
 def match(
@@ -70,13 +76,11 @@ def match(
     """Hungarian matching for one image: (query indices, target indices)."""
     with torch.no_grad():
         points = torch.rand(1, num_points, 2, generator=generator, device="cpu").to(mask_logits)
-        pred = point_sample(mask_logits[:, None].float(), points.expand(len(mask_logits), -1, -1))[
-            :, 0
-        ]
-        gt = point_sample(
-            target.masks[:, None], points.expand(len(target.masks), -1, -1), "nearest"
-        )[:, 0]
-        w = point_sample(target.valid[None], points, "nearest")[0, 0]  # [P]
+        pred = point_sample(mask_logits[:, None].float(), points.expand(len(mask_logits), -1, -1))
+        pred = pred[:, 0]
+        labels = target.at(points[0])  # [P]
+        gt = (labels[None] == target.classes[:, None]).float()  # [n, P]
+        w = (labels != IGNORE).float()
         total = w.sum().clamp(min=1.0)
         probabilities = cls_logits.float().softmax(-1)
         cost_cls = -probabilities[:, target.classes]
@@ -98,26 +102,23 @@ def uncertain_points(
     oversample: float,
     importance: float,
     generator: torch.Generator | None,
-    valid: torch.Tensor | None = None,
+    labelled: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Mask2Former's point choice: [M, P, 2], most uncertain (|logit| small) first, plus random.
-    With `valid` [M, 1, H, W], uncertain points are chosen among labelled places only: points
-    where nothing is labelled carry no loss and would waste the budget."""
+    With `labelled` (points [M, S, 2] -> bool [M, S]) uncertain points are chosen among
+    labelled places only: points without a label carry no loss and would waste the budget."""
     count = len(logits)
     sampled = int(num_points * oversample)
     candidates = torch.rand(count, sampled, 2, generator=generator, device="cpu").to(logits)
     values = point_sample(logits[:, None], candidates)[:, 0]
     uncertainty = -values.abs()
-    if valid is not None:
-        labelled = point_sample(valid, candidates, "nearest")[:, 0] > 0.5
-        uncertainty = uncertainty.masked_fill(~labelled, float("-inf"))
+    if labelled is not None:
+        uncertainty = uncertainty.masked_fill(~labelled(candidates), float("-inf"))
     uncertain = int(importance * num_points)
     top = uncertainty.topk(uncertain, dim=1).indices
     chosen = torch.gather(candidates, 1, top[..., None].expand(-1, -1, 2))
-    random = torch.rand(count, num_points - uncertain, 2, generator=generator, device="cpu").to(
-        logits
-    )
-    return torch.cat([chosen, random], dim=1)
+    random = torch.rand(count, num_points - uncertain, 2, generator=generator, device="cpu")
+    return torch.cat([chosen, random.to(logits)], dim=1)
 
 
 class Mask2FormerLoss:
@@ -148,7 +149,7 @@ class Mask2FormerLoss:
         labels = torch.full(
             (batch, queries), self.num_classes, dtype=torch.long, device=cls_logits.device
         )
-        matched_preds, matched_gts, matched_valid = [], [], []
+        matched_preds, matched_classes, owners = [], [], []
         for b, target in enumerate(targets):
             if len(target.classes) == 0:
                 continue
@@ -159,8 +160,8 @@ class Mask2FormerLoss:
             cols_t = torch.as_tensor(cols, device=cls_logits.device)
             labels[b, rows_t] = target.classes[cols_t]
             matched_preds.append(mask_logits[b, rows_t])
-            matched_gts.append(target.masks[cols_t])
-            matched_valid.append(target.valid.expand(len(cols), -1, -1))
+            matched_classes.append(target.classes[cols_t])
+            owners += [b] * len(rows)
         loss_cls = F.cross_entropy(
             cls_logits.float().flatten(0, 1),
             labels.flatten(),
@@ -170,8 +171,11 @@ class Mask2FormerLoss:
             zero = mask_logits.sum() * 0.0
             return {"cls": self.weights.cls * loss_cls, "mask": zero, "dice": zero}
         preds = torch.cat(matched_preds).float()
-        gts = torch.cat(matched_gts)
-        valid = torch.cat(matched_valid)
+        classes = torch.cat(matched_classes)
+
+        def labels_at(points: torch.Tensor) -> torch.Tensor:  # [M, S, 2] -> [M, S]
+            return torch.stack([targets[b].at(p) for b, p in zip(owners, points, strict=True)])
+
         with torch.no_grad():
             points = uncertain_points(
                 preds.detach(),
@@ -179,10 +183,11 @@ class Mask2FormerLoss:
                 self.oversample,
                 self.importance,
                 generator,
-                valid[:, None],
+                lambda candidates: labels_at(candidates) != IGNORE,
             )
-            point_gts = point_sample(gts[:, None], points, "nearest")[:, 0]
-            point_w = point_sample(valid[:, None], points, "nearest")[:, 0]
+            at_points = labels_at(points)
+            point_gts = (at_points == classes[:, None]).float()
+            point_w = (at_points != IGNORE).float()
         point_preds = point_sample(preds[:, None], points)[:, 0]
         bce = F.binary_cross_entropy_with_logits(point_preds, point_gts, reduction="none")
         loss_mask = (bce * point_w).sum() / point_w.sum().clamp(min=1.0)

@@ -1,0 +1,599 @@
+"""The "Segment layer" dock: choose a raster, a model and a device, run, watch, cancel.
+
+All engine work happens in QgsTasks running worker processes, so QGIS stays responsive; the
+dock only checks the analyst's choices, starts tasks and turns their results into layers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from qgis.core import (
+    Qgis,
+    QgsApplication,
+    QgsMapLayer,
+    QgsMapLayerProxyModel,
+    QgsProcessingUtils,
+    QgsProject,
+    QgsRasterLayer,
+)
+from qgis.gui import (
+    QgsCollapsibleGroupBox,
+    QgsDockWidget,
+    QgsFileWidget,
+    QgsMapLayerComboBox,
+    QgsSpinBox,
+)
+from qgis.PyQt.QtCore import Qt
+from qgis.PyQt.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from . import messages, settings, styling
+from .add_model import AddModelDialog
+from .catalog_events import catalog_events
+from .engine_env import EngineEnvironmentError, Interpreter, resolve_interpreter
+from .inputs import (
+    InputProblem,
+    check_bands,
+    extent_in_layer_crs,
+    local_raster_source,
+    parse_bands,
+    selected_features_extent,
+)
+from .models import LIST_MODELS_ARGS, ModelCatalog, ModelEntry, catalog_from_json
+from .models import install_package as copy_package
+from .models import preset_names as engine_preset_names
+from .worker import ConvertRequest, EngineError, EngineTask, SegmentRequest
+
+log = logging.getLogger("crossearth_qgis.dock")
+
+ADD_MODEL = "__add_model__"
+ADD_MODEL_TEXT = "Add model package or official checkpoint..."
+AREA_WHOLE, AREA_CANVAS, AREA_SELECTION = "whole", "canvas", "selection"
+CHECK_ARGS = ["check", "--json"]
+
+
+class Job(NamedTuple):
+    request: SegmentRequest
+    layer: QgsRasterLayer
+    model: ModelEntry
+    interpreter: Interpreter
+
+
+class CrossEarthDock(QgsDockWidget):
+    """The dock widget; `segment()` is what the "Segment layer" button does."""
+
+    def __init__(self, iface: Any, parent: QWidget | None = None) -> None:
+        super().__init__("CrossEarth: Segment layer", parent)
+        self.setObjectName("CrossEarthDock")
+        self.iface = iface
+        self.catalog: ModelCatalog | None = None
+        self.devices: list[dict[str, Any]] | None = None
+        self.cuda_available: bool | None = None
+        self.task: EngineTask | None = None
+        self._query_tasks: list[EngineTask] = []
+        self._running: dict[str, Any] = {}
+        self._last_model_index = -1
+        self._build()
+        catalog_events.package_added.connect(self._package_added)
+        if iface is not None:
+            iface.currentLayerChanged.connect(self.follow_layer)
+            active = iface.activeLayer()
+            if isinstance(active, QgsRasterLayer):
+                self.layer_combo.setLayer(active)
+
+    # --- widgets ------------------------------------------------------------------------------
+
+    def _build(self) -> None:
+        body = QWidget()
+        layout = QVBoxLayout(body)
+        form = QFormLayout()
+
+        self.layer_combo = QgsMapLayerComboBox()
+        self.layer_combo.setFilters(QgsMapLayerProxyModel.RasterLayer)
+        self.layer_combo.setAllowEmptyLayer(True)
+        form.addRow("Raster layer", self.layer_combo)
+
+        self.model_combo = QComboBox()
+        self.model_combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        self.refresh_button = QToolButton()
+        self.refresh_button.setIcon(QgsApplication.getThemeIcon("/mActionRefresh.svg"))
+        self.refresh_button.setToolTip("Look for models and GPUs again")
+        self.refresh_button.clicked.connect(self.refresh_engine_info)
+        row = QHBoxLayout()
+        row.addWidget(self.model_combo, 1)
+        row.addWidget(self.refresh_button)
+        form.addRow("Model", row)
+        self.model_info = QLabel()
+        self.model_info.setWordWrap(True)
+        form.addRow("", self.model_info)
+
+        self.device_combo = QComboBox()
+        form.addRow("Device", self.device_combo)
+
+        self.area_combo = QComboBox()
+        self.area_combo.addItem("Whole layer", AREA_WHOLE)
+        self.area_combo.addItem("Current map extent", AREA_CANVAS)
+        self.area_combo.addItem("Extent of selected features", AREA_SELECTION)
+        form.addRow("Area", self.area_combo)
+        self.area_layer_combo = QgsMapLayerComboBox()
+        self.area_layer_combo.setFilters(QgsMapLayerProxyModel.PolygonLayer)
+        self.area_layer_label = QLabel("Polygons from")
+        form.addRow(self.area_layer_label, self.area_layer_combo)
+        layout.addLayout(form)
+
+        self.advanced = QgsCollapsibleGroupBox("Advanced")
+        self.advanced.setCollapsed(True)
+        advanced = QFormLayout(self.advanced)
+        self.tile_spin = QgsSpinBox()
+        self.tile_spin.setRange(0, 4096)
+        self.tile_spin.setSingleStep(16)
+        self.tile_spin.setSpecialValueText("model's")
+        self.tile_spin.setClearValue(0)
+        self.tile_spin.setSuffix(" px")
+        advanced.addRow("Tile size", self.tile_spin)
+        self.overlap_spin = QgsSpinBox()
+        self.overlap_spin.setRange(-1, 2048)
+        self.overlap_spin.setSpecialValueText("model's")
+        self.overlap_spin.setClearValue(-1)
+        self.overlap_spin.setValue(-1)
+        self.overlap_spin.setSuffix(" px")
+        advanced.addRow("Overlap", self.overlap_spin)
+        self.batch_spin = QgsSpinBox()
+        self.batch_spin.setRange(1, 256)
+        self.batch_spin.setClearValue(4)
+        self.batch_spin.setValue(4)
+        advanced.addRow("Batch size", self.batch_spin)
+        self.bands_edit = QLineEdit()
+        self.bands_edit.setPlaceholderText("by band names, e.g. 3,2,1")
+        self.bands_edit.setToolTip(
+            "Band numbers of the raster, one per model input in the model's order"
+        )
+        advanced.addRow("Bands", self.bands_edit)
+        self.output_widget = QgsFileWidget()
+        self.output_widget.setStorageMode(QgsFileWidget.SaveFile)
+        self.output_widget.setFilter("GeoTIFF (*.tif *.tiff)")
+        self.output_widget.lineEdit().setPlaceholderText("[Save to temporary file]")
+        advanced.addRow("Output", self.output_widget)
+        self.confidence_check = QCheckBox("Also write a confidence raster")
+        advanced.addRow(self.confidence_check)
+        self.polygons_check = QCheckBox("Also write class polygons (GeoPackage)")
+        advanced.addRow(self.polygons_check)
+        layout.addWidget(self.advanced)
+
+        buttons = QHBoxLayout()
+        self.run_button = QPushButton("Segment layer")
+        self.run_button.setDefault(True)
+        self.run_button.clicked.connect(self.segment)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.clicked.connect(self.cancel)
+        buttons.addWidget(self.run_button, 1)
+        buttons.addWidget(self.cancel_button)
+        layout.addLayout(buttons)
+        self.progress_bar = QProgressBar()
+        self.progress_bar.setRange(0, 100)
+        self.progress_bar.setValue(0)
+        layout.addWidget(self.progress_bar)
+        self.status_label = QLabel("")
+        self.status_label.setWordWrap(True)
+        layout.addWidget(self.status_label)
+        layout.addStretch(1)
+        self.setWidget(body)
+
+        self.model_combo.currentIndexChanged.connect(self._model_changed)
+        self.area_combo.currentIndexChanged.connect(self._area_changed)
+        self._area_changed()
+        self._fill_devices()
+
+    def follow_layer(self, layer: QgsMapLayer | None) -> None:
+        """Keeps the raster picker on the active layer when that is a raster."""
+        if isinstance(layer, QgsRasterLayer) and self.task is None:
+            self.layer_combo.setLayer(layer)
+
+    def _area_changed(self) -> None:
+        by_selection = self.area_combo.currentData() == AREA_SELECTION
+        self.area_layer_combo.setVisible(by_selection)
+        self.area_layer_label.setVisible(by_selection)
+
+    # --- models and devices (asked from the engine in background tasks) -----------------------
+
+    def showEvent(self, event: Any) -> None:  # noqa: N802 (Qt override)
+        super().showEvent(event)
+        if self.catalog is None and not self._query_tasks:
+            self.refresh_engine_info()
+
+    def refresh_engine_info(self) -> None:
+        """Lists the models and the devices again (two quick worker runs in the background)."""
+        try:
+            interpreter = resolve_interpreter()
+        except EngineEnvironmentError as exc:
+            self.model_info.setText(str(exc))
+            return
+        self.model_info.setText("Looking for models...")
+        self._query(
+            "CrossEarth: listing models", LIST_MODELS_ARGS, interpreter, self._models_listed
+        )
+        self._query("CrossEarth: checking devices", CHECK_ARGS, interpreter, self._devices_checked)
+
+    def _query(
+        self,
+        description: str,
+        args: list[str],
+        interpreter: Interpreter,
+        done: Callable[[Any], None],
+    ) -> None:
+        task = EngineTask(description, args, interpreter, cancelable=False, timeout_s=300)
+        task.completed.connect(lambda: self._query_done(task, done))
+        self._query_tasks.append(task)
+        QgsApplication.taskManager().addTask(task)
+
+    def _query_done(self, task: EngineTask, done: Callable[[Any], None]) -> None:
+        if task in self._query_tasks:
+            self._query_tasks.remove(task)
+        if task.error is not None:
+            details = getattr(task.error, "details", "")
+            messages.log(f"{task.description()}: {task.error}\n{details}", Qgis.Warning)
+            self.model_info.setText(str(task.error))
+            return
+        try:
+            done(task.outcome.json())
+        except EngineError as exc:
+            messages.log(f"{task.description()}: {exc}\n{exc.details}", Qgis.Warning)
+
+    def _models_listed(self, data: dict[str, Any]) -> None:
+        self.set_catalog(catalog_from_json(data))
+
+    def _devices_checked(self, report: dict[str, Any]) -> None:
+        self.cuda_available = bool(report.get("cuda_available"))
+        self.devices = list(report.get("devices", []))
+        self._fill_devices()
+
+    def set_catalog(self, catalog: ModelCatalog, select: str | None = None) -> None:
+        """Fills the model picker; keeps the current, else the saved, else the default model."""
+        wanted = select or self.model_combo.currentData() or settings.get(settings.MODEL)
+        self.catalog = catalog
+        self.model_combo.blockSignals(True)
+        self.model_combo.clear()
+        for entry in catalog.models:
+            self.model_combo.addItem(entry.label(), entry.path)
+            self.model_combo.setItemData(
+                self.model_combo.count() - 1, entry.summary(), Qt.ToolTipRole
+            )
+        self.model_combo.insertSeparator(self.model_combo.count())
+        self.model_combo.addItem(ADD_MODEL_TEXT, ADD_MODEL)
+        chosen = catalog.find(wanted) if wanted else None
+        chosen = chosen or next((m for m in catalog.models if m.default), None)
+        chosen = chosen or (catalog.models[0] if catalog.models else None)
+        self.model_combo.setCurrentIndex(self.model_combo.findData(chosen.path) if chosen else -1)
+        self.model_combo.blockSignals(False)
+        self._model_changed()
+        for problem in catalog.problems:
+            messages.log(f"broken model package: {problem}", Qgis.Warning)
+
+    def current_model(self) -> ModelEntry | None:
+        if self.catalog is None:
+            return None
+        key = self.model_combo.currentData()
+        return self.catalog.find(key) if key and key != ADD_MODEL else None
+
+    def _model_changed(self) -> None:
+        if self.model_combo.currentData() == ADD_MODEL:
+            self.model_combo.blockSignals(True)
+            self.model_combo.setCurrentIndex(self._last_model_index)
+            self.model_combo.blockSignals(False)
+            self.add_model()
+            return
+        self._last_model_index = self.model_combo.currentIndex()
+        entry = self.current_model()
+        if entry is not None:
+            self.model_info.setText(entry.summary())
+        elif self.catalog is not None and not self.catalog.models:
+            self.model_info.setText(
+                f"No model package is installed yet: choose '{ADD_MODEL_TEXT}' above."
+            )
+
+    def _fill_devices(self) -> None:
+        wanted = self.device_combo.currentData() or settings.get(settings.DEVICE) or "auto"
+        self.device_combo.clear()
+        self.device_combo.addItem("Auto (a GPU when there is one)", "auto")
+        self.device_combo.addItem("CPU", "cpu")
+        for device in self.devices or []:
+            if device.get("id") == "cpu":
+                continue
+            memory = f", {device['memory_gib']} GiB" if "memory_gib" in device else ""
+            self.device_combo.addItem(f"{device['name']} ({device['id']}{memory})", device["id"])
+        if self.device_combo.findData(wanted) < 0:
+            # A GPU chosen earlier that this engine does not see now: keep it visible.
+            self.device_combo.addItem(f"{wanted} (not detected)", wanted)
+        self.device_combo.setCurrentIndex(self.device_combo.findData(wanted))
+
+    # --- adding models ------------------------------------------------------------------------
+
+    def add_model(self) -> None:
+        """Asks for a package folder or a checkpoint, then installs or converts it."""
+        try:
+            interpreter = resolve_interpreter()
+            presets = engine_preset_names(interpreter)
+        except (EngineEnvironmentError, EngineError) as exc:
+            messages.error(self.iface, str(exc), getattr(exc, "details", None))
+            return
+        dialog = AddModelDialog(presets, self._user_models_dir(), self)
+        if not dialog.exec_():
+            return
+        if dialog.is_conversion():
+            self.convert_checkpoint(dialog.convert_request())
+        else:
+            self.install_package(dialog.package_folder())
+
+    def _user_models_dir(self) -> str:
+        if self.catalog is not None and self.catalog.user_dir:
+            return self.catalog.user_dir
+        from .engine_env import user_data_dir
+
+        return str(user_data_dir() / "crossearth" / "models")
+
+    def install_package(self, folder: str) -> Path | None:
+        """Copies a model package into the user models folder and selects it."""
+        try:
+            target = copy_package(Path(folder), Path(self._user_models_dir()))
+        except (EngineError, OSError) as exc:
+            messages.error(self.iface, f"The model package was not added: {exc}")
+            return None
+        messages.notify(self.iface, f"Model package added: {target}", Qgis.Success)
+        self._refresh_models(select=str(target))
+        return target
+
+    def convert_checkpoint(self, request: ConvertRequest) -> EngineTask | None:
+        """Converts an official checkpoint into a package (background task), then selects it."""
+        if not request.checkpoint or not Path(request.checkpoint).is_file():
+            messages.error(
+                self.iface, f"Choose the checkpoint file (.pth) to convert ({request.checkpoint})."
+            )
+            return None
+        try:
+            interpreter = resolve_interpreter()
+        except EngineEnvironmentError as exc:
+            messages.error(self.iface, str(exc))
+            return None
+        Path(request.output).parent.mkdir(parents=True, exist_ok=True)
+        task = EngineTask(
+            f"CrossEarth: converting {Path(request.checkpoint).name}",
+            request.args(),
+            interpreter,
+        )
+        task.completed.connect(lambda: self._converted(task, request))
+        self._query_tasks.append(task)
+        self.status_label.setText(f"Converting {Path(request.checkpoint).name}...")
+        QgsApplication.taskManager().addTask(task)
+        return task
+
+    def _converted(self, task: EngineTask, request: ConvertRequest) -> None:
+        if task in self._query_tasks:
+            self._query_tasks.remove(task)
+        self.status_label.setText("")
+        if task.cancelled:
+            messages.notify(self.iface, "Conversion cancelled; no package was written.")
+            return
+        if task.error is not None:
+            messages.error(
+                self.iface,
+                f"The checkpoint was not converted: {task.error}",
+                getattr(task.error, "details", None),
+            )
+            return
+        for warning in task.outcome.warnings:
+            messages.notify(self.iface, f"Conversion: {warning}", Qgis.Warning)
+        messages.notify(self.iface, f"Checkpoint converted into {request.output}", Qgis.Success)
+        self._refresh_models(select=request.output)
+
+    def _package_added(self, path: str) -> None:
+        """A package was written elsewhere (e.g. by "Fine-tune model"): list it."""
+        if self.catalog is not None:
+            self._refresh_models(select=path)
+
+    def _refresh_models(self, select: str | None = None) -> None:
+        try:
+            interpreter = resolve_interpreter()
+        except EngineEnvironmentError as exc:
+            messages.error(self.iface, str(exc))
+            return
+        self._query(
+            "CrossEarth: listing models",
+            LIST_MODELS_ARGS,
+            interpreter,
+            lambda data: self.set_catalog(catalog_from_json(data), select=select),
+        )
+
+    # --- segmenting ---------------------------------------------------------------------------
+
+    def build_request(self) -> Job:
+        """The job the current choices describe; InputProblem/EngineEnvironmentError if none."""
+        layer = self.layer_combo.currentLayer()
+        source = local_raster_source(layer)
+        # The environment next: without it the model list and everything after are unknown.
+        interpreter = resolve_interpreter()
+        model = self.current_model()
+        if model is None:
+            raise InputProblem(
+                "No model is chosen. Wait for the model list to load, or add a model with "
+                f"'{ADD_MODEL_TEXT}' in the model list."
+            )
+        bands = parse_bands(self.bands_edit.text())
+        check_bands(layer, model.name, model.bands, bands)
+        device = self.device_combo.currentData() or "auto"
+        if device.startswith("cuda") and self.cuda_available is False:
+            raise InputProblem(
+                f"The device {device} (CUDA) was chosen but CUDA is not available in the engine "
+                "environment (no usable NVIDIA GPU or driver, or a CPU-only PyTorch). Choose "
+                "Auto or CPU as the device."
+            )
+        extent = self._extent(layer)
+        output = self.output_widget.filePath().strip()
+        if output:
+            if Path(output).suffix.lower() not in (".tif", ".tiff"):
+                output += ".tif"
+        else:
+            output = self._temporary_output(layer, model)
+        stem = str(Path(output).with_suffix(""))
+        request = SegmentRequest(
+            input=source,
+            output=output,
+            model=model.path,
+            device=device,
+            tile=self.tile_spin.value() or None,
+            overlap=None if self.overlap_spin.value() < 0 else self.overlap_spin.value(),
+            batch=self.batch_spin.value(),
+            bands=bands,
+            confidence=f"{stem}_confidence.tif" if self.confidence_check.isChecked() else None,
+            polygons=f"{stem}_classes.gpkg" if self.polygons_check.isChecked() else None,
+            extent=extent,
+        )
+        return Job(request, layer, model, interpreter)
+
+    def _extent(self, layer: QgsRasterLayer) -> tuple[float, float, float, float] | None:
+        area = self.area_combo.currentData()
+        if area == AREA_CANVAS:
+            canvas = self.iface.mapCanvas()
+            return extent_in_layer_crs(
+                canvas.extent(),
+                canvas.mapSettings().destinationCrs(),
+                layer,
+                "The current map extent",
+            )
+        if area == AREA_SELECTION:
+            polygons = self.area_layer_combo.currentLayer()
+            box = selected_features_extent(polygons)
+            return extent_in_layer_crs(
+                box, polygons.crs(), layer, f"The selection in '{polygons.name()}'"
+            )
+        return None
+
+    @staticmethod
+    def _temporary_output(layer: QgsRasterLayer, model: ModelEntry) -> str:
+        safe = re.sub(r"[^\w.-]+", "_", f"{layer.name()}_{model.name}").strip("_")
+        stamp = time.strftime("%Y%m%d_%H%M%S")
+        return str(Path(QgsProcessingUtils.tempFolder()) / f"{safe}_{stamp}.tif")
+
+    def segment(self) -> EngineTask | None:
+        """Checks the choices and starts the segmentation task (None when it cannot start)."""
+        if self.task is not None:
+            return None
+        try:
+            request, layer, model, interpreter = self.build_request()
+        except (InputProblem, EngineEnvironmentError) as exc:
+            messages.error(self.iface, str(exc))
+            return None
+        settings.set_value(settings.MODEL, model.path)
+        settings.set_value(settings.DEVICE, request.device)
+        task = EngineTask(
+            f"CrossEarth: segmenting {layer.name()}",
+            request.args(),
+            interpreter,
+            outputs=request.outputs(),
+        )
+        task.progressChanged.connect(self._task_progress)
+        task.statusChanged.connect(self.status_label.setText)
+        task.completed.connect(self._segment_finished)
+        self.task = task
+        self._running = {"request": request, "layer_name": layer.name(), "model": model}
+        self._set_running(True)
+        self.status_label.setText(f"Starting the engine for {model.name}...")
+        messages.log(f"segmenting {layer.name()} with {model.name}: {' '.join(request.args())}")
+        QgsApplication.taskManager().addTask(task)
+        return task
+
+    def cancel(self) -> None:
+        if self.task is not None:
+            self.status_label.setText("Cancelling...")
+            self.task.cancel()
+
+    def _task_progress(self, percent: float) -> None:
+        self.progress_bar.setValue(int(percent))
+
+    def _set_running(self, running: bool) -> None:
+        self.run_button.setEnabled(not running)
+        self.cancel_button.setEnabled(running)
+        self.progress_bar.setValue(0)
+
+    def _segment_finished(self) -> None:
+        task, self.task = self.task, None
+        running, self._running = self._running, {}
+        self._set_running(False)
+        if task is None:
+            return
+        for line in task.stderr_lines:
+            messages.log(line)
+        if task.cancelled:
+            self.status_label.setText("Cancelled; no output was written.")
+            messages.notify(self.iface, "Segmentation cancelled; no output was written.")
+            return
+        if task.error is not None:
+            self.status_label.setText("Failed; see the message bar.")
+            messages.error(self.iface, str(task.error), getattr(task.error, "details", None))
+            return
+        self.progress_bar.setValue(100)
+        self._add_results(task.outcome.done or {}, running)
+
+    def _add_results(self, done: dict[str, Any], running: dict[str, Any]) -> None:
+        request: SegmentRequest = running["request"]
+        model: ModelEntry = running["model"]
+        name = styling.result_layer_name(running["layer_name"], model.name)
+        classes = styling.classes_from_card(model.card)
+        project = QgsProject.instance()
+        try:
+            if request.confidence:
+                confidence = styling.confidence_layer(request.confidence, f"{name} confidence")
+                project.addMapLayer(confidence)
+            result = styling.class_layer(request.output, name, classes)
+            project.addMapLayer(result)
+            if request.polygons:
+                project.addMapLayer(
+                    styling.polygon_layer(request.polygons, f"{name} polygons", classes)
+                )
+        except styling.StyleError as exc:
+            messages.error(self.iface, f"The result could not be added: {exc}")
+            return
+        for warning in done.get("warnings", []):
+            messages.notify(self.iface, warning, Qgis.Warning)
+        summary = (
+            f"Segmented '{running['layer_name']}' with {model.name} in "
+            f"{done.get('seconds', 0):.1f} s on {done.get('device', '?')} "
+            f"({done.get('tiles', '?')} tiles): {Path(request.output).name}"
+        )
+        self.status_label.setText(summary)
+        self.status_label.setToolTip(request.output)
+        pixels = ", ".join(f"{k} {v:,}" for k, v in done.get("classes", {}).items())
+        details = "\n".join(str(p) for p in request.outputs()) + f"\npixels per class: {pixels}"
+        messages.notify(self.iface, summary, Qgis.Success, details)
+
+    def shutdown(self) -> None:
+        """Before the plugin unloads: stop a running job and stop following layers."""
+        for task in [self.task, *self._query_tasks]:
+            if task is not None:
+                task.completed.disconnect()  # nothing may call back into a deleted dock
+                task.cancel()
+        self.task = None
+        self._query_tasks.clear()
+        with contextlib.suppress(TypeError, RuntimeError):  # already disconnected
+            catalog_events.package_added.disconnect(self._package_added)
+        if self.iface is not None:
+            with contextlib.suppress(TypeError, RuntimeError):  # already disconnected
+                self.iface.currentLayerChanged.disconnect(self.follow_layer)

@@ -1,0 +1,133 @@
+"""A child process whose stdout and stderr are read line by line while the caller polls cancel.
+
+Qt-free on purpose: the same loop serves QgsTask threads, Processing algorithms (which run in
+their own thread) and the environment set-up, and it can be tested without an event loop.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import IO
+
+# How long a terminated worker gets to unwind (delete its temporary files) before it is killed.
+TERMINATE_GRACE_S = 15.0
+_POLL_S = 0.1
+
+
+class ProcessCancelled(Exception):
+    """The caller cancelled; the process was terminated (or killed if it did not stop)."""
+
+    def __init__(self, killed: bool) -> None:
+        super().__init__("cancelled")
+        self.killed = killed
+
+
+def _creation_flags() -> int:
+    # No console window flashing up for every worker on Windows.
+    return getattr(subprocess, "CREATE_NO_WINDOW", 0) if sys.platform == "win32" else 0
+
+
+def _pump(stream: IO[str], tag: str, sink: queue.Queue) -> None:
+    try:
+        for line in iter(stream.readline, ""):
+            sink.put((tag, line.rstrip("\r\n")))
+    finally:
+        sink.put((tag, None))
+
+
+def run_streaming(
+    command: Sequence[str | os.PathLike[str]],
+    *,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    on_stdout: Callable[[str], None] | None = None,
+    on_stderr: Callable[[str], None] | None = None,
+    is_cancelled: Callable[[], bool] | None = None,
+    timeout_s: float | None = None,
+    terminate_grace_s: float = TERMINATE_GRACE_S,
+) -> int:
+    """Runs `command` to completion and returns its exit code.
+
+    Each output line goes to its callback as soon as it is printed. When `is_cancelled()`
+    becomes true the process gets SIGTERM (the engine then unwinds and deletes its temporary
+    output) and ProcessCancelled is raised once it has exited. A process past `timeout_s` is
+    stopped the same way and TimeoutError is raised. Raises OSError when it cannot start.
+    """
+    process = subprocess.Popen(
+        [str(part) for part in command],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+        bufsize=1,
+        env=env,
+        cwd=str(cwd) if cwd else None,
+        creationflags=_creation_flags(),
+    )
+    lines: queue.Queue = queue.Queue()
+    readers = [
+        threading.Thread(target=_pump, args=(process.stdout, "out", lines), daemon=True),
+        threading.Thread(target=_pump, args=(process.stderr, "err", lines), daemon=True),
+    ]
+    for reader in readers:
+        reader.start()
+    started = time.monotonic()
+    open_streams = 2
+    try:
+        while open_streams:
+            if is_cancelled is not None and is_cancelled():
+                raise ProcessCancelled(_stop(process, terminate_grace_s))
+            if timeout_s is not None and time.monotonic() - started > timeout_s:
+                _stop(process, terminate_grace_s)
+                raise TimeoutError(f"{Path(str(command[0])).name} did not finish in {timeout_s} s")
+            try:
+                tag, line = lines.get(timeout=_POLL_S)
+            except queue.Empty:
+                continue
+            if line is None:
+                open_streams -= 1
+                continue
+            callback = on_stdout if tag == "out" else on_stderr
+            if callback is not None:
+                callback(line)
+        # Both pipes closed: the process has exited or is about to.
+        while process.poll() is None:
+            if is_cancelled is not None and is_cancelled():
+                raise ProcessCancelled(_stop(process, terminate_grace_s))
+            time.sleep(_POLL_S / 2)
+        return process.returncode
+    finally:
+        if process.poll() is None:  # an exception in a callback: never leave a worker behind
+            _stop(process, terminate_grace_s)
+        for reader in readers:
+            reader.join(timeout=2)
+        for stream in (process.stdout, process.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def _stop(process: subprocess.Popen, grace_s: float) -> bool:
+    """Terminates, waits up to `grace_s`, then kills. True when it had to be killed."""
+    if process.poll() is not None:
+        return False
+    try:
+        if sys.platform == "win32":
+            process.terminate()
+        else:
+            process.send_signal(signal.SIGTERM)
+        process.wait(timeout=grace_s)
+        return False
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        return True

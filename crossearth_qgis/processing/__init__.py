@@ -1,0 +1,18 @@
+"""The CrossEarth Processing provider and its algorithms.
+
+To add an algorithm: write one module with a QgsProcessingAlgorithm subclass (use
+engine_run.run_engine_for_feedback to run an engine command with progress and cancel), import
+it here and add its class to ALGORITHMS; the provider registers every class listed.
+"""
+
+from __future__ import annotations
+
+from .convert_checkpoint import ConvertCheckpointAlgorithm
+from .fine_tune import FineTuneAlgorithm
+from .segment_raster import SegmentRasterAlgorithm
+
+ALGORITHMS = [
+    SegmentRasterAlgorithm,
+    ConvertCheckpointAlgorithm,
+    FineTuneAlgorithm,
+]

@@ -1,0 +1,61 @@
+"""Running an engine command from a Processing algorithm: feedback progress, cancel, errors.
+
+Every CrossEarth algorithm (and the later "Fine-tune model") starts its worker through
+`run_engine_for_feedback`, so progress, the ETA, cancel and plain error messages behave the
+same in the Processing dialog, batch mode, graphical models and qgis_process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from qgis.core import QgsProcessingException, QgsProcessingFeedback
+
+from ..engine_env import EngineEnvironmentError, Interpreter
+from ..worker import (
+    EngineCancelled,
+    EngineError,
+    EngineOutcome,
+    EtaEstimator,
+    run_engine,
+    status_text,
+)
+
+
+def run_engine_for_feedback(
+    args: Sequence[str],
+    feedback: QgsProcessingFeedback | None,
+    outputs: Sequence[Path] = (),
+    interpreter: Interpreter | None = None,
+) -> EngineOutcome:
+    """Runs `<engine python> -m engine.cli ARGS` and waits, reporting through `feedback`.
+
+    Progress events set the progress bar and a "42% · tile 12/40 · about 20 s left" text;
+    the worker's stderr goes to the log as console output. Cancel terminates the worker (no
+    partial outputs remain). Problems raise QgsProcessingException with one plain sentence.
+    """
+    feedback = feedback or QgsProcessingFeedback()
+    eta = EtaEstimator()
+
+    def progress(fraction: float, message: str) -> None:
+        feedback.setProgress(fraction * 100)
+        feedback.setProgressText(status_text(fraction, message, eta.update(fraction)))
+
+    try:
+        return run_engine(
+            args,
+            interpreter=interpreter,
+            on_progress=progress,
+            on_log=feedback.pushConsoleInfo,
+            is_cancelled=feedback.isCanceled,
+            outputs=outputs,
+        )
+    except EngineCancelled as exc:
+        raise QgsProcessingException(str(exc)) from None
+    except EngineError as exc:
+        if exc.details:
+            feedback.pushConsoleInfo(exc.details)
+        raise QgsProcessingException(str(exc)) from None
+    except EngineEnvironmentError as exc:
+        raise QgsProcessingException(str(exc)) from None

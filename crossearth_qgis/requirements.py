@@ -1,0 +1,57 @@
+"""The engine's pinned requirements, read from pyproject.toml (Qt-free; the build script uses it).
+
+The plugin zip carries them as runtime/requirements.txt; a development checkout reads them from
+the repository's pyproject.toml, so the two can never disagree.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+REQUIREMENTS_FILE = "requirements.txt"
+
+
+def pinned_requirements(pyproject: Path) -> list[str]:
+    """The `[project] dependencies` of a pyproject.toml, in file order."""
+    text = Path(pyproject).read_text(encoding="utf-8")
+    try:
+        import tomllib
+    except ImportError:  # Python < 3.11 (QGIS 3.22 on Windows ships 3.9)
+        return _dependencies_without_tomllib(text)
+    return list(tomllib.loads(text).get("project", {}).get("dependencies", []))
+
+
+def project_version(pyproject: Path) -> str:
+    """The `[project] version` of a pyproject.toml ("" when it has none)."""
+    match = re.search(
+        r'^version\s*=\s*"([^"]+)"',
+        _project_table(Path(pyproject).read_text(encoding="utf-8")),
+        re.M,
+    )
+    return match.group(1) if match else ""
+
+
+def _project_table(text: str) -> str:
+    project = re.search(r"^\[project\]\s*$(.*?)(?=^\[|\Z)", text, re.M | re.S)
+    return project.group(1) if project else ""
+
+
+def _dependencies_without_tomllib(text: str) -> list[str]:
+    project = _project_table(text)
+    # The closing bracket ends a line; brackets inside names ("pkg[extra]") do not.
+    block = re.search(r"^dependencies\s*=\s*\[(.*?)\]\s*$", project, re.M | re.S)
+    if block is None:
+        return []
+    body = "\n".join(line.split("#", 1)[0] for line in block.group(1).splitlines())
+    pairs = re.findall(r"\"([^\"]+)\"|'([^']+)'", body)
+    return [double or single for double, single in pairs]
+
+
+def requirements_text(pyproject: Path) -> str:
+    lines = [
+        "# Pinned requirements of the CrossEarth engine (from pyproject.toml);",
+        "# 'Set up engine environment' installs them into the engine's venv.",
+        *pinned_requirements(pyproject),
+    ]
+    return "\n".join(lines) + "\n"

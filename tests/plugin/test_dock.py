@@ -1,0 +1,512 @@
+"""The "Segment layer" dock end to end: real rasters, a real tiny model, real worker processes."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+from osgeo import gdal
+from qgis.core import (
+    Qgis,
+    QgsApplication,
+    QgsCoordinateReferenceSystem,
+    QgsFeature,
+    QgsGeometry,
+    QgsLayerTreeModel,
+    QgsMapRendererSequentialJob,
+    QgsMapSettings,
+    QgsPalettedRasterRenderer,
+    QgsRasterLayer,
+    QgsRasterSymbolLegendNode,
+    QgsRectangle,
+    QgsVectorLayer,
+)
+from qgis.PyQt.QtCore import QSize, Qt, QTimer
+from qgis.PyQt.QtGui import QColor, QImage
+
+from crossearth_qgis import settings
+from crossearth_qgis.dock import ADD_MODEL, ADD_MODEL_TEXT, AREA_CANVAS, AREA_SELECTION
+from crossearth_qgis.worker import ConvertRequest
+
+from .conftest import (
+    CLASSES,
+    ENGINE_PYTHON,
+    MODEL_NAME,
+    TINY_MMSEG_CONFIG,
+    assert_plain,
+    bar_messages,
+    wait_for,
+)
+
+PIXEL = 28.5  # the Landsat sample's pixel size in metres
+
+
+def run_dock(dock, timeout: float = 240.0):
+    task = dock.segment()
+    assert task is not None, bar_messages(dock.iface, Qgis.Critical)
+    wait_for(lambda: dock.task is None, timeout, "the segmentation task")
+    return task
+
+
+def added_layers(project, kind=QgsRasterLayer) -> dict[str, object]:
+    return {
+        layer.name(): layer for layer in project.mapLayers().values() if isinstance(layer, kind)
+    }
+
+
+def legend_entries(project, layer) -> list[tuple[str, tuple[int, int, int]]]:
+    """What the Layers panel shows under the layer: each entry's label and swatch colour."""
+    model = QgsLayerTreeModel(project.layerTreeRoot())
+    entries = []
+    for node in model.layerLegendNodes(project.layerTreeRoot().findLayer(layer.id())):
+        if not isinstance(node, QgsRasterSymbolLegendNode):
+            continue  # the "Band 1" title
+        swatch = node.data(Qt.DecorationRole).pixmap(16, 16).toImage()
+        entries.append((node.data(Qt.DisplayRole), swatch.pixelColor(8, 8).getRgb()[:3]))
+    return entries
+
+
+def render(layer: QgsRasterLayer) -> QImage:
+    """The layer drawn alone on a transparent background, one image pixel per raster pixel."""
+    map_settings = QgsMapSettings()
+    map_settings.setLayers([layer])
+    map_settings.setDestinationCrs(layer.crs())
+    map_settings.setExtent(layer.extent())
+    map_settings.setOutputSize(QSize(layer.width(), layer.height()))
+    map_settings.setBackgroundColor(QColor(0, 0, 0, 0))
+    job = QgsMapRendererSequentialJob(map_settings)
+    job.start()
+    job.waitForFinished()
+    return job.renderedImage()
+
+
+def critical(dock) -> list[str]:
+    return bar_messages(dock.iface, Qgis.Critical)
+
+
+def test_dock_asks_the_engine_for_models_and_devices(qgis_iface, project, engine_check):
+    from crossearth_qgis.dock import CrossEarthDock
+
+    dock = CrossEarthDock(qgis_iface, qgis_iface.mainWindow())
+    try:
+        dock.refresh_engine_info()
+        wait_for(lambda: dock.catalog is not None and dock.devices is not None, 120)
+        labels = [dock.model_combo.itemText(i) for i in range(dock.model_combo.count())]
+        assert f"{MODEL_NAME} (user)" in labels
+        assert labels[-1] == ADD_MODEL_TEXT
+        assert dock.model_combo.itemData(dock.model_combo.count() - 1) == ADD_MODEL
+        assert dock.current_model().name == MODEL_NAME
+        assert "3 classes: water, built-up, vegetation" in dock.model_info.text()
+        devices = [dock.device_combo.itemData(i) for i in range(dock.device_combo.count())]
+        expected = ["auto", "cpu"] + [d["id"] for d in engine_check["devices"] if d["id"] != "cpu"]
+        assert devices == expected
+        for device in engine_check["devices"][1:]:  # each GPU is listed by its name
+            index = dock.device_combo.findData(device["id"])
+            assert device["name"] in dock.device_combo.itemText(index)
+    finally:
+        dock.shutdown()
+        dock.deleteLater()
+
+
+def test_dock_follows_the_active_raster_layer(dock, add_raster, rasters):
+    first = add_raster(rasters["rgb"], "first")
+    second = add_raster(rasters["two_band"], "second")
+    dock.follow_layer(first)
+    assert dock.layer_combo.currentLayer() is first
+    dock.follow_layer(second)
+    assert dock.layer_combo.currentLayer() is second
+    polygons = QgsVectorLayer("Polygon?crs=EPSG:4326", "polygons", "memory")
+    dock.follow_layer(polygons)  # not a raster: the picker stays where it was
+    assert dock.layer_combo.currentLayer() is second
+
+
+def test_segment_layer_adds_a_styled_result_with_polygons_and_confidence(
+    dock, add_raster, rasters, project, tmp_path
+):
+    # The Landsat crop with a 48 x 48 px nodata corner.
+    source = add_raster(rasters["rgb_nodata"], "olinda")
+    dock.layer_combo.setLayer(source)
+    dock.confidence_check.setChecked(True)
+    dock.polygons_check.setChecked(True)
+    output = tmp_path / "olinda_classes.tif"
+    dock.output_widget.setFilePath(str(output))
+
+    # QGIS must stay responsive while the worker runs: a 50 ms timer keeps firing on time.
+    ticks: list[float] = []
+    timer = QTimer()
+    timer.timeout.connect(lambda: ticks.append(time.monotonic()))
+    timer.start(50)
+    statuses: list[str] = []
+    task = dock.segment()
+    task.statusChanged.connect(statuses.append)
+    wait_for(lambda: dock.task is None, 240, "the segmentation task")
+    timer.stop()
+    assert max(b - a for a, b in zip(ticks, ticks[1:], strict=False)) < 1.0
+    assert len(ticks) > 20
+
+    assert task.error is None, task.error
+    assert any("tile" in s and "%" in s for s in statuses)
+    assert dock.progress_bar.value() == 100
+    name = f"olinda – {MODEL_NAME}"
+    rasters_added = added_layers(project)
+    result = rasters_added[name]
+    assert result.source() == str(output)
+    assert result.extent() == source.extent()
+    assert result.crs() == source.crs()
+    assert result.crs().authid() == "EPSG:31985"
+    assert (result.width(), result.height()) == (200, 170)
+
+    renderer = result.renderer()
+    assert isinstance(renderer, QgsPalettedRasterRenderer)
+    assert [(c.value, c.label, c.color.getRgb()[:3]) for c in renderer.classes()] == [
+        (i, n, rgb) for i, (n, rgb) in enumerate(CLASSES)
+    ]
+    assert legend_entries(project, result) == CLASSES
+
+    # The style file beside the output gives the same look when the file is opened again.
+    qml = output.with_suffix(".qml")
+    assert qml.is_file() and "built-up" in qml.read_text()
+    reopened = QgsRasterLayer(str(output), "again", "gdal")
+    assert reopened.loadDefaultStyle()[1]  # True only when the .qml was found and applied
+    assert isinstance(reopened.renderer(), QgsPalettedRasterRenderer)
+    assert [c.label for c in reopened.renderer().classes()] == [n for n, _ in CLASSES]
+
+    confidence = rasters_added[f"{name} confidence"]
+    assert confidence.source() == str(tmp_path / "olinda_classes_confidence.tif")
+    polygons = added_layers(project, QgsVectorLayer)[f"{name} polygons"]
+    assert polygons.featureCount() > 0
+    assert {"class", "area_m2"} <= set(polygons.fields().names())
+    area = sum(f["area_m2"] for f in polygons.getFeatures())
+    assert area == pytest.approx((200 * 170 - 48 * 48) * PIXEL * PIXEL, rel=1e-6)
+    categories = {
+        c.value(): c.symbol().color().getRgb()[:3] for c in polygons.renderer().categories()
+    }
+    assert categories == dict(CLASSES)
+    # Nodata stays nodata and is drawn transparent; classified pixels in their class colour.
+    values = gdal.Open(str(output)).ReadAsArray()
+    assert (values[:48, :48] == 255).all() and (values[60:, 60:] != 255).all()
+    image = render(result)
+    assert image.pixelColor(10, 10).alpha() == 0
+    inside = image.pixelColor(150, 120)
+    assert inside.alpha() == 255
+    assert inside.getRgb()[:3] == CLASSES[values[120, 150]][1]
+
+    successes = bar_messages(dock.iface, Qgis.Success)
+    assert any(f"Segmented 'olinda' with {MODEL_NAME}" in m for m in successes)
+    assert settings.get(settings.MODEL).endswith(MODEL_NAME)
+
+
+def test_cancel_stops_the_worker_and_removes_the_output(dock, add_raster, rasters, tmp_path):
+    source = add_raster(rasters["rgb"], "olinda")
+    dock.layer_combo.setLayer(source)
+    dock.overlap_spin.setValue(120)  # stride 8 px: about 70 tiles, one per batch
+    dock.batch_spin.setValue(1)
+    output = tmp_path / "cancelled.tif"
+    dock.output_widget.setFilePath(str(output))
+    dock.polygons_check.setChecked(True)
+    task = dock.segment()
+    # Percent, tile and the time left, once a few tiles have given the speed.
+    wait_for(lambda: "left" in dock.status_label.text(), 180, "an ETA in the status line")
+    assert re.fullmatch(
+        r"\d+% · tile \d+/\d+ · about \d+ (s|min) left", dock.status_label.text()
+    ), dock.status_label.text()
+    assert 0 < dock.progress_bar.value() < 100
+    assert dock.cancel_button.isEnabled()
+    dock.cancel_button.click()
+    wait_for(lambda: dock.task is None, 120, "the cancelled task")
+    assert task.cancelled and task.error is None
+    assert list(tmp_path.iterdir()) == []  # no output, no hidden temporary file
+    assert dock.status_label.text() == "Cancelled; no output was written."
+    assert any("cancelled" in m for m in bar_messages(dock.iface, Qgis.Info))
+    assert dock.run_button.isEnabled() and not dock.cancel_button.isEnabled()
+
+
+def test_only_the_current_map_extent(dock, add_raster, rasters, project, qgis_iface, tmp_path):
+    source = add_raster(rasters["rgb"], "olinda")
+    dock.layer_combo.setLayer(source)
+    canvas = qgis_iface.mapCanvas()
+    canvas.setDestinationCrs(source.crs())
+    full = source.extent()
+    wanted = QgsRectangle(
+        full.xMinimum() + 40 * PIXEL,
+        full.yMinimum() + 30 * PIXEL,
+        full.xMinimum() + 120 * PIXEL,
+        full.yMinimum() + 100 * PIXEL,
+    )
+    canvas.resize(QSize(400, 350))
+    canvas.setExtent(wanted)
+    visible = canvas.extent()  # the canvas widens one side to its own aspect ratio
+    dock.area_combo.setCurrentIndex(dock.area_combo.findData(AREA_CANVAS))
+    dock.output_widget.setFilePath(str(tmp_path / "extent.tif"))
+    run_dock(dock)
+    assert critical(dock) == []
+    result = added_layers(project)[f"olinda – {MODEL_NAME}"]
+    got = result.extent()
+    clipped = visible.intersect(full)
+    # Pixels touched by the extent, rounded outwards to the raster's grid.
+    assert got.xMinimum() == pytest.approx(clipped.xMinimum(), abs=PIXEL)
+    assert got.xMaximum() == pytest.approx(clipped.xMaximum(), abs=PIXEL)
+    assert got.yMinimum() == pytest.approx(clipped.yMinimum(), abs=PIXEL)
+    assert got.yMaximum() == pytest.approx(clipped.yMaximum(), abs=PIXEL)
+    assert got.width() < full.width() or got.height() < full.height()
+
+
+def test_only_the_extent_of_a_selected_polygon(dock, add_raster, rasters, project, tmp_path):
+    source = add_raster(rasters["rgb"], "olinda")
+    dock.layer_combo.setLayer(source)
+    # A polygon drawn in another CRS (WGS 84): the extent is transformed to the raster's.
+    polygons = QgsVectorLayer("Polygon?crs=EPSG:4326", "areas", "memory")
+    full = source.extent()
+    from qgis.core import QgsCoordinateTransform, QgsProject
+
+    to_wgs84 = QgsCoordinateTransform(
+        source.crs(), QgsCoordinateReferenceSystem("EPSG:4326"), QgsProject.instance()
+    )
+    inner = QgsRectangle(
+        full.xMinimum() + 20 * PIXEL,
+        full.yMinimum() + 20 * PIXEL,
+        full.xMinimum() + 90 * PIXEL,
+        full.yMinimum() + 70 * PIXEL,
+    )
+    other = QgsRectangle(full.xMinimum(), full.yMinimum(), full.xMaximum(), full.yMaximum())
+    features = []
+    for box in (inner, other):
+        feature = QgsFeature()
+        feature.setGeometry(QgsGeometry.fromRect(to_wgs84.transformBoundingBox(box)))
+        features.append(feature)
+    polygons.dataProvider().addFeatures(features)
+    project.addMapLayer(polygons)
+    polygons.selectByIds([polygons.getFeatures().__next__().id()])
+    dock.area_combo.setCurrentIndex(dock.area_combo.findData(AREA_SELECTION))
+    dock.area_layer_combo.setLayer(polygons)
+    dock.output_widget.setFilePath(str(tmp_path / "selection.tif"))
+    run_dock(dock)
+    assert critical(dock) == []
+    got = added_layers(project)[f"olinda – {MODEL_NAME}"].extent()
+    # The selected polygon's box, transformed back (it grows a little in the round trip).
+    assert got.width() == pytest.approx(70 * PIXEL, abs=3 * PIXEL)
+    assert got.height() == pytest.approx(50 * PIXEL, abs=3 * PIXEL)
+    assert got.xMinimum() == pytest.approx(inner.xMinimum(), abs=2 * PIXEL)
+    assert got.yMaximum() == pytest.approx(inner.yMaximum(), abs=2 * PIXEL)
+
+
+# --- each error reaches the message bar in plain words ------------------------------------
+
+
+def test_error_no_raster_selected(dock):
+    dock.layer_combo.setLayer(None)
+    assert dock.segment() is None
+    [message] = critical(dock)
+    assert "No raster layer is selected" in message
+    assert_plain(message)
+
+
+def test_error_too_few_bands(dock, add_raster, rasters):
+    dock.layer_combo.setLayer(add_raster(rasters["two_band"], "two bands"))
+    assert dock.segment() is None
+    [message] = critical(dock)
+    assert (
+        f"'two bands' has 2 band(s) but the model '{MODEL_NAME}' needs 3 (red, green, blue)"
+        in message
+    )
+    assert_plain(message)
+
+
+def test_error_web_layer_is_explained(dock, project):
+    xyz = QgsRasterLayer(
+        "type=xyz&url=https://tile.openstreetmap.org/{z}/{x}/{y}.png&zmax=19&zmin=0",
+        "OpenStreetMap",
+        "wms",
+    )
+    assert xyz.isValid()
+    project.addMapLayer(xyz)
+    dock.layer_combo.setLayer(xyz)
+    assert dock.segment() is None
+    [message] = critical(dock)
+    assert "'OpenStreetMap' is a web map layer (WMS/WMTS or XYZ tiles)" in message
+    assert "Save As" in message
+    assert_plain(message)
+
+
+def test_error_engine_environment_missing(dock, add_raster, rasters, monkeypatch, tmp_path):
+    dock.layer_combo.setLayer(add_raster(rasters["rgb"], "olinda"))
+    monkeypatch.setenv("CROSSEARTH_PYTHON", str(tmp_path / "no-env" / "bin" / "python"))
+    assert dock.segment() is None
+    [message] = critical(dock)
+    assert message.endswith(
+        "The CrossEarth engine environment is missing: CROSSEARTH_PYTHON names "
+        f"{tmp_path / 'no-env' / 'bin' / 'python'}, which is not a Python interpreter on this "
+        "computer. Point CROSSEARTH_PYTHON at the engine's python, or unset it to use the one "
+        "chosen in Settings > Options > CrossEarth."
+    )
+
+
+def test_error_engine_environment_without_torch(dock, add_raster, rasters, monkeypatch, tmp_path):
+    system_python = shutil.which("python3", path="/usr/bin")
+    monkeypatch.setenv("CROSSEARTH_PYTHON", system_python)
+    from crossearth_qgis.engine_env import missing_modules
+
+    if "torch" not in missing_modules(Path(system_python)):
+        pytest.skip("the system Python has torch here")
+    dock.layer_combo.setLayer(add_raster(rasters["rgb"], "olinda"))
+    dock.output_widget.setFilePath(str(tmp_path / "x.tif"))
+    logged: list[tuple[str, str]] = []
+    log = QgsApplication.messageLog()
+    record = lambda message, tag, level: logged.append((tag, message))  # noqa: E731
+    log.messageReceived.connect(record)
+    try:
+        run_dock(dock)
+    finally:
+        log.messageReceived.disconnect(record)
+    [message] = critical(dock)
+    assert f"{system_python} (CROSSEARTH_PYTHON) has no Python module 'torch'," in message
+    # The worker's traceback is in the CrossEarth log tab, not in the message bar.
+    details = [m for tag, m in logged if tag == "CrossEarth" and message in m]
+    assert details and "ModuleNotFoundError: No module named" in details[0]
+    assert "Set up engine environment" in message
+    assert_plain(message)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_error_cuda_requested_but_unavailable(dock, add_raster, rasters, engine_check, tmp_path):
+    if engine_check["cuda_available"]:
+        pytest.skip("CUDA is available here")
+    dock.layer_combo.setLayer(add_raster(rasters["rgb"], "olinda"))
+    dock.output_widget.setFilePath(str(tmp_path / "x.tif"))
+    # A GPU chosen in an earlier session stays in the list, marked as not detected.
+    dock.device_combo.addItem("cuda:0 (not detected)", "cuda:0")
+    dock.device_combo.setCurrentIndex(dock.device_combo.findData("cuda:0"))
+
+    # Known beforehand (the engine reported no CUDA): refused at once.
+    assert dock.segment() is None
+    [message] = critical(dock)
+    assert "The device cuda:0 (CUDA) was chosen but CUDA is not available" in message
+    assert_plain(message)
+
+    # Not known yet: the worker refuses, and the message still reads plainly.
+    dock.iface.messageBar().clear_messages()
+    dock.cuda_available = None
+    run_dock(dock)
+    [message] = critical(dock)
+    assert message.startswith("Device 'cuda:0' requested but CUDA is not available")
+    assert message.endswith("choose the device cpu or auto.")
+    assert_plain(message)
+    assert list(tmp_path.iterdir()) == []
+
+
+# --- adding models ----------------------------------------------------------------------------
+
+
+def test_add_a_model_package(dock, engine_fixtures):
+    package = engine_fixtures / "extra" / "tiny-buildings"
+    target = dock.install_package(str(package))
+    assert target == engine_fixtures / "models" / "tiny-buildings"
+    assert (target / "model.json").is_file() and (target / "weights.safetensors").is_file()
+    wait_for(lambda: dock.current_model() and dock.current_model().name == "tiny-buildings", 120)
+    assert "2 classes: background, building" in dock.model_info.text()
+    # Adding it twice is refused in plain words, and nothing is overwritten.
+    assert dock.install_package(str(package)) is None
+    assert "already installed" in critical(dock)[-1]
+    shutil.rmtree(target)
+
+
+def test_convert_an_official_checkpoint_from_the_dock(dock, engine_fixtures):
+    user_dir = Path(dock.catalog.user_dir)
+    request = ConvertRequest(
+        checkpoint=str(engine_fixtures / "tiny.pth"),
+        output=str(user_dir / "converted-tiny"),
+        mmseg_config=str(TINY_MMSEG_CONFIG),
+        classes=["sea", "town", "forest"],
+        name="converted-tiny",
+    )
+    task = dock.convert_checkpoint(request)
+    wait_for(lambda: dock.current_model() and dock.current_model().name == "converted-tiny", 240)
+    assert task.error is None
+    assert "3 classes: sea, town, forest" in dock.model_info.text()
+    assert any("Checkpoint converted" in m for m in bar_messages(dock.iface, Qgis.Success))
+
+    # A checkpoint that is not CrossEarth: the engine's refusal, in the message bar.
+    bogus = user_dir.parent / "bogus.pth"
+    shutil.copy(Path(ENGINE_PYTHON), bogus)  # any non-checkpoint file
+    task = dock.convert_checkpoint(
+        ConvertRequest(str(bogus), str(user_dir / "bogus"), mmseg_config=str(TINY_MMSEG_CONFIG))
+    )
+    wait_for(lambda: not dock._query_tasks, 120)
+    message = critical(dock)[-1]
+    assert message.startswith("The checkpoint was not converted:")
+    assert "cannot be read as a PyTorch checkpoint" in message
+    assert_plain(message)
+    assert not (user_dir / "bogus").exists()
+    shutil.rmtree(user_dir / "converted-tiny")
+    bogus.unlink()
+
+
+def test_device_picker_names_each_gpu(dock):
+    dock._devices_checked(
+        {
+            "cuda_available": True,
+            "devices": [
+                {"id": "cpu", "name": "CPU"},
+                {"id": "cuda:0", "name": "NVIDIA H200", "memory_gib": 139.8},
+                {"id": "cuda:1", "name": "NVIDIA RTX A4000", "memory_gib": 15.7},
+            ],
+        }
+    )
+    items = [
+        (dock.device_combo.itemText(i), dock.device_combo.itemData(i))
+        for i in range(dock.device_combo.count())
+    ]
+    assert items == [
+        ("Auto (a GPU when there is one)", "auto"),
+        ("CPU", "cpu"),
+        ("NVIDIA H200 (cuda:0, 139.8 GiB)", "cuda:0"),
+        ("NVIDIA RTX A4000 (cuda:1, 15.7 GiB)", "cuda:1"),
+    ]
+
+
+def test_choosing_add_model_opens_the_dialog_and_keeps_the_model(dock, monkeypatch):
+    opened: list[bool] = []
+    monkeypatch.setattr(dock, "add_model", lambda: opened.append(True))
+    before = dock.model_combo.currentIndex()
+    dock.model_combo.setCurrentIndex(dock.model_combo.findData(ADD_MODEL))
+    assert opened == [True]
+    assert dock.model_combo.currentIndex() == before
+    assert dock.current_model().name == MODEL_NAME
+
+
+def test_add_model_dialog_builds_the_conversion(tmp_path):
+    from crossearth_qgis.add_model import MMSEG_CONFIG_CHOICE, AddModelDialog
+
+    dialog = AddModelDialog(["casid-sub-source", "potsdam-r-source"], str(tmp_path))
+    assert not dialog.is_conversion()
+    dialog.package_widget.setFilePath("/data/my-package")
+    assert dialog.package_folder() == "/data/my-package"
+
+    dialog.checkpoint_radio.setChecked(True)
+    dialog.checkpoint_widget.setFilePath("/data/Potsdam(r)-source.pth")
+    dialog.preset_combo.setCurrentText("potsdam-r-source")
+    assert not dialog.config_widget.isEnabled()
+    request = dialog.convert_request()
+    assert (request.preset, request.mmseg_config, request.name) == (
+        "potsdam-r-source",
+        None,
+        "Potsdam(r)-source",
+    )
+    assert request.output == str(tmp_path / "Potsdam(r)-source")
+
+    dialog.preset_combo.setCurrentText(MMSEG_CONFIG_CHOICE)
+    assert dialog.config_widget.isEnabled()
+    dialog.config_widget.setFilePath("/data/config.py")
+    dialog.backbone_widget.setFilePath("/data/dinov2_converted.pth")
+    dialog.name_edit.setText("potsdam")
+    dialog.dtype_combo.setCurrentText("float16")
+    request = dialog.convert_request()
+    assert request.args() == [
+        "convert", "/data/Potsdam(r)-source.pth", str(tmp_path / "potsdam"), "--dtype",
+        "float16", "--mmseg-config", "/data/config.py", "--backbone",
+        "/data/dinov2_converted.pth", "--name", "potsdam",
+    ]  # fmt: skip
+    dialog.deleteLater()

@@ -1,0 +1,146 @@
+"""The worker protocol from the plugin's side: real engine subprocesses, progress, errors,
+cancel; plus the ETA and the plain-language messages."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from crossearth_qgis.engine_env import Interpreter
+from crossearth_qgis.worker import (
+    EngineCancelled,
+    EngineError,
+    EtaEstimator,
+    SegmentRequest,
+    format_eta,
+    plain,
+    run_engine,
+)
+
+from .conftest import MODEL_NAME, assert_plain
+
+
+def hidden_leftovers(folder: Path) -> list[Path]:
+    return [p for p in folder.iterdir() if p.name.startswith(".")]
+
+
+def test_segment_reports_progress_and_a_summary(rasters, tmp_path):
+    events: list[tuple[float, str]] = []
+    request = SegmentRequest(str(rasters["rgb"]), str(tmp_path / "classes.tif"), model=MODEL_NAME)
+    outcome = run_engine(request.args(), on_progress=lambda f, m: events.append((f, m)))
+
+    fractions = [f for f, _ in events]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert any(m.startswith("tile ") for _, m in events)
+    done = outcome.done
+    assert done["output"] == str(tmp_path / "classes.tif")
+    assert set(done["classes"]) == {"water", "built-up", "vegetation"}
+    assert sum(done["classes"].values()) == 200 * 170
+    assert done["tiles"] == 4 and done["device"] == "cpu"
+    assert (tmp_path / "classes.tif").is_file()
+
+
+def test_engine_errors_arrive_as_plain_sentences(rasters, tmp_path):
+    request = SegmentRequest(str(rasters["six_band"]), str(tmp_path / "x.tif"), model=MODEL_NAME)
+    with pytest.raises(EngineError) as caught:
+        run_engine(request.args())
+    message = str(caught.value)
+    # The engine said "...pass --bands, e.g. --bands 1,2,3"; the analyst reads the setting.
+    assert message.startswith("Cannot tell which of the raster's 6 bands")
+    assert "set Bands to 1,2,3" in message
+    assert_plain(message)
+    assert "crossearth:" in caught.value.details  # the raw stderr is kept for the log
+    assert not (tmp_path / "x.tif").exists()
+
+
+def test_cancel_terminates_the_worker_and_leaves_no_file(rasters, tmp_path):
+    output = tmp_path / "cancelled.tif"
+    # Stride 8 px: about 70 tiles of 128 px, one per batch, so the job is still running.
+    request = SegmentRequest(
+        str(rasters["rgb"]), str(output), model=MODEL_NAME, overlap=120, batch=1
+    )
+    cancel = threading.Event()
+    seen: list[str] = []
+
+    def progress(fraction: float, message: str) -> None:
+        seen.append(message)
+        if message.startswith("tile "):
+            cancel.set()
+
+    with pytest.raises(EngineCancelled):
+        run_engine(request.args(), on_progress=progress, is_cancelled=cancel.is_set)
+    assert any(m.startswith("tile ") for m in seen)
+    assert not output.exists()
+    assert hidden_leftovers(tmp_path) == []
+
+
+def test_an_interpreter_without_torch_is_an_environment_problem(rasters, tmp_path):
+    system_python = Path("/usr/bin/python3")
+    request = SegmentRequest(str(rasters["rgb"]), str(tmp_path / "x.tif"), model=MODEL_NAME)
+    with pytest.raises(EngineError) as caught:
+        run_engine(request.args(), interpreter=Interpreter(system_python, "settings"))
+    message = str(caught.value)
+    if "No module named" not in caught.value.details:
+        pytest.skip("the system Python has every engine module here")
+    assert message.startswith("The CrossEarth engine environment is missing")
+    assert "Set up engine environment" in message
+    assert_plain(message)
+
+
+def test_eta_starts_with_the_first_tile_and_counts_down():
+    now = [100.0]
+    eta = EtaEstimator(clock=lambda: now[0])
+    assert eta.update(0.0) is None  # loading the model says nothing about the speed
+    now[0] = 130.0
+    assert eta.update(0.1) is None  # first tile: the clock starts here
+    now[0] = 140.0
+    assert eta.update(0.3) == pytest.approx(35.0)  # 0.2 per 10 s, 0.7 to go
+    now[0] = 150.0
+    assert eta.update(0.5) == pytest.approx(25.0)
+    assert eta.update(1.0) is None
+    assert format_eta(35.0) == "about 35 s left"
+    assert format_eta(600) == "about 10 min left"
+    assert format_eta(4000) == "about 1 h 7 min left"
+
+
+def test_plain_words_for_engine_messages():
+    assert plain(
+        "crossearth: device 'cuda' requested but CUDA is not available (torch 2.1, no usable "
+        "NVIDIA GPU/driver); use --device cpu or auto"
+    ) == (
+        "Device 'cuda' requested but CUDA is not available (torch 2.1, no usable NVIDIA "
+        "GPU/driver); choose the device cpu or auto."
+    )
+    assert plain("--bands lists 2 band(s)") == "Bands lists 2 band(s)."
+
+
+def test_segment_request_command_line(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("in.tif").touch()
+    request = SegmentRequest(
+        "in.tif",
+        "out.tif",
+        model="m",
+        device="cuda:1",
+        tile=256,
+        overlap=0,
+        batch=2,
+        bands=[3, 2, 1],
+        confidence="c.tif",
+        polygons="p.gpkg",
+        extent=(1.0, 2.0, 3.5, 4.0),
+    )
+    # The worker runs in the engine's folder: local paths become absolute, a model name and
+    # GDAL connection strings stay as they are.
+    here = str(tmp_path)
+    assert request.args() == [
+        "segment", f"{here}/in.tif", f"{here}/out.tif", "--progress", "json", "--model", "m",
+        "--device", "cuda:1", "--batch", "2", "--tile", "256", "--overlap", "0",
+        "--bands", "3,2,1", "--confidence", f"{here}/c.tif", "--polygons", f"{here}/p.gpkg",
+        "--extent", "1.0,2.0,3.5,4.0",
+    ]  # fmt: skip
+    assert [p.name for p in request.outputs()] == ["out.tif", "c.tif", "p.gpkg"]
+    remote = SegmentRequest("/vsicurl/https://example.org/a.tif", "o.tif")
+    assert remote.args()[1] == "/vsicurl/https://example.org/a.tif"
