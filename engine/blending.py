@@ -20,9 +20,15 @@ class StripAccumulator:
         self.top = 0
         self._scores = np.zeros((num_classes, capacity, width), np.float32)
         self._weights = np.zeros((capacity, width), np.float32)
+        # Whether the source pixel is valid (not nodata), as the tiles read it: the writer
+        # needs no second read of the raster's masks.
+        self._valid = np.zeros((capacity, width), bool)
 
-    def add(self, scores: np.ndarray, weight: np.ndarray, row: int, col: int) -> None:
-        """Adds tile scores [K, h, w] (already cropped to the raster) at raster (row, col)."""
+    def add(
+        self, scores: np.ndarray, weight: np.ndarray, row: int, col: int, valid: np.ndarray
+    ) -> None:
+        """Adds tile scores [K, h, w] (already cropped to the raster) at raster (row, col),
+        with the tile's source validity [h, w]."""
         _, height, width = scores.shape
         start = row - self.top
         if start < 0 or start + height > self.capacity:
@@ -34,23 +40,27 @@ class StripAccumulator:
         cols = slice(col, col + width)
         self._scores[:, rows, cols] += scores * weight
         self._weights[rows, cols] += weight
+        self._valid[rows, cols] |= valid
 
-    def release(self, until_row: int) -> tuple[int, np.ndarray, np.ndarray] | None:
-        """Hands out finished rows [top, until_row) as (top, score sums, weight sums) and
-        shifts the strip down. The returned arrays are copies owned by the caller."""
+    def release(self, until_row: int) -> tuple[int, np.ndarray, np.ndarray, np.ndarray] | None:
+        """Hands out finished rows [top, until_row) as (top, score sums, weight sums, source
+        validity) and shifts the strip down. The returned arrays are copies owned by the
+        caller."""
         count = min(until_row, self.top + self.capacity) - self.top
         if count <= 0:
             return None
         top = self.top
-        scores = self._scores[:, :count].copy()
-        weights = self._weights[:count].copy()
+        released = (
+            self._scores[:, :count].copy(),
+            self._weights[:count].copy(),
+            self._valid[:count].copy(),
+        )
         keep = self.capacity - count
-        self._scores[:, :keep] = self._scores[:, count:]
-        self._weights[:keep] = self._weights[count:]
-        self._scores[:, keep:] = 0.0
-        self._weights[keep:] = 0.0
+        for array in (self._scores[:], self._weights, self._valid):
+            array[..., :keep, :] = array[..., count:, :]
+            array[..., keep:, :] = 0
         self.top += count
-        return top, scores, weights
+        return (top, *released)
 
 
 def decide_classes(

@@ -77,7 +77,12 @@ class ModelCard:
         return data
 
     def save(self, path: Path) -> None:
-        path.write_text(json.dumps(self.to_json_dict(), indent=2) + "\n", encoding="utf-8")
+        """Writes model.json; a reader never sees a half-written card."""
+        import os
+
+        temp = path.with_name(f".{path.name}.partial")
+        temp.write_text(json.dumps(self.to_json_dict(), indent=2) + "\n", encoding="utf-8")
+        os.replace(temp, path)
 
 
 def _require(data: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:

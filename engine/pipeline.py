@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rasterio.windows import Window
 
 from .blending import StripAccumulator, decide_classes
 from .errors import CrossEarthError, SegmentationCancelled
@@ -112,19 +111,21 @@ def tile_geometry(card: ModelCard, options: SegmentOptions) -> tuple[int, int]:
 class _Batch:
     tiles: list[Tile]
     inputs: list[np.ndarray | None]  # None: all-nodata tile, skipped
+    valid: list[np.ndarray]
 
 
 def _batches(reader: TileReader, tiles: list[Tile], size: int, batch_size: int) -> Iterator[_Batch]:
-    batch = _Batch([], [])
+    batch = _Batch([], [], [])
     runnable = 0
     for tile in tiles:
         values, valid = reader.read_tile(tile.row, tile.col, size)
         batch.tiles.append(tile)
         batch.inputs.append(values if valid.any() else None)
+        batch.valid.append(valid)
         runnable += bool(valid.any())
         if runnable == batch_size:
             yield batch
-            batch, runnable = _Batch([], []), 0
+            batch, runnable = _Batch([], [], []), 0
     if batch.tiles:
         yield batch
 
@@ -223,7 +224,7 @@ def segment(
         with open_raster(input_path) as dataset:
             window = extent_window(dataset, options.extent)
         source = subset_vrt(input_path, window, Path(scratch.name))
-    with scratch, open_raster(source) as reader_ds, open_raster(source) as mask_ds:
+    with scratch, open_raster(source) as reader_ds:
         if isinstance(model, LoadedModel):
             card = model.card
         else:
@@ -266,7 +267,6 @@ def segment(
             "CROSSEARTH_MODEL_VERSION": card.version,
             "CROSSEARTH_SOURCE": input_path.name,
         }
-        mask_reader = TileReader(mask_ds, bands, scaling, card.input)
 
         writers: list[StreamingGeoTiff] = []
         prefetch: _Prefetcher | None = None
@@ -291,9 +291,9 @@ def segment(
                 released = strip.release(until_row)
                 if released is None:
                     return
-                top, scores, weights = released
+                _, scores, weights, source_valid = released
                 classes, confidence, covered = decide_classes(scores, weights)
-                valid = covered & mask_reader.read_valid(Window(0, top, width, scores.shape[1]))
+                valid = covered & source_valid
                 classes = classes.astype(classes_out.dtype)
                 classes[~valid] = class_nodata
                 counts[:] += np.bincount(classes[valid].ravel(), minlength=card.num_classes)
@@ -323,7 +323,7 @@ def segment(
                 runnable = [x for x in batch.inputs if x is not None]
                 scores = runner(np.stack(runnable)) if runnable else None
                 position = 0
-                for tile, inputs in zip(batch.tiles, batch.inputs, strict=True):
+                for tile, inputs, valid in zip(batch.tiles, batch.inputs, batch.valid, strict=True):
                     write_released(tile.row)
                     if inputs is None:
                         skipped += 1
@@ -335,6 +335,7 @@ def segment(
                         window[:tile_h, :tile_w],
                         tile.row,
                         tile.col,
+                        valid[:tile_h, :tile_w],
                     )
                     position += 1
                 done += len(batch.tiles)

@@ -83,6 +83,7 @@ def label_metrics(classes_path: Path, labels_path: Path) -> dict:
 
 def render(sample: Path, classes_path: Path, png: Path, title: str) -> None:
     """Input (true colour) beside the styled result, legend and scale bar, as a PNG."""
+    import rasterio
     from qgis.core import (
         QgsApplication,
         QgsContrastEnhancement,
@@ -93,6 +94,9 @@ def render(sample: Path, classes_path: Path, png: Path, title: str) -> None:
         QgsLayoutItemScaleBar,
         QgsLayoutPoint,
         QgsLayoutSize,
+        QgsLegendRenderer,
+        QgsLegendStyle,
+        QgsMapLayerLegendUtils,
         QgsMultiBandColorRenderer,
         QgsPrintLayout,
         QgsProject,
@@ -104,16 +108,17 @@ def render(sample: Path, classes_path: Path, png: Path, title: str) -> None:
 
     from crossearth_qgis import styling
 
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # no screen needed
     app = QgsApplication([], False)
     app.initQgis()
     try:
         project = QgsProject.instance()
         image = QgsRasterLayer(str(sample), f"{sample.stem} (true colour)")
-        provider = image.dataProvider()
-        bands = [provider.bandDescription(b).lower() for b in range(1, image.bandCount() + 1)]
+        with rasterio.open(sample) as dataset:  # QGIS 3.22 has no band descriptions API
+            bands = [(d or "").lower() for d in dataset.descriptions]
         if {"red", "green", "blue"} <= set(bands):
             rgb = [bands.index(c) + 1 for c in ("red", "green", "blue")]
-            image.setRenderer(QgsMultiBandColorRenderer(provider, *rgb))
+            image.setRenderer(QgsMultiBandColorRenderer(image.dataProvider(), *rgb))
         image.setContrastEnhancement(
             QgsContrastEnhancement.StretchToMinimumMaximum, QgsRasterMinMaxOrigin.CumulativeCut
         )
@@ -122,24 +127,36 @@ def render(sample: Path, classes_path: Path, png: Path, title: str) -> None:
             styling.result_layer_name(sample.stem, styling.model_name_of(classes_path)),
         )
         project.addMapLayers([image, result])
+        project.setCrs(image.crs())  # a project without a screen gets no CRS by itself
 
+        extent = image.extent()
+        width = 120.0  # mm per map; heights follow the raster's aspect ratio
+        height = width * extent.height() / extent.width()
         layout = QgsPrintLayout(project)
         layout.initializeDefaults()
         page = layout.pageCollection().page(0)
-        page.setPageSize(QgsLayoutSize(300, 150, QgsUnitTypes.LayoutMillimeters))
-        heading = QgsLayoutItemLabel(layout)
-        heading.setText(title)
-        heading.setFont(QFont("DejaVu Sans", 14))
-        heading.attemptMove(QgsLayoutPoint(8, 4))
-        heading.attemptResize(QgsLayoutSize(284, 10))
-        layout.addLayoutItem(heading)
+        page.setPageSize(QgsLayoutSize(2 * width + 88, height + 44, QgsUnitTypes.LayoutMillimeters))
+
+        def label(text: str, x: float, y: float, size: int, w: float) -> None:
+            item = QgsLayoutItemLabel(layout)
+            item.setText(text)
+            item.setFont(QFont("DejaVu Sans", size))
+            item.attemptMove(QgsLayoutPoint(x, y))
+            item.attemptResize(QgsLayoutSize(w, 8))
+            layout.addLayoutItem(item)
+
+        label(title, 8, 4, 13, 2 * width + 70)
         maps = []
-        for index, layer in enumerate([image, result]):
+        captions = ["Input: Landsat 7 ETM+, true colour", "CrossEarth classes"]
+        for index, (layer, caption) in enumerate(zip([image, result], captions, strict=True)):
+            x = 8 + index * (width + 6)
+            label(caption, x, 13, 10, width)
             item = QgsLayoutItemMap(layout)
-            item.attemptMove(QgsLayoutPoint(8 + index * 112, 16))
-            item.attemptResize(QgsLayoutSize(108, 116))
+            item.attemptMove(QgsLayoutPoint(x, 20))
+            item.attemptResize(QgsLayoutSize(width, height))
             item.setLayers([layer])
-            item.setExtent(image.extent())
+            item.setCrs(image.crs())
+            item.setExtent(extent)
             item.setFrameEnabled(True)
             layout.addLayoutItem(item)
             maps.append(item)
@@ -147,19 +164,39 @@ def render(sample: Path, classes_path: Path, png: Path, title: str) -> None:
         legend.setTitle("Classes")
         legend.setLinkedMap(maps[1])
         legend.setAutoUpdateModel(False)
-        model = legend.model().rootGroup()
-        model.clear()
-        model.addLayer(result)
-        legend.attemptMove(QgsLayoutPoint(234, 16))
+        root = legend.model().rootGroup()
+        root.clear()
+        node = root.addLayer(result)
+        # Only the class entries: no layer title, no "Band 1" header.
+        QgsLegendRenderer.setNodeLegendStyle(node, QgsLegendStyle.Hidden)
+        entries = legend.model().layerOriginalLegendNodes(node)
+        keep = [
+            i
+            for i, entry in enumerate(entries)
+            if entry.data(0) in {c.name for c in styling.classes_from_raster(classes_path)}
+        ]
+        QgsMapLayerLegendUtils.setLegendNodeOrder(node, keep)
+        legend.model().refreshLayerLegend(node)
+        legend.attemptMove(QgsLayoutPoint(2 * width + 20, 20))
         layout.addLayoutItem(legend)
         scale = QgsLayoutItemScaleBar(layout)
         scale.setLinkedMap(maps[0])
-        scale.applyDefaultSize()
         scale.setStyle("Single Box")
-        scale.attemptMove(QgsLayoutPoint(8, 134))
+        scale.setUnits(QgsUnitTypes.DistanceKilometers)
+        scale.setUnitLabel("km")
+        scale.setUnitsPerSegment(1.0)
+        scale.setNumberOfSegments(2)
+        scale.setNumberOfSegmentsLeft(0)
+        scale.setHeight(2.0)
         layout.addLayoutItem(scale)
+        scale.update()
+        scale.resizeToMinimumWidth()
+        scale.attemptMove(QgsLayoutPoint(8, height + 24))
         settings = QgsLayoutExporter.ImageExportSettings()
         settings.dpi = 110
+        settings.generateWorldFile = False
+        settings.exportMetadata = False
+        layout.setReferenceMap(None)  # a picture, not a georeferenced image
         status = QgsLayoutExporter(layout).exportToImage(str(png), settings)
         if status != QgsLayoutExporter.Success:
             raise SystemExit(f"rendering {png} failed (QGIS layout exporter status {status})")

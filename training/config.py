@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +103,9 @@ class TrainConfig:
     threads: int | None = None
     seed: int = 0
     run_dir: Path | None = None  # checkpoints, logs, split; default OUTPUT.run
+    # Labelled images never trained on, scored after training (results go into the card):
+    # entries {image, labels[, label_map, bands]}; labels are class indices unless mapped.
+    test: list[dict[str, Any]] = field(default_factory=list)
     # card of the trained package
     name: str | None = None
     description: str = ""
@@ -204,6 +207,10 @@ def load_yaml(path: Path, overrides: dict[str, Any] | None = None) -> TrainConfi
             }
         )
     data["images"] = images
+    data["test"] = [
+        {k: resolve(v) if k in ("image", "labels") else v for k, v in entry.items()}
+        for entry in data.get("test", []) or []
+    ]
     for key in ("output", "run_dir"):
         if data.get(key) and not (overrides and overrides.get(key)):
             data[key] = resolve(data[key])

@@ -415,9 +415,37 @@ def train(
             seconds=time.perf_counter() - started,
             command=command,
         )
+    if result_package is not None and config.test:
+        result_package = record_test_scores(result_package, config, device)
     if dist_info.world > 1:
         dist.barrier()
     return TrainResult(result_package, final, step, stopped_early, run_dir, warnings)
+
+
+def record_test_scores(
+    package: ModelPackage, config: TrainConfig, device: torch.device
+) -> ModelPackage:
+    """Scores the package on the held-out test images (as `crossearth evaluate` does) and
+    adds the results to its card."""
+    from engine.packages import open_package
+    from engine.pipeline import SegmentOptions
+
+    from .evaluate import evaluate
+
+    scores = {}
+    for entry in config.test:
+        image, labels = Path(entry["image"]), Path(entry["labels"])
+        result = evaluate(
+            package.path,
+            image,
+            labels,
+            label_map=entry.get("label_map"),
+            options=SegmentOptions(bands=entry.get("bands"), device=str(device)),
+        )
+        scores[image.name] = {k: v for k, v in result.items() if k not in ("model", "image")}
+    card = dataclasses.replace(package.card, metrics={**package.card.metrics, "test": scores})
+    card.save(package.path / "model.json")
+    return open_package(package.path)
 
 
 def _trains(name: str, trainable: set[str] | list[str]) -> bool:

@@ -46,18 +46,33 @@ def test_blend_window_is_smooth_symmetric_and_floored():
 def test_strip_releases_rows_in_order_and_shifts():
     acc = StripAccumulator(num_classes=2, capacity=4, width=3)
     ones = np.ones((2, 4, 3), np.float32)
-    acc.add(ones * np.array([1, 2], np.float32)[:, None, None], np.ones((4, 3), np.float32), 0, 0)
-    top, scores, weights = acc.release(2)
+    valid = np.ones((4, 3), bool)
+    valid[1, 2] = False  # a nodata pixel in the first tile
+    acc.add(
+        ones * np.array([1, 2], np.float32)[:, None, None], np.ones((4, 3), np.float32), 0, 0, valid
+    )
+    top, scores, weights, source_valid = acc.release(2)
     assert top == 0 and scores.shape == (2, 2, 3)
     np.testing.assert_array_equal(weights, 1.0)
-    acc.add(ones * np.array([3, 0], np.float32)[:, None, None], np.ones((4, 3), np.float32), 2, 0)
-    top, scores, weights = acc.release(6)
+    assert not source_valid[1, 2] and source_valid.sum() == 5
+    second = np.ones((4, 3), bool)
+    second[3] = False  # the tile's last row is nodata
+    acc.add(
+        ones * np.array([3, 0], np.float32)[:, None, None],
+        np.ones((4, 3), np.float32),
+        2,
+        0,
+        second,
+    )
+    top, scores, weights, source_valid = acc.release(6)
     assert top == 2 and scores.shape == (2, 4, 3)
     # rows 2-3 saw both tiles, rows 4-5 only the second
     np.testing.assert_array_equal(weights[:, 0], [2, 2, 1, 1])
+    # validity shifted with the strip: rows 2-3 valid (first tile), row 5 nodata (second)
+    np.testing.assert_array_equal(source_valid[:, 0], [True, True, True, False])
     classes, confidence, covered = decide_classes(scores, weights)
     np.testing.assert_array_equal(classes[:, 0], [0, 0, 0, 0])
     np.testing.assert_allclose(confidence[:, 0], [4 / 6, 4 / 6, 1.0, 1.0])
     assert covered.all()
     with pytest.raises(ValueError):
-        acc.add(ones, np.ones((4, 3), np.float32), 0, 0)
+        acc.add(ones, np.ones((4, 3), np.float32), 0, 0, valid)

@@ -1,0 +1,67 @@
+"""The bundled default model: a valid package with an honest card, and the quality it states."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from safetensors import safe_open
+
+from engine.packages import bundled_models_dir, default_model_name, find_package
+from engine.pipeline import SegmentOptions, segment
+from training.metrics import metrics, update_confusion
+
+REPO = Path(__file__).resolve().parents[2]
+SAMPLE = REPO / "resources" / "samples" / "raleigh_landsat7_sample.tif"
+LABELS = REPO / "resources" / "samples" / "raleigh_landcover_sample.tif"
+CLASSES = ["developed", "herbaceous / agriculture", "shrubland", "forest", "water"]
+
+
+@pytest.fixture(scope="module")
+def package():
+    name = default_model_name()
+    assert name == "crossearth-landsat-lc"
+    return find_package(None)
+
+
+def test_card_states_classes_bands_gsd_license_provenance_and_metrics(package):
+    card = package.card
+    assert package.path == bundled_models_dir() / "crossearth-landsat-lc"
+    assert card.architecture == "crossearth" and card.class_names == CLASSES
+    assert len({c.color for c in card.classes}) == 5
+    assert card.input.bands == ("blue", "green", "red", "nir", "swir1")
+    assert card.input_scale == 4 and card.gsd_m == 28.5
+    assert "CC-BY-SA-3.0" in card.license
+    provenance = card.provenance
+    assert provenance["command"].startswith("crossearth train --config training/recipes/")
+    assert provenance["data"][0]["image"]["file"] == "landsat7_2000.tif"
+    assert len(provenance["data"][0]["image"]["sha256"]) == 64
+    assert provenance["split"]["val_blocks"] > 5
+    validation = card.metrics["validation"]
+    assert set(validation["iou"]) == set(CLASSES)
+    assert 0.3 < validation["mIoU"] <= 1.0
+    assert card.metrics["test"]["raleigh_landsat7_sample.tif"]["pixels"] == 27521
+
+
+def test_weights_are_float16_and_under_50_mb(package):
+    assert package.weights_path.stat().st_size < 50 * 2**20
+    with safe_open(str(package.weights_path), framework="pt") as handle:
+        dtypes = {handle.get_slice(key).get_dtype() for key in handle.keys()}  # noqa: SIM118
+    assert dtypes == {"F16"}
+
+
+def test_sample_miou_is_what_the_card_says(package, tmp_path):
+    out = tmp_path / "classes.tif"
+    segment(SAMPLE, out, package, SegmentOptions(device="cpu"))
+    with rasterio.open(out) as predicted_file, rasterio.open(LABELS) as labels_file:
+        predicted = predicted_file.read(1, masked=True)
+        reference = labels_file.read(1)
+    reference = np.where(np.ma.getmaskarray(predicted), 255, reference)
+    confusion = np.zeros((5, 5), np.int64)
+    update_confusion(confusion, reference, np.ma.getdata(predicted), 255)
+    measured = metrics(confusion, CLASSES)
+    stated = package.card.metrics["test"]["raleigh_landsat7_sample.tif"]
+    print(f"sample mIoU {measured['mIoU']:.4f} (card: {stated['mIoU']:.4f})")
+    assert measured["pixels"] == 27521
+    assert measured["mIoU"] >= stated["mIoU"] - 0.02
+    assert measured["mIoU"] > 0.3
