@@ -21,10 +21,16 @@ class TrainingLog:
         self._csv_files: dict[str, Any] = {}
         self._writers: dict[str, csv.DictWriter] = {}
         self._board = None
+        if first_step > 0:
+            # A resumed run repeats the steps after its checkpoint; the rows the interrupted
+            # run logged for them would otherwise appear twice.
+            for name in ("train_log", "val_log"):
+                _drop_rows_after(folder / f"{name}.csv", first_step)
         try:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._board = SummaryWriter(str(folder / "tensorboard"))
+            purge = first_step + 1 if first_step > 0 else None
+            self._board = SummaryWriter(str(folder / "tensorboard"), purge_step=purge)
         except ImportError:
             log.warning("tensorboard is not installed: no TensorBoard logs (CSV logs are written)")
         self._bar = None
@@ -89,3 +95,19 @@ class TrainingLog:
             self._board.close()
         for handle in self._csv_files.values():
             handle.close()
+
+
+def _drop_rows_after(path: Path, step: int) -> None:
+    if not path.exists():
+        return
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = list(csv.reader(handle))
+    if not rows:
+        return
+    kept = [rows[0]] + [row for row in rows[1:] if row and int(row[0]) <= step]
+    if len(kept) == len(rows):
+        return
+    partial = path.with_name(path.name + ".partial")
+    with open(partial, "w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows(kept)
+    partial.replace(path)

@@ -1,6 +1,6 @@
 """The CrossEarth Processing provider and its algorithms.
 
-To add an algorithm: write one module with a QgsProcessingAlgorithm subclass (use
+To add an algorithm: write one module with a base.CrossEarthAlgorithm subclass (use
 engine_run.run_engine_for_feedback to run an engine command with progress and cancel), import
 it here and add its class to ALGORITHMS; the provider registers every class listed.
 """

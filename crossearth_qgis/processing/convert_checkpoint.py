@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 from qgis.core import (
-    QgsProcessingAlgorithm,
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingFeedback,
@@ -17,17 +16,15 @@ from qgis.core import (
     QgsProcessingParameterFolderDestination,
     QgsProcessingParameterString,
 )
-from qgis.PyQt.QtGui import QIcon
 
-from ..engine_env import PLUGIN_DIR
 from ..worker import ConvertRequest
+from .base import CrossEarthAlgorithm
 from .engine_run import run_engine_for_feedback
 
-ICON = PLUGIN_DIR / "icons" / "crossearth.svg"
 DTYPES = ["float32", "float16", "bfloat16"]
 
 
-class ConvertCheckpointAlgorithm(QgsProcessingAlgorithm):
+class ConvertCheckpointAlgorithm(CrossEarthAlgorithm):
     CHECKPOINT = "CHECKPOINT"
     PRESET = "PRESET"
     MMSEG_CONFIG = "MMSEG_CONFIG"
@@ -54,12 +51,6 @@ class ConvertCheckpointAlgorithm(QgsProcessingAlgorithm):
             "checkpoints also need the frozen DINOv2 backbone file (dinov2_converted.pth). "
             "Put the package in the user models folder to find it by name."
         )
-
-    def icon(self) -> QIcon:
-        return QIcon(str(ICON))
-
-    def createInstance(self) -> ConvertCheckpointAlgorithm:  # noqa: N802
-        return ConvertCheckpointAlgorithm()
 
     def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:  # noqa: N802
         self.addParameter(

@@ -9,7 +9,6 @@ from typing import Any
 
 from qgis.core import (
     QgsProcessing,
-    QgsProcessingAlgorithm,
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingFeedback,
@@ -26,15 +25,13 @@ from qgis.core import (
     QgsProviderRegistry,
     QgsVectorLayer,
 )
-from qgis.PyQt.QtGui import QIcon
 
 from ..catalog_events import catalog_events
-from ..engine_env import PLUGIN_DIR
 from ..inputs import InputProblem, local_raster_source
 from ..worker import FineTuneRequest, run_engine_json
+from .base import CrossEarthAlgorithm
 from .engine_run import run_engine_for_feedback
 
-ICON = PLUGIN_DIR / "icons" / "crossearth.svg"
 MODES = ["reins", "full"]
 
 
@@ -60,7 +57,7 @@ def _vector_file(layer: QgsVectorLayer | None, what: str) -> str | None:
     return str(path)
 
 
-class FineTuneAlgorithm(QgsProcessingAlgorithm):
+class FineTuneAlgorithm(CrossEarthAlgorithm):
     BASE = "BASE"
     INPUT = "INPUT"
     LABELS = "LABELS"
@@ -100,12 +97,6 @@ class FineTuneAlgorithm(QgsProcessingAlgorithm):
             "tokens and the head on a frozen backbone (the CrossEarth setting); 'full' trains "
             "everything. Training runs in the engine's worker; cancel keeps the last checkpoint."
         )
-
-    def icon(self) -> QIcon:
-        return QIcon(str(ICON))
-
-    def createInstance(self) -> FineTuneAlgorithm:  # noqa: N802
-        return FineTuneAlgorithm()
 
     def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:  # noqa: N802
         self.addParameter(

@@ -7,9 +7,9 @@ from qgis.PyQt.QtGui import QIcon
 
 from ..engine_env import PLUGIN_DIR
 from . import ALGORITHMS
+from .base import ICON
 
 PROVIDER_ID = "crossearth"
-ICON = PLUGIN_DIR / "icons" / "crossearth.svg"
 
 
 def _plugin_version() -> str:

@@ -8,7 +8,6 @@ from typing import Any
 from qgis.core import (
     QgsMapLayer,
     QgsProcessing,
-    QgsProcessingAlgorithm,
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingFeedback,
@@ -24,15 +23,12 @@ from qgis.core import (
     QgsRasterLayer,
     QgsVectorLayer,
 )
-from qgis.PyQt.QtGui import QIcon
 
 from .. import styling
-from ..engine_env import PLUGIN_DIR
 from ..inputs import InputProblem, extent_in_layer_crs, local_raster_source
 from ..worker import SegmentRequest
+from .base import CrossEarthAlgorithm
 from .engine_run import run_engine_for_feedback
-
-ICON = PLUGIN_DIR / "icons" / "crossearth.svg"
 
 
 class _StyleOnLoad(QgsProcessingLayerPostProcessorInterface):
@@ -80,7 +76,7 @@ def _optional_int(parameters: dict[str, Any], name: str) -> int | None:
         raise QgsProcessingException(f"{name} must be a whole number, not '{value}'.") from None
 
 
-class SegmentRasterAlgorithm(QgsProcessingAlgorithm):
+class SegmentRasterAlgorithm(CrossEarthAlgorithm):
     INPUT = "INPUT"
     MODEL = "MODEL"
     DEVICE = "DEVICE"
@@ -112,14 +108,8 @@ class SegmentRasterAlgorithm(QgsProcessingAlgorithm):
             "confidence (0..1). Polygons: class polygons with class name and area (GeoPackage)."
         )
 
-    def icon(self) -> QIcon:
-        return QIcon(str(ICON))
-
     def tags(self) -> list[str]:
         return ["segmentation", "classification", "land cover", "deep learning", "crossearth"]
-
-    def createInstance(self) -> SegmentRasterAlgorithm:  # noqa: N802
-        return SegmentRasterAlgorithm()
 
     def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:  # noqa: N802
         self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, "Input raster"))

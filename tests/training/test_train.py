@@ -91,6 +91,23 @@ def test_resume_gives_the_weights_of_an_uninterrupted_run(tmp_path):
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert resumed.metrics == straight.metrics
+    log_a = (straight.run_dir / "train_log.csv").read_text()
+    assert log_a.count("\n") == 7  # header + one row per step
+    assert (resumed.run_dir / "train_log.csv").read_text() == log_a
+
+
+def test_a_resumed_log_drops_the_rows_logged_after_its_checkpoint(tmp_path):
+    from training.logs import TrainingLog
+
+    (tmp_path / "train_log.csv").write_text("step,loss\n1,0.5\n2,0.4\n3,0.3\n4,0.2\n")
+    (tmp_path / "val_log.csv").write_text("step,mIoU\n2,0.1\n4,0.2\n")
+    log = TrainingLog(tmp_path, "none", total_steps=6, first_step=2)
+    log.step(3, {"loss": 0.25})
+    log.close()
+    assert (tmp_path / "train_log.csv").read_text().split() == [
+        "step,loss", "1,0.5", "2,0.4", "3,0.25"
+    ]  # fmt: skip
+    assert (tmp_path / "val_log.csv").read_text().split() == ["step,mIoU", "2,0.1"]
 
 
 def test_ctrl_c_leaves_a_checkpoint_to_resume_from(tmp_path):
