@@ -47,7 +47,7 @@ def write_package(
     *,
     steps_done: int,
     best_step: int,
-    seconds: float,
+    seconds: float | None,
     command: str | None,
     input_scale: int = 1,
 ) -> ModelPackage:
@@ -91,7 +91,7 @@ def write_package(
         },
         "steps": steps_done,
         "best_step": best_step,
-        "seconds": round(seconds, 1),
+        "seconds": round(seconds, 1) if seconds is not None else None,
         "seed": config.seed,
         "recipe": config.to_dict(),
         "software": {"torch": torch.__version__, "python": platform.python_version()},

@@ -179,6 +179,8 @@ def train(
     assert run_dir is not None
     if dist_info.main:
         run_dir.mkdir(parents=True, exist_ok=True)
+        # Made now, not when the package is written: a missing folder must not cost a run.
+        config.output.parent.mkdir(parents=True, exist_ok=True)
         data.save_split(run_dir / "split.geojson")
 
     # --- the network
@@ -242,11 +244,15 @@ def train(
             scaler.load_state_dict(state["scaler"])
         start_step, best = state["step"], state["best"]
         stale = state.get("evaluations_without_gain", 0)
+        # Checkpoints written before training time was recorded leave the total unknown.
+        seconds_before = state.get("seconds")
     else:
-        stale = 0
-    if start_step >= config.steps:
+        stale, seconds_before = 0, 0.0
+    # A checkpoint at the last step resumes into no training at all and writes the package
+    # again (say the first attempt failed to write it).
+    if start_step > config.steps:
         raise CrossEarthError(
-            f"the checkpoint is at step {start_step}, which is not below steps = {config.steps}; "
+            f"the checkpoint is at step {start_step}, beyond steps = {config.steps}; "
             "raise steps to train further"
         )
 
@@ -266,6 +272,11 @@ def train(
     last_saved = start_step
     started = time.perf_counter()
 
+    def training_seconds() -> float | None:
+        if seconds_before is None:
+            return None
+        return seconds_before + time.perf_counter() - started
+
     def save(step_now: int) -> Path | None:
         nonlocal last_saved
         path = None
@@ -280,6 +291,7 @@ def train(
                     "scaler": scaler.state_dict() if scaler is not None else None,
                     "best": best,
                     "evaluations_without_gain": stale,
+                    "seconds": training_seconds(),
                     "config": config.to_dict(),
                 },
             )
@@ -412,7 +424,7 @@ def train(
             steps_done=step,
             best_step=best["step"],
             input_scale=input_scale,
-            seconds=time.perf_counter() - started,
+            seconds=training_seconds(),
             command=command,
         )
     if result_package is not None and config.test:

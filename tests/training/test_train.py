@@ -4,6 +4,7 @@ interruption, fine-tunes packages, runs multi-task and multi-process, and is scr
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -94,6 +95,28 @@ def test_resume_gives_the_weights_of_an_uninterrupted_run(tmp_path):
     log_a = (straight.run_dir / "train_log.csv").read_text()
     assert log_a.count("\n") == 7  # header + one row per step
     assert (resumed.run_dir / "train_log.csv").read_text() == log_a
+
+
+def test_a_finished_run_resumes_into_writing_its_package_again(tmp_path):
+    # The output's folder does not exist yet: training makes it before the first step.
+    output = tmp_path / "not" / "yet" / "model"
+    settings = {"steps": 2, "threads": 1, "output": output, "run_dir": tmp_path / "run"}
+    first = train(recipe(tmp_path, **settings), progress="none")
+    assert first.package.path == output
+    seconds = first.package.card.provenance["seconds"]
+    assert seconds > 0
+    shutil.rmtree(output)
+    again = train(recipe(tmp_path, **settings), progress="none", resume="auto")
+    assert again.steps == 2 and again.metrics == first.metrics
+    a, b = weights(first.package), weights(again.package)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [int(r["step"]) for r in read_csv(tmp_path / "run" / "train_log.csv")] == [1, 2]
+    # The card counts the training time of the first run, which the checkpoint carried.
+    checkpoint = torch.load(
+        tmp_path / "run" / "checkpoints" / "step_0000002.pt", weights_only=False
+    )
+    assert 0 < checkpoint["seconds"] <= seconds
+    assert again.package.card.provenance["seconds"] > checkpoint["seconds"]
 
 
 def test_a_resumed_log_drops_the_rows_logged_after_its_checkpoint(tmp_path):
