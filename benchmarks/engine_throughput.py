@@ -7,6 +7,7 @@
    (goal: ratio <= 1.2).
 
 Usage: .venv/bin/python benchmarks/engine_throughput.py [--device cpu] [--tile 256] [--model M]
+       [--repeat N] [--rounds N] [--skip-memory]
 Without --model a CPU-sized convolutional network stands in for the model: the engine's
 overhead is what is measured, so any model with a realistic cost per pixel serves.
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -75,12 +77,19 @@ def stand_in_model(tile: int) -> LoadedModel:
     return LoadedModel(card, StandInNet().eval())
 
 
-def make_raster(path: Path, repeat_y: int, repeat_x: int) -> Path:
+def source_bands(loaded: LoadedModel) -> list[int]:
+    """Bands of the Landsat 7 sample for the model: RGB for the stand-in, else the first N
+    (blue, green, red, nir, swir1, swir2: the bundled model's order)."""
+    count = len(loaded.card.input.bands)
+    return [3, 2, 1] if loaded.card.name == "stand-in" else list(range(1, count + 1))
+
+
+def make_raster(path: Path, repeat_y: int, repeat_x: int, bands: list[int]) -> Path:
     with rasterio.open(SAMPLE) as src:
-        data = src.read([3, 2, 1])
+        data = src.read(bands)
         profile = {
             "driver": "GTiff",
-            "count": 3,
+            "count": len(bands),
             "dtype": "uint8",
             "crs": src.crs,
             "transform": src.transform,
@@ -109,9 +118,10 @@ def load(model_arg: str | None, tile: int, device: str) -> LoadedModel:
 def bare_forward_seconds(
     loaded: LoadedModel, raster: Path, tile: int, stride: int, batch: int, device: str
 ) -> float:
+    bands = list(range(1, len(loaded.card.input.bands) + 1))
     with open_raster(raster) as ds:
-        scaling = choose_scaling(ds, [1, 2, 3], loaded.card.input, "auto")
-        reader = TileReader(ds, [1, 2, 3], scaling, loaded.card.input)
+        scaling = choose_scaling(ds, bands, loaded.card.input, "auto")
+        reader = TileReader(ds, bands, scaling, loaded.card.input)
         tiles = [
             reader.read_tile(t.row, t.col, tile)[0]
             for t in plan_tiles(ds.height, ds.width, tile, stride)
@@ -150,6 +160,10 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--model", default=None, help="model package (default: stand-in net)")
     parser.add_argument("--repeat", type=int, default=3, help="raster = sample tiled NxN")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds")
+    parser.add_argument(
+        "--skip-memory", action="store_true", help="no peak-RSS runs (slow with big models)"
+    )
     parser.add_argument("--rss-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.rss_child:
@@ -161,26 +175,36 @@ def main() -> None:
         args.tile * (loaded.card.tile_size - loaded.card.tile_stride) / loaded.card.tile_size
     )
     with tempfile.TemporaryDirectory() as folder:
-        raster = make_raster(Path(folder) / "bench.tif", args.repeat, args.repeat)
+        bands = source_bands(loaded)
+        raster = make_raster(Path(folder) / "bench.tif", args.repeat, args.repeat, bands)
         with rasterio.open(raster) as ds:
             mpx = ds.width * ds.height / 1e6
             n_tiles = len(plan_tiles(ds.height, ds.width, args.tile, stride))
         options = SegmentOptions(tile_size=args.tile, batch_size=args.batch, device=args.device)
         segment(raster, Path(folder) / "warm.tif", loaded, options)  # warm-up
-        bare = bare_forward_seconds(loaded, raster, args.tile, stride, args.batch, args.device)
-        start = time.perf_counter()
-        segment(raster, Path(folder) / "out.tif", loaded, options)
-        pipeline = time.perf_counter() - start
+        # Interleaved rounds and medians: on a small CPU one run of either varies by ~10 %.
+        bare_runs, pipeline_runs = [], []
+        for _ in range(args.rounds):
+            bare_runs.append(
+                bare_forward_seconds(loaded, raster, args.tile, stride, args.batch, args.device)
+            )
+            start = time.perf_counter()
+            segment(raster, Path(folder) / "out.tif", loaded, options)
+            pipeline_runs.append(time.perf_counter() - start)
+        bare, pipeline = statistics.median(bare_runs), statistics.median(pipeline_runs)
         print(
             f"model {loaded.card.name}, device {args.device}, torch threads "
-            f"{torch.get_num_threads()}, raster {mpx:.2f} Mpx, {n_tiles} tiles of {args.tile} px"
+            f"{torch.get_num_threads()}, raster {mpx:.2f} Mpx, {n_tiles} tiles of {args.tile} px, "
+            f"median of {args.rounds} interleaved rounds"
         )
         print(f"bare model forward : {mpx / bare:8.3f} Mpx/s ({bare:.2f} s)")
         print(f"engine pipeline    : {mpx / pipeline:8.3f} Mpx/s ({pipeline:.2f} s)")
         print(f"pipeline / bare    : {bare / pipeline:8.3f}  (goal >= 0.9)")
 
-        small = make_raster(Path(folder) / "small.tif", 2, 2)
-        large = make_raster(Path(folder) / "large.tif", 8, 8)
+        if args.skip_memory:
+            return
+        small = make_raster(Path(folder) / "small.tif", 2, 2, bands)
+        large = make_raster(Path(folder) / "large.tif", 8, 8, bands)
         peaks = []
         for path in (small, large):
             child = subprocess.run(

@@ -64,13 +64,23 @@ class StripAccumulator:
 
 
 def decide_classes(
-    scores: np.ndarray, weights: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Argmax class, confidence (top score share of the score total, 0..1) and coverage mask."""
-    covered = weights > 0
-    classes = np.argmax(scores, axis=0)
-    total = scores.sum(axis=0)
-    top = np.take_along_axis(scores, classes[None], axis=0)[0]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        confidence = np.where(total > 0, top / total, 0.0).astype(np.float32)
-    return classes, confidence, covered
+    scores: np.ndarray, weights: np.ndarray, with_confidence: bool = True
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """Argmax class (uint8, or uint16 above 256 classes; the first class wins ties),
+    confidence (top score share of the score total, 0..1; None unless asked for) and coverage
+    mask."""
+    num_classes = scores.shape[0]
+    classes = np.zeros(scores.shape[1:], np.uint8 if num_classes <= 256 else np.uint16)
+    # A running maximum over the class planes: cheaper than np.argmax along the first axis
+    # and it leaves the top score behind for the confidence.
+    top = scores[0].copy()
+    better = np.empty(scores.shape[1:], bool)
+    for k in range(1, num_classes):
+        np.greater(scores[k], top, out=better)
+        np.copyto(classes, k, where=better)
+        np.maximum(top, scores[k], out=top)
+    confidence = None
+    if with_confidence:
+        total = scores.sum(axis=0)
+        confidence = np.divide(top, total, out=np.zeros_like(top), where=total > 0)
+    return classes, confidence, weights > 0

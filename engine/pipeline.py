@@ -292,19 +292,26 @@ def segment(
                 if released is None:
                     return
                 _, scores, weights, source_valid = released
-                classes, confidence, covered = decide_classes(scores, weights)
+                classes, confidence, covered = decide_classes(
+                    scores, weights, with_confidence=conf_out is not None
+                )
                 valid = covered & source_valid
-                classes = classes.astype(classes_out.dtype)
-                classes[~valid] = class_nodata
-                counts[:] += np.bincount(classes[valid].ravel(), minlength=card.num_classes)
-                nodata_pixels += int((~valid).sum())
+                classes = classes.astype(classes_out.dtype, copy=False)
+                invalid = ~valid
+                classes[invalid] = class_nodata
+                # Nodata is a value no class has, so one histogram of all pixels counts both.
+                counts[:] += np.bincount(classes.ravel(), minlength=card.num_classes)[
+                    : card.num_classes
+                ]
+                nodata_pixels += int(invalid.sum())
                 classes_out.write_rows(classes)
                 if conf_out is not None:
+                    assert confidence is not None
                     if options.confidence_dtype == "uint8":
                         confidence = np.rint(confidence * 100).astype(np.uint8)
-                        confidence[~valid] = 255
+                        confidence[invalid] = 255
                     else:
-                        confidence[~valid] = -1.0
+                        confidence[invalid] = -1.0
                     conf_out.write_rows(confidence)
 
             prefetch = _Prefetcher(

@@ -74,5 +74,23 @@ def test_strip_releases_rows_in_order_and_shifts():
     np.testing.assert_array_equal(classes[:, 0], [0, 0, 0, 0])
     np.testing.assert_allclose(confidence[:, 0], [4 / 6, 4 / 6, 1.0, 1.0])
     assert covered.all()
+    without, none, _ = decide_classes(scores, weights, with_confidence=False)
+    np.testing.assert_array_equal(without, classes)
+    assert none is None
     with pytest.raises(ValueError):
         acc.add(ones, np.ones((4, 3), np.float32), 0, 0, valid)
+
+
+def test_decide_classes_matches_argmax_breaks_ties_to_the_first_and_widens_past_256():
+    rng = np.random.default_rng(3)
+    scores = rng.integers(0, 4, (7, 20, 30)).astype(np.float32)  # many ties
+    classes, confidence, _ = decide_classes(scores, np.ones((20, 30), np.float32))
+    np.testing.assert_array_equal(classes, np.argmax(scores, axis=0))
+    assert classes.dtype == np.uint8
+    total = scores.sum(axis=0)
+    expected = np.where(total > 0, scores.max(axis=0) / np.where(total > 0, total, 1), 0)
+    np.testing.assert_allclose(confidence, expected, rtol=1e-6)
+    many = rng.random((300, 4, 5), dtype=np.float32)
+    wide, _, _ = decide_classes(many, np.ones((4, 5), np.float32), with_confidence=False)
+    assert wide.dtype == np.uint16
+    np.testing.assert_array_equal(wide, np.argmax(many, axis=0))
