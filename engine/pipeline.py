@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
 import tempfile
 import threading
 import time
@@ -19,6 +18,7 @@ from .blending import StripAccumulator, decide_classes
 from .errors import CrossEarthError, SegmentationCancelled
 from .model_card import ModelCard
 from .packages import ModelPackage, find_package
+from .prefetch import Prefetcher
 from .raster_input import (
     TileReader,
     choose_scaling,
@@ -130,49 +130,6 @@ def _batches(reader: TileReader, tiles: list[Tile], size: int, batch_size: int) 
         yield batch
 
 
-class _Prefetcher:
-    """Reads and prepares the next batches in a background thread while the model runs."""
-
-    _DONE = object()
-
-    def __init__(self, source: Iterator[_Batch], depth: int = 2) -> None:
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=depth)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(source,), daemon=True)
-        self._thread.start()
-
-    def _put(self, item: Any) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def _run(self, source: Iterator[_Batch]) -> None:
-        try:
-            for batch in source:
-                if not self._put(batch):
-                    return
-            self._put(self._DONE)
-        except BaseException as exc:  # handed to the consumer, which re-raises it
-            self._put(exc)
-
-    def __iter__(self) -> Iterator[_Batch]:
-        while True:
-            item = self._queue.get()
-            if item is self._DONE:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=30)
-
-
 def segment(
     input_path: str | os.PathLike[str],
     output_path: str | os.PathLike[str],
@@ -269,7 +226,7 @@ def segment(
         }
 
         writers: list[StreamingGeoTiff] = []
-        prefetch: _Prefetcher | None = None
+        prefetch: Prefetcher[_Batch] | None = None
         counts = np.zeros(card.num_classes, np.int64)
         nodata_pixels = 0
         skipped = 0
@@ -314,7 +271,7 @@ def segment(
                         confidence[invalid] = -1.0
                     conf_out.write_rows(confidence)
 
-            prefetch = _Prefetcher(
+            prefetch = Prefetcher(
                 _batches(
                     TileReader(reader_ds, bands, scaling, card.input),
                     tiles,

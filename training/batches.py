@@ -3,14 +3,12 @@ step rebuilds exactly the batches an uninterrupted run would have used."""
 
 from __future__ import annotations
 
-import queue
-import threading
-from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
+
+from engine.prefetch import Prefetcher
 
 from .augment import EarthStyle, PhotometricDistortion, flip_rotate, ignore_invalid, resize_window
 from .config import TrainConfig
@@ -90,48 +88,16 @@ def fit_earth_style(data: TrainingData, config: TrainConfig, windows: int = 128)
     return EarthStyle.fit(styles, data.value_range)
 
 
-class Prefetcher:
-    """Builds the next batches in a background thread while the model trains."""
-
-    def __init__(self, maker: BatchMaker, first_step: int, last_step: int, accumulate: int) -> None:
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=2)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(
-            target=self._run, args=(maker, first_step, last_step, accumulate), daemon=True
-        )
-        self._thread.start()
-
-    def _run(self, maker: BatchMaker, first: int, last: int, accumulate: int) -> None:
-        try:
-            for step in range(first, last + 1):
-                for micro in range(accumulate):
-                    if not self._put(maker.make(step, micro)):
-                        return
-            self._put(None)
-        except BaseException as exc:  # handed to the training loop, which re-raises it
-            self._put(exc)
-
-    def _put(self, item: Any) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def __iter__(self) -> Iterator[Batch]:
-        while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=30)
+def batches_ahead(
+    maker: BatchMaker, first_step: int, last_step: int, accumulate: int
+) -> Prefetcher[Batch]:
+    """The batches of steps first..last (each with its micro-batches), built in a background
+    thread while the model trains."""
+    return Prefetcher(
+        maker.make(step, micro)
+        for step in range(first_step, last_step + 1)
+        for micro in range(accumulate)
+    )
 
 
-__all__ = ["TRAIN", "Batch", "BatchMaker", "Prefetcher", "fit_earth_style", "step_seed"]
+__all__ = ["TRAIN", "Batch", "BatchMaker", "batches_ahead", "fit_earth_style", "step_seed"]

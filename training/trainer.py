@@ -31,7 +31,7 @@ from engine.packages import ModelPackage, find_package
 from engine.raster_input import describe_bands, open_raster
 from engine.scaled_model import ScaledModel
 
-from .batches import BatchMaker, Prefetcher, step_seed
+from .batches import BatchMaker, batches_ahead, step_seed
 from .checkpoints import CheckpointStore
 from .config import ClassSpec, TrainConfig
 from .data import TRAIN, VAL, TrainingData, WindowSampler, load_training_data
@@ -266,7 +266,7 @@ def train(
     tile = max(config.window // input_scale, math.ceil(config.block_size / multiple) * multiple)
     source_grid_model = ScaledModel(network.model, input_scale)
     maker = BatchMaker(data, config, dist_info.rank, input_scale)
-    prefetch = Prefetcher(maker, start_step + 1, config.steps, config.accumulate)
+    prefetch = batches_ahead(maker, start_step + 1, config.steps, config.accumulate)
     step = start_step
     stopped_early = False
     last_saved = start_step
