@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from engine.model_card import card_from_dict  # noqa: E402
-from engine.pipeline import LoadedModel, SegmentOptions, segment  # noqa: E402
+from engine.pipeline import LoadedModel, SegmentOptions, segment, tile_geometry  # noqa: E402
 from engine.raster_input import TileReader, choose_scaling, open_raster  # noqa: E402
 from engine.tiling import plan_tiles  # noqa: E402
 
@@ -171,16 +171,14 @@ def main() -> None:
         return
 
     loaded = load(args.model, args.tile, args.device)
-    stride = args.tile - round(
-        args.tile * (loaded.card.tile_size - loaded.card.tile_stride) / loaded.card.tile_size
-    )
+    options = SegmentOptions(tile_size=args.tile, batch_size=args.batch, device=args.device)
+    _, stride = tile_geometry(loaded.card, options)  # the tiles the engine will use
     with tempfile.TemporaryDirectory() as folder:
         bands = source_bands(loaded)
         raster = make_raster(Path(folder) / "bench.tif", args.repeat, args.repeat, bands)
         with rasterio.open(raster) as ds:
             mpx = ds.width * ds.height / 1e6
             n_tiles = len(plan_tiles(ds.height, ds.width, args.tile, stride))
-        options = SegmentOptions(tile_size=args.tile, batch_size=args.batch, device=args.device)
         segment(raster, Path(folder) / "warm.tif", loaded, options)  # warm-up
         # Interleaved rounds and medians: on a small CPU one run of either varies by ~10 %.
         bare_runs, pipeline_runs = [], []

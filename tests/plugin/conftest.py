@@ -160,11 +160,10 @@ def rasters(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     }
 
 
-@pytest.fixture(scope="session")
-def engine_check() -> dict[str, Any]:
-    """The engine's own report (torch, CUDA, devices), asked once."""
+def engine_json(command: str) -> dict[str, Any]:
+    """What `crossearth COMMAND --json` prints, run with the engine's interpreter."""
     done = subprocess.run(
-        [ENGINE_PYTHON, "-m", "engine.cli", "check", "--json"],
+        [ENGINE_PYTHON, "-m", "engine.cli", command, "--json"],
         capture_output=True,
         text=True,
         check=True,
@@ -172,19 +171,17 @@ def engine_check() -> dict[str, Any]:
         timeout=300,
     )
     return json.loads(done.stdout)
+
+
+@pytest.fixture(scope="session")
+def engine_check() -> dict[str, Any]:
+    """The engine's own report (torch, CUDA, devices), asked once."""
+    return engine_json("check")
 
 
 @pytest.fixture(scope="session")
 def catalog_json(engine_fixtures: Path) -> dict[str, Any]:
-    done = subprocess.run(
-        [ENGINE_PYTHON, "-m", "engine.cli", "models", "--json"],
-        capture_output=True,
-        text=True,
-        check=True,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        timeout=300,
-    )
-    return json.loads(done.stdout)
+    return engine_json("models")
 
 
 @pytest.fixture
