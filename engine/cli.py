@@ -5,13 +5,16 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from .errors import CrossEarthError, SegmentationCancelled
+from .files import add_temporary_listener, remove_run_temporaries, remove_temporary_listener
 
 log = logging.getLogger("engine.cli")
 
@@ -94,6 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--extent",
         help="segment only XMIN,YMIN,XMAX,YMAX (in the raster's CRS) instead of the whole raster",
     )
+    seg.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace existing output files (never the input)",
+    )
     seg.add_argument("--threads", type=_positive_int, help="CPU threads for the model")
     seg.add_argument("--no-amp", action="store_true", help="disable mixed precision on CUDA")
     seg.add_argument(
@@ -134,7 +142,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="float32",
         help="weight precision in the package (default float32, exact)",
     )
-    conv.add_argument("--overwrite", action="store_true", help="replace an existing package")
+    conv.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing package this tool wrote (a folder holding only model.json "
+        "and weights.safetensors); nothing else is ever replaced",
+    )
 
     models = commands.add_parser("models", help="list bundled and user model packages")
     models.add_argument("--json", action="store_true", help="print the list as JSON")
@@ -218,6 +231,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         confidence_dtype=args.confidence_type,
         polygons=args.polygons,
         extent=parse_extent(args.extent) if args.extent else None,
+        overwrite=args.overwrite,
     )
     update, close = _progress_printer(args.progress)
     try:
@@ -300,8 +314,11 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
+    from .files import describe_path
     from .packages import bundled_models_dir, default_model_name, list_packages, user_models_dir
 
+    # Paths stay as the file system has them in JSON (the plugin passes them back); printed
+    # text shows undecodable bytes as escapes instead of failing.
     packages, problems = list_packages()
     default = default_model_name()
     if args.json:
@@ -321,13 +338,13 @@ def _cmd_models(args: argparse.Namespace) -> int:
                         }
                         for p in packages
                     ],
-                    "problems": problems,
+                    "problems": [problem.to_json() for problem in problems],
                 }
             )
         )
         return 0
-    print(f"bundled models: {bundled_models_dir()}")
-    print(f"user models:    {user_models_dir()}")
+    print(f"bundled models: {describe_path(bundled_models_dir())}")
+    print(f"user models:    {describe_path(user_models_dir())}")
     if not packages:
         print("no model packages installed")
     for package in packages:
@@ -335,7 +352,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
         marker = " (default)" if package.path.name == default or card.name == default else ""
         print(
             f"{card.name}{marker}  v{card.version}  [{package.source}]  {card.num_classes} "
-            f"classes, bands {'/'.join(card.input.bands)}  {package.path}"
+            f"classes, bands {'/'.join(card.input.bands)}  {describe_path(package.path)}"
         )
     for problem in problems:
         print(f"broken package: {problem}")
@@ -343,6 +360,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
+    from .files import describe_path
     from .packages import find_package
 
     package = find_package(args.model)
@@ -350,7 +368,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(card.to_json_dict(), indent=2))
         return 0
-    print(f"{card.name} v{card.version}  ({package.path})")
+    print(f"{card.name} v{card.version}  ({describe_path(package.path)})")
     if card.description:
         print(card.description)
     print(f"architecture: {card.architecture} {json.dumps(card.config)}")
@@ -405,7 +423,32 @@ def _terminate(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
+def _one_line_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: Any = None,
+    line: str | None = None,
+) -> None:
+    # Library warnings (e.g. rasterio's NotGeoreferencedWarning for a JPEG) as one line each,
+    # without the source line Python prints by default.
+    text = " ".join(str(message).split())
+    print(f"warning: {text}", file=sys.stderr)
+
+
+def _safe_streams() -> None:
+    # File names that are not valid UTF-8 reach us as surrogate escapes; printing them must
+    # not end in a UnicodeEncodeError.
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    _safe_streams()
+    warnings.showwarning = _one_line_warning
     parser = build_parser()
     args = parser.parse_args(argv)
     # Commands that record how they were run (training provenance) read it from here.
@@ -416,17 +459,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     signal.signal(signal.SIGTERM, _terminate)
     json_mode = getattr(args, "progress", None) == "json"
+    announce = _announce_temporary if json_mode else None
+    if announce is not None:
+        add_temporary_listener(announce)
     try:
         return COMMANDS[args.command](args)
     except SegmentationCancelled as exc:
+        remove_run_temporaries()
         _report_error(str(exc), json_mode, "cancelled")
         return 130
     except KeyboardInterrupt:
+        remove_run_temporaries()
         _report_error("interrupted; no output was written", json_mode, "cancelled")
         return 130
     except CrossEarthError as exc:
+        remove_run_temporaries()
         _report_error(str(exc), json_mode, "error")
         return 2
+    except BaseException:
+        remove_run_temporaries()
+        raise
+    finally:
+        if announce is not None:
+            remove_temporary_listener(announce)
+
+
+def _announce_temporary(path: Path) -> None:
+    # The plugin removes exactly these names if it ever has to kill the worker.
+    _json_event("temporary", path=os.fsdecode(path))
 
 
 def _report_error(message: str, json_mode: bool, event: str) -> None:

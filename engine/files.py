@@ -1,9 +1,38 @@
-"""File-system helpers shared by the writers of rasters and packages."""
+"""File-system rules every writer follows: the tool replaces only what it made in this run.
+
+- Every temporary file or folder is created beside its destination with one recognisable
+  prefix (`.crossearth-tmp-<random>-<name>`), registered for the run and announced to
+  listeners (the CLI prints a JSON event, so the plugin can remove exactly these names after
+  it had to kill a worker).
+- A finished temporary is renamed into place with `publish`; every OS error on the way is a
+  one-line CrossEarthError naming the file.
+- `remove_run_temporaries` deletes whatever the run still has registered (errors, cancel).
+- `remove_stale_temporaries` deletes leftovers of our prefix older than a day (a run killed
+  with SIGKILL cannot clean up after itself); nothing without the prefix is ever touched.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import secrets
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
+
+from .errors import CrossEarthError
+
+TEMP_PREFIX = ".crossearth-tmp-"
+SCRATCH_PREFIX = "crossearth-scratch-"
+STALE_AFTER_S = 24 * 3600
+
+_listeners: list[Callable[[Path], None]] = []
+_registered: dict[Path, bool] = {}  # temporary path -> is a folder
+_lock = threading.Lock()
 
 
 def give_ordinary_permissions(path: Path) -> None:
@@ -12,3 +41,208 @@ def give_ordinary_permissions(path: Path) -> None:
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(path, (0o777 if Path(path).is_dir() else 0o666) & ~umask)
+
+
+def add_temporary_listener(listener: Callable[[Path], None]) -> None:
+    """`listener(path)` is called for every temporary file or folder before it is written."""
+    _listeners.append(listener)
+
+
+def remove_temporary_listener(listener: Callable[[Path], None]) -> None:
+    with contextlib.suppress(ValueError):
+        _listeners.remove(listener)
+
+
+def _register(path: Path, is_dir: bool) -> Path:
+    with _lock:
+        _registered[path] = is_dir
+    for listener in list(_listeners):
+        listener(path)
+    return path
+
+
+def forget_temporary(path: Path) -> None:
+    """The path is no longer the run's temporary (it was renamed into place or removed)."""
+    with _lock:
+        _registered.pop(Path(path), None)
+
+
+def registered_temporaries() -> list[Path]:
+    with _lock:
+        return list(_registered)
+
+
+def temporary_name(destination: Path, suffix: str = "") -> Path:
+    """A fresh hidden name beside `destination` (not created)."""
+    destination = Path(destination)
+    token = secrets.token_hex(4)
+    return destination.with_name(f"{TEMP_PREFIX}{token}-{destination.name}{suffix}")
+
+
+def announce_temporary(path: Path, is_dir: bool = False) -> Path:
+    """Registers a temporary a library (GDAL) will create itself, e.g. `<temp>.aux.xml`."""
+    return _register(Path(path), is_dir)
+
+
+def create_temporary_file(destination: Path, suffix: str = "") -> Path:
+    """Creates an empty private temporary file beside `destination` and registers it."""
+    destination = Path(destination)
+    for _ in range(100):
+        candidate = temporary_name(destination, suffix)
+        _register(candidate, False)
+        try:
+            fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            forget_temporary(candidate)
+            continue
+        except OSError as exc:
+            forget_temporary(candidate)
+            raise write_error(destination, exc) from None
+        os.close(fd)
+        return candidate
+    raise CrossEarthError(f"cannot create a temporary file beside {destination}")
+
+
+def create_temporary_folder(destination: Path) -> Path:
+    """Creates a private temporary folder beside `destination` and registers it."""
+    destination = Path(destination)
+    for _ in range(100):
+        candidate = temporary_name(destination)
+        _register(candidate, True)
+        try:
+            candidate.mkdir(mode=0o700)
+        except FileExistsError:
+            forget_temporary(candidate)
+            continue
+        except OSError as exc:
+            forget_temporary(candidate)
+            raise write_error(destination, exc) from None
+        return candidate
+    raise CrossEarthError(f"cannot create a temporary folder beside {destination}")
+
+
+def create_scratch_folder() -> Path:
+    """A private folder in the system temp dir for the run's intermediate files (VRTs)."""
+    base = Path(tempfile.gettempdir())
+    remove_stale_temporaries(base, prefix=SCRATCH_PREFIX)
+    path = Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIX))
+    return _register(path, True)
+
+
+def remove_temporary(path: Path) -> None:
+    """Removes one of the run's temporaries (file or folder); never raises."""
+    path = Path(path)
+    with contextlib.suppress(OSError):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    forget_temporary(path)
+
+
+def remove_run_temporaries() -> list[Path]:
+    """Removes every temporary the run still has (after an error or a cancel)."""
+    leftovers = registered_temporaries()
+    for path in leftovers:
+        remove_temporary(path)
+    return leftovers
+
+
+def remove_stale_temporaries(
+    folder: Path, prefix: str = TEMP_PREFIX, older_than_s: float = STALE_AFTER_S
+) -> list[Path]:
+    """Removes entries of `folder` named with our `prefix` and not modified for a day: what a
+    killed run (SIGKILL, power loss) left behind. Returns what was removed."""
+    removed: list[Path] = []
+    now = time.time()
+    try:
+        entries = list(Path(folder).iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        if not entry.name.startswith(prefix):
+            continue
+        try:
+            age = now - entry.lstat().st_mtime
+        except OSError:
+            continue
+        if age < older_than_s:
+            continue
+        with contextlib.suppress(OSError):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+            removed.append(entry)
+    return removed
+
+
+def publish(temp: Path, destination: Path) -> Path:
+    """Renames a finished temporary into place (atomic on one file system)."""
+    try:
+        give_ordinary_permissions(temp)
+        os.replace(temp, destination)
+    except OSError as exc:
+        raise write_error(destination, exc) from None
+    forget_temporary(temp)
+    return destination
+
+
+def write_error(path: Path, exc: BaseException) -> CrossEarthError:
+    """An OS or library write failure as one line naming the file and the fix."""
+    code = getattr(exc, "errno", None)
+    if code == errno.ENOSPC or "No space left" in str(exc):
+        return CrossEarthError(
+            f"the disk is full while writing {path}; free some space or choose another folder"
+        )
+    if code == errno.EDQUOT:
+        return CrossEarthError(
+            f"the disk quota is exceeded while writing {path}; free some space or choose "
+            "another folder"
+        )
+    if code in (errno.EACCES, errno.EPERM) or "ermission denied" in str(exc):
+        return CrossEarthError(
+            f"permission denied writing {path}; choose a folder and file name you may write"
+        )
+    if code == errno.EROFS:
+        return CrossEarthError(f"{path} is on a read-only file system; choose another folder")
+    text = str(exc).strip()
+    detail = getattr(exc, "strerror", None) or (text.splitlines()[0] if text else "")
+    detail = detail or type(exc).__name__
+    return CrossEarthError(f"cannot write {path} ({detail}); check the folder and free space")
+
+
+def real_path(path: Path | str) -> Path:
+    """The path with symlinks and '..' resolved (as far as it exists)."""
+    return Path(os.path.realpath(os.fspath(Path(path).expanduser().absolute())))
+
+
+def same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name the same file: equal real paths, or one inode (hard links)."""
+    if real_path(a) == real_path(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def is_within(path: Path, folder: Path) -> bool:
+    """Whether `path` is `folder` or lies anywhere below it (real paths)."""
+    path, folder = real_path(path), real_path(folder)
+    return path == folder or folder in path.parents
+
+
+def describe_path(path: Path | str) -> str:
+    """A path for a message, also when it is not valid UTF-8."""
+    return os.fsdecode(os.fsencode(path)).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def first_collision(written: Iterable[Path], read: Iterable[Path]) -> tuple[Path, Path] | None:
+    """The first (written, read) pair that name the same file, or None."""
+    read = list(read)
+    for target in written:
+        for source in read:
+            if same_file(target, source):
+                return target, source
+    return None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -16,18 +15,27 @@ import numpy as np
 
 from .blending import StripAccumulator, decide_classes
 from .errors import CrossEarthError, SegmentationCancelled
+from .files import create_scratch_folder, describe_path, remove_temporary
+from .memory import check_fits, segmentation_bytes
 from .model_card import ModelCard
+from .output_paths import RunOutputs, clear_stale_temporaries, dataset_files, plan_outputs
 from .packages import ModelPackage, find_package
 from .prefetch import Prefetcher
 from .raster_input import (
     TileReader,
+    ValueScaling,
     choose_scaling,
     describe_bands,
     open_raster,
     parse_scaling,
     resolve_bands,
 )
-from .raster_output import StreamingGeoTiff, check_output_path, class_raster, confidence_raster
+from .raster_output import (
+    CONFIDENCE_NODATA,
+    StreamingGeoTiff,
+    class_raster,
+    confidence_raster,
+)
 from .subset import extent_window, subset_vrt
 from .tiling import Tile, blend_window, plan_tiles
 from .vectorize import polygonize
@@ -60,6 +68,7 @@ class SegmentOptions:
     confidence_dtype: str = "float32"
     polygons: Path | None = None  # GeoPackage of class polygons
     extent: tuple[float, float, float, float] | None = None  # in the raster's CRS
+    overwrite: bool = False  # replace existing output files (never an input)
 
 
 @dataclass
@@ -130,6 +139,166 @@ def _batches(reader: TileReader, tiles: list[Tile], size: int, batch_size: int) 
         yield batch
 
 
+@dataclass
+class _Job:
+    """Everything decided before the first tile is read."""
+
+    card: ModelCard
+    package: ModelPackage | None
+    outputs: RunOutputs
+    bands: list[int]
+    scaling: ValueScaling
+    size: int
+    stride: int
+    warnings: list[str]
+
+
+class _ClassWriter:
+    """Turns released strips of blended scores into class (and confidence) rows, counts the
+    classes and streams the rows to the output files."""
+
+    def __init__(
+        self,
+        card: ModelCard,
+        outputs: RunOutputs,
+        profile: dict[str, Any],
+        tags: dict[str, str],
+        confidence_dtype: str,
+    ) -> None:
+        self.num_classes = card.num_classes
+        self.confidence_dtype = confidence_dtype
+        self.counts = np.zeros(card.num_classes, np.int64)
+        self.nodata_pixels = 0
+        self.files: list[StreamingGeoTiff] = []
+        try:
+            self.classes = class_raster(
+                outputs.classes, profile, card.class_names, [c.color for c in card.classes], tags
+            )
+            self.files.append(self.classes)
+            self.confidence = None
+            if outputs.confidence is not None:
+                self.confidence = confidence_raster(
+                    outputs.confidence, profile, confidence_dtype, tags
+                )
+                self.files.append(self.confidence)
+        except BaseException:
+            self.discard()
+            raise
+
+    def write(self, released: tuple[int, np.ndarray, np.ndarray, np.ndarray] | None) -> None:
+        if released is None:
+            return
+        _, scores, weights, source_valid = released
+        classes, confidence, covered = decide_classes(
+            scores, weights, with_confidence=self.confidence is not None
+        )
+        invalid = ~(covered & source_valid)
+        classes = classes.astype(self.classes.dtype, copy=False)
+        classes[invalid] = self.classes.nodata
+        # Nodata is a value no class has, so one histogram of all pixels counts both.
+        self.counts += np.bincount(classes.ravel(), minlength=self.num_classes)[: self.num_classes]
+        self.nodata_pixels += int(invalid.sum())
+        self.classes.write_rows(classes)
+        if self.confidence is not None:
+            assert confidence is not None
+            if self.confidence_dtype == "uint8":
+                confidence = np.rint(confidence * 100).astype(np.uint8)
+            confidence[invalid] = CONFIDENCE_NODATA[self.confidence_dtype]
+            self.confidence.write_rows(confidence)
+
+    def finish(self) -> None:
+        for file in self.files:
+            file.finish()
+
+    def publish(self) -> list[Path]:
+        return [file.publish() for file in self.files]
+
+    def discard(self) -> None:
+        for file in self.files:
+            file.discard()
+
+
+def _prepare(
+    reader_ds: Any,
+    input_path: Path,
+    output_path: Path,
+    model: str | os.PathLike[str] | ModelPackage | LoadedModel | None,
+    options: SegmentOptions,
+    input_files: list[Path],
+) -> _Job:
+    """Checks destinations, model, bands, scaling, tile geometry and memory: every input
+    error is raised here, before the model is loaded or any file is created."""
+    outputs = plan_outputs(
+        output_path,
+        input_files,
+        confidence=options.confidence,
+        polygons=options.polygons,
+        overwrite=options.overwrite,
+    )
+    if options.confidence_dtype not in CONFIDENCE_NODATA:
+        raise CrossEarthError(
+            f"confidence type '{options.confidence_dtype}' is not valid; use float32 or uint8"
+        )
+    scaling_request = (
+        parse_scaling(options.scaling) if isinstance(options.scaling, str) else options.scaling
+    )
+    if isinstance(model, LoadedModel):
+        card, package = model.card, None
+    else:
+        package = model if isinstance(model, ModelPackage) else find_package(model)
+        card = package.card
+    warnings_out = clear_stale_temporaries(outputs)
+    bands = resolve_bands(reader_ds, card.input, options.bands)
+    size, stride = tile_geometry(card, options)
+    size, stride = fit_tile_to_raster(size, stride, reader_ds.height, reader_ds.width, card)
+    check_fits(
+        segmentation_bytes(
+            tile=size,
+            batch=options.batch_size,
+            bands=len(bands),
+            classes=card.num_classes,
+            width=reader_ds.width,
+            input_scale=card.input_scale,
+        ),
+        f"segmenting with tiles of {size} px in batches of {options.batch_size}",
+        "use a smaller --tile or --batch",
+    )
+    if reader_ds.crs is None:
+        message = f"{describe_path(input_path.name)} has no CRS; the output will have none either"
+        log.info(message)  # reported once, with the run's other warnings
+        warnings_out.append(message)
+    scaling = choose_scaling(reader_ds, bands, card.input, scaling_request)
+    log.info(
+        "bands %s (%s) -> model %s; scaling: %s",
+        bands,
+        ", ".join(describe_bands(reader_ds)[b - 1] for b in bands),
+        ", ".join(card.input.bands),
+        scaling.description,
+    )
+    return _Job(card, package, outputs, bands, scaling, size, stride, warnings_out)
+
+
+def fit_tile_to_raster(
+    size: int, stride: int, height: int, width: int, card: ModelCard
+) -> tuple[int, int]:
+    """A tile larger than the raster is clamped to it (rounded up to the model's size
+    multiple): one tile then covers everything, and no memory is spent on padding."""
+    longest = max(height, width)
+    if size <= longest:
+        return size, stride
+    multiple = card.size_multiple
+    clamped = max(multiple, -(-longest // multiple) * multiple)
+    if clamped >= size:
+        return size, stride
+    overlap = round((size - stride) * clamped / size)
+    return clamped, max(1, clamped - overlap)
+
+
+def _input_files(input_path: Path) -> list[Path]:
+    with open_raster(input_path) as dataset:
+        return dataset_files(dataset, input_path)
+
+
 def segment(
     input_path: str | os.PathLike[str],
     output_path: str | os.PathLike[str],
@@ -138,217 +307,162 @@ def segment(
     progress: ProgressCallback | None = None,
     cancel: CancelFlag = None,
 ) -> SegmentResult:
-    """Segments a raster into a class GeoTIFF (and optionally a confidence GeoTIFF).
+    """Segments a raster into a class GeoTIFF (and optionally a confidence GeoTIFF and class
+    polygons).
 
     `model` is a package path or installed name (None: the bundled default), a ModelPackage, or
     a LoadedModel. Raises CrossEarthError for bad input and SegmentationCancelled when `cancel`
-    is set; in both cases no output file is left behind.
+    is set; in both cases no output file is left behind and no existing file is touched.
     """
-    import torch
-
-    from .devices import resolve_device
-    from .runner import BatchRunner, set_cpu_threads
-
     options = options or SegmentOptions()
     report = progress or (lambda fraction, message: None)
     is_cancelled = _cancel_check(cancel)
     started = time.perf_counter()
     input_path = Path(input_path)
-    warnings_out: list[str] = []
-
-    output = check_output_path(Path(output_path), [input_path])
-    confidence_out = None
-    if options.confidence is not None:
-        confidence_out = check_output_path(Path(options.confidence), [input_path, output])
-        if confidence_out == output:
-            raise CrossEarthError("the confidence raster must have another name than the output")
-    polygons_out = None
-    if options.polygons is not None:
-        polygons_out = check_output_path(Path(options.polygons), [input_path, output])
-        if polygons_out.suffix.lower() != ".gpkg":
-            raise CrossEarthError(
-                f"polygon output {polygons_out.name} must be a GeoPackage (.gpkg)"
+    input_files = _input_files(input_path)
+    scratch: Path | None = None
+    try:
+        source = input_path
+        if options.extent is not None:
+            with open_raster(input_path) as dataset:
+                window = extent_window(dataset, options.extent)
+            scratch = create_scratch_folder()
+            source = subset_vrt(input_path, window, scratch)
+        with open_raster(source) as reader_ds:
+            job = _prepare(reader_ds, input_path, Path(output_path), model, options, input_files)
+            loaded = model if isinstance(model, LoadedModel) else None
+            tiles, counts, nodata_pixels, skipped, device = _run(
+                reader_ds, input_path, job, loaded, options, report, is_cancelled
             )
-    scaling_request = (
-        parse_scaling(options.scaling) if isinstance(options.scaling, str) else options.scaling
-    )
-    device = resolve_device(options.device)
-    set_cpu_threads(options.threads)
-
-    scratch = tempfile.TemporaryDirectory(prefix="crossearth-")
-    source = input_path
-    if options.extent is not None:
-        with open_raster(input_path) as dataset:
-            window = extent_window(dataset, options.extent)
-        source = subset_vrt(input_path, window, Path(scratch.name))
-    with scratch, open_raster(source) as reader_ds:
-        if isinstance(model, LoadedModel):
-            card = model.card
-        else:
-            package = model if isinstance(model, ModelPackage) else find_package(model)
-            card = package.card
-        bands = resolve_bands(reader_ds, card.input, options.bands)
-        size, stride = tile_geometry(card, options)
-        if reader_ds.crs is None:
-            message = f"{input_path.name} has no CRS; the output will have none either"
-            log.warning(message)
-            warnings_out.append(message)
-        scaling = choose_scaling(reader_ds, bands, card.input, scaling_request)
-        log.info(
-            "bands %s (%s) -> model %s; scaling: %s",
-            bands,
-            ", ".join(describe_bands(reader_ds)[b - 1] for b in bands),
-            ", ".join(card.input.bands),
-            scaling.description,
-        )
-        report(0.0, f"loading model {card.name} on {device}")
-        loaded = (
-            model if isinstance(model, LoadedModel) else LoadedModel(card, _load(package, device))
-        )
-        runner = BatchRunner(
-            loaded.module, device, card.num_classes, options.batch_size, amp=options.amp
-        )
-
-        height, width = reader_ds.height, reader_ds.width
-        tiles = plan_tiles(height, width, size, stride)
-        window = blend_window(size)
-        strip = StripAccumulator(card.num_classes, size, width)
-        profile = {
-            "height": height,
-            "width": width,
-            "crs": reader_ds.crs,
-            "transform": reader_ds.transform,
-        }
-        tags = {
-            "CROSSEARTH_MODEL": card.name,
-            "CROSSEARTH_MODEL_VERSION": card.version,
-            "CROSSEARTH_SOURCE": input_path.name,
-        }
-
-        writers: list[StreamingGeoTiff] = []
-        prefetch: Prefetcher[_Batch] | None = None
-        counts = np.zeros(card.num_classes, np.int64)
-        nodata_pixels = 0
-        skipped = 0
-        try:
-            classes_out = class_raster(
-                output, profile, card.class_names, [c.color for c in card.classes], tags
-            )
-            writers.append(classes_out)
-            conf_out = None
-            if confidence_out is not None:
-                conf_out = confidence_raster(
-                    confidence_out, profile, options.confidence_dtype, tags
-                )
-                writers.append(conf_out)
-            class_nodata = classes_out.nodata
-
-            def write_released(until_row: int) -> None:
-                nonlocal nodata_pixels
-                released = strip.release(until_row)
-                if released is None:
-                    return
-                _, scores, weights, source_valid = released
-                classes, confidence, covered = decide_classes(
-                    scores, weights, with_confidence=conf_out is not None
-                )
-                valid = covered & source_valid
-                classes = classes.astype(classes_out.dtype, copy=False)
-                invalid = ~valid
-                classes[invalid] = class_nodata
-                # Nodata is a value no class has, so one histogram of all pixels counts both.
-                counts[:] += np.bincount(classes.ravel(), minlength=card.num_classes)[
-                    : card.num_classes
-                ]
-                nodata_pixels += int(invalid.sum())
-                classes_out.write_rows(classes)
-                if conf_out is not None:
-                    assert confidence is not None
-                    if options.confidence_dtype == "uint8":
-                        confidence = np.rint(confidence * 100).astype(np.uint8)
-                        confidence[invalid] = 255
-                    else:
-                        confidence[invalid] = -1.0
-                    conf_out.write_rows(confidence)
-
-            prefetch = Prefetcher(
-                _batches(
-                    TileReader(reader_ds, bands, scaling, card.input),
-                    tiles,
-                    size,
-                    options.batch_size,
-                )
-            )
-            done = 0
-            report(0.0, f"segmenting {len(tiles)} tiles of {size} px on {device}")
-            for batch in prefetch:
-                if is_cancelled():
-                    raise SegmentationCancelled()
-                runnable = [x for x in batch.inputs if x is not None]
-                scores = runner(np.stack(runnable)) if runnable else None
-                position = 0
-                for tile, inputs, valid in zip(batch.tiles, batch.inputs, batch.valid, strict=True):
-                    write_released(tile.row)
-                    if inputs is None:
-                        skipped += 1
-                        continue
-                    tile_h = min(size, height - tile.row)
-                    tile_w = min(size, width - tile.col)
-                    strip.add(
-                        scores[position, :, :tile_h, :tile_w],
-                        window[:tile_h, :tile_w],
-                        tile.row,
-                        tile.col,
-                        valid[:tile_h, :tile_w],
-                    )
-                    position += 1
-                done += len(batch.tiles)
-                report(0.95 * done / len(tiles), f"tile {done}/{len(tiles)}")
-            write_released(height)
-            if is_cancelled():
-                raise SegmentationCancelled()
-            report(0.96, "building overviews")
-            for writer in writers:
-                writer.commit()
-        except BaseException:
-            for writer in writers:
-                writer.discard()
-            raise
-        finally:
-            if prefetch is not None:
-                prefetch.close()
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
-
-    if polygons_out is not None:
-        report(0.98, "vectorizing classes")
-        try:
-            if is_cancelled():
-                raise SegmentationCancelled()
-            polygonize(output, polygons_out, card.class_names)
-        except BaseException:
-            # The run's outputs go together: without the polygons, none of them remains.
-            for path in (output, confidence_out, Path(f"{output}.aux.xml")):
-                if path is not None:
-                    path.unlink(missing_ok=True)
-            raise
+    finally:
+        if scratch is not None:
+            remove_temporary(scratch)
     seconds = time.perf_counter() - started
     report(1.0, f"done in {seconds:.1f} s")
+    card = job.card
     return SegmentResult(
-        output=output,
-        confidence=confidence_out,
-        polygons=polygons_out,
+        output=job.outputs.classes,
+        confidence=job.outputs.confidence,
+        polygons=job.outputs.polygons,
         class_names=card.class_names,
         class_pixels={n: int(c) for n, c in zip(card.class_names, counts, strict=True)},
         nodata_pixels=nodata_pixels,
-        tiles=len(tiles),
+        tiles=tiles,
         tiles_skipped=skipped,
         seconds=seconds,
-        device=str(device),
-        bands=bands,
-        scaling=scaling.description,
-        warnings=warnings_out,
+        device=device,
+        bands=job.bands,
+        scaling=job.scaling.description,
+        warnings=job.warnings,
     )
+
+
+def _run(
+    reader_ds: Any,
+    input_path: Path,
+    job: _Job,
+    loaded: LoadedModel | None,
+    options: SegmentOptions,
+    report: ProgressCallback,
+    is_cancelled: Callable[[], bool],
+) -> tuple[int, np.ndarray, int, int, str]:
+    """Loads the model, streams the tiles through it into the outputs, and publishes them
+    together. Returns (tiles, class counts, nodata pixels, skipped tiles, device)."""
+    import torch
+
+    from .devices import resolve_device
+    from .runner import BatchRunner, set_cpu_threads
+
+    card, size, stride = job.card, job.size, job.stride
+    device = resolve_device(options.device)
+    set_cpu_threads(options.threads)
+    report(0.0, f"loading model {card.name} on {device}")
+    if loaded is None:
+        assert job.package is not None
+        loaded = LoadedModel(card, _load(job.package, device))
+    runner = BatchRunner(
+        loaded.module, device, card.num_classes, options.batch_size, amp=options.amp
+    )
+
+    height, width = reader_ds.height, reader_ds.width
+    tiles = plan_tiles(height, width, size, stride)
+    window = blend_window(size)
+    strip = StripAccumulator(card.num_classes, size, width)
+    profile = {
+        "height": height,
+        "width": width,
+        "crs": reader_ds.crs,
+        "transform": reader_ds.transform,
+    }
+    tags = {
+        "CROSSEARTH_MODEL": card.name,
+        "CROSSEARTH_MODEL_VERSION": card.version,
+        "CROSSEARTH_SOURCE": describe_path(input_path.name),
+    }
+    writer: _ClassWriter | None = None
+    prefetch: Prefetcher[_Batch] | None = None
+    published: list[Path] = []
+    skipped = 0
+    try:
+        writer = _ClassWriter(card, job.outputs, profile, tags, options.confidence_dtype)
+        prefetch = Prefetcher(
+            _batches(
+                TileReader(reader_ds, job.bands, job.scaling, card.input),
+                tiles,
+                size,
+                options.batch_size,
+            )
+        )
+        done = 0
+        report(0.0, f"segmenting {len(tiles)} tiles of {size} px on {device}")
+        for batch in prefetch:
+            if is_cancelled():
+                raise SegmentationCancelled()
+            runnable = [x for x in batch.inputs if x is not None]
+            scores = runner(np.stack(runnable)) if runnable else None
+            position = 0
+            for tile, inputs, valid in zip(batch.tiles, batch.inputs, batch.valid, strict=True):
+                writer.write(strip.release(tile.row))
+                if inputs is None:
+                    skipped += 1
+                    continue
+                tile_h = min(size, height - tile.row)
+                tile_w = min(size, width - tile.col)
+                strip.add(
+                    scores[position, :, :tile_h, :tile_w],
+                    window[:tile_h, :tile_w],
+                    tile.row,
+                    tile.col,
+                    valid[:tile_h, :tile_w],
+                )
+                position += 1
+            done += len(batch.tiles)
+            report(0.95 * done / len(tiles), f"tile {done}/{len(tiles)}")
+        writer.write(strip.release(height))
+        if is_cancelled():
+            raise SegmentationCancelled()
+        report(0.96, "building overviews")
+        writer.finish()
+        if job.outputs.polygons is not None:
+            report(0.98, "vectorizing classes")
+            if is_cancelled():
+                raise SegmentationCancelled()
+            polygonize(writer.classes.temp_path, job.outputs.polygons, card.class_names)
+            published.append(job.outputs.polygons)
+        published += writer.publish()
+    except BaseException:
+        # The run's outputs go together: without one of them, none of those it made remains.
+        if writer is not None:
+            writer.discard()
+        for path in published:
+            path.unlink(missing_ok=True)
+        raise
+    finally:
+        if prefetch is not None:
+            prefetch.close()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    return len(tiles), writer.counts, writer.nodata_pixels, skipped, str(device)
 
 
 def _load(package: ModelPackage, device: Any) -> Any:

@@ -11,10 +11,11 @@ from pathlib import Path
 import numpy as np
 import rasterio
 from rasterio.enums import ColorInterp
-from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
 from .errors import CrossEarthError
+from .files import describe_path
 from .model_card import InputSpec
 
 log = logging.getLogger(__name__)
@@ -33,26 +34,61 @@ _STATS_MAX_SIDE = 1024
 def open_raster(path: str | os.PathLike[str]) -> rasterio.DatasetReader:
     """Opens a GDAL raster with an error message that says what is wrong with the file."""
     path_str = os.fspath(path)
+    shown = describe_path(path_str)
     if "://" not in path_str and not path_str.startswith("/vsi"):
         file = Path(path_str)
         if not file.exists():
-            raise CrossEarthError(f"input raster {file} does not exist; check the path")
+            raise CrossEarthError(f"input raster {shown} does not exist; check the path")
         if file.is_dir() and not (file / "hdr.adf").exists():
-            raise CrossEarthError(f"input {file} is a folder, not a raster file")
+            raise CrossEarthError(f"input {shown} is a folder, not a raster file")
         if not os.access(file, os.R_OK):
-            raise CrossEarthError(f"input raster {file} is not readable (permission denied)")
+            raise CrossEarthError(f"input raster {shown} is not readable (permission denied)")
+    try:
+        path_str.encode("utf-8")
+    except UnicodeEncodeError:
+        raise CrossEarthError(
+            f"the file name {shown} is not valid UTF-8, which GDAL cannot open; rename the file "
+            "(or its folder) using UTF-8 characters"
+        ) from None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             dataset = rasterio.open(path_str)
-    except RasterioIOError as exc:
+    except (RasterioError, OSError, ValueError) as exc:
         raise CrossEarthError(
-            f"{path_str} is not a raster GDAL can read ({str(exc).splitlines()[0]})"
-        ) from exc
+            f"{shown} is not a raster GDAL can read ({first_line(exc)}); check the file"
+        ) from None
     if dataset.count == 0:
         dataset.close()
-        raise CrossEarthError(f"{path_str} has no raster bands (is it a vector file?)")
+        raise CrossEarthError(f"{shown} has no raster bands (is it a vector file?)")
     return dataset
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (GDAL's can run over several)."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
+def read_error(
+    dataset: rasterio.DatasetReader, window: Window, exc: BaseException
+) -> CrossEarthError:
+    """A failed read after the header (truncated file, corrupt block, missing VRT source) as one
+    line naming the file and the window."""
+    row, col = int(window.row_off), int(window.col_off)
+    return CrossEarthError(
+        f"cannot read {describe_path(dataset.name)} at rows {row}..{row + int(window.height)}, "
+        f"columns {col}..{col + int(window.width)} ({first_line(exc)}); the file is damaged or "
+        "incomplete (or a file it refers to is missing): copy or export it again"
+    )
+
+
+def _finite(values: np.ndarray) -> np.ndarray:
+    """Pixels whose values are finite in every band: NaN and infinities are always nodata,
+    whatever the nodata tag says."""
+    if not np.issubdtype(values.dtype, np.floating):
+        return np.ones(values.shape[-2:], bool)
+    return np.isfinite(values).all(axis=0)
 
 
 def describe_bands(dataset: rasterio.DatasetReader) -> list[str]:
@@ -143,12 +179,20 @@ def _band_percentiles(
     """2 % / 98 % percentiles per band from a decimated read (memory independent of size)."""
     factor = max(1, int(np.ceil(max(dataset.height, dataset.width) / _STATS_MAX_SIDE)))
     shape = (max(1, dataset.height // factor), max(1, dataset.width // factor))
-    data = dataset.read(bands, out_shape=(len(bands), *shape), masked=True)
-    valid = ~np.ma.getmaskarray(data).any(axis=0)
+    window = Window(0, 0, dataset.width, dataset.height)
+    try:
+        data = dataset.read(bands, out_shape=(len(bands), *shape), masked=True)
+    except (RasterioError, OSError) as exc:
+        raise read_error(dataset, window, exc) from None
+    values_all = np.ma.getdata(data)
+    valid = ~np.ma.getmaskarray(data).any(axis=0) & _finite(values_all)
     if not valid.any():
-        raise CrossEarthError("the raster holds no valid (non-nodata) pixels to segment")
+        raise CrossEarthError(
+            f"{describe_path(dataset.name)} holds no valid pixels to segment (all are nodata, "
+            "NaN or infinite)"
+        )
     result = []
-    for band in np.ma.getdata(data):
+    for band in values_all:
         values = band[valid].astype(np.float64)
         low, high = np.percentile(values, STRETCH_PERCENTILES)
         if high <= low:
@@ -211,8 +255,19 @@ class TileReader:
 
     def read_valid(self, window: Window) -> np.ndarray:
         """Boolean validity of the window's pixels: valid only where every chosen band is."""
-        masks = self.dataset.read_masks(self.bands, window=window)
+        try:
+            masks = self.dataset.read_masks(self.bands, window=window)
+        except (RasterioError, OSError) as exc:
+            raise read_error(self.dataset, window, exc) from None
         return np.all(masks > 0, axis=0)
+
+    def read_window(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
+        """Raw values [C, h, w] as float32 and their validity (masks, NaN and infinities)."""
+        try:
+            raw = self.dataset.read(self.bands, window=window, out_dtype=np.float32)
+        except (RasterioError, OSError) as exc:
+            raise read_error(self.dataset, window, exc) from None
+        return raw, self.read_valid(window) & _finite(raw)
 
     def to_model_range(self, raw: np.ndarray) -> np.ndarray:
         """Source values [C, h, w] -> the model's value range (scaled and clipped), float32."""
@@ -238,8 +293,7 @@ class TileReader:
         right = min(col + width, self.dataset.width)
         if bottom > top and right > left:
             window = Window(left, top, right - left, bottom - top)
-            raw = self.dataset.read(self.bands, window=window, out_dtype=np.float32)
-            inside = self.read_valid(window)
+            raw, inside = self.read_window(window)
             rows = slice(top - row, bottom - row)
             cols = slice(left - col, right - col)
             part = self.to_model_range(raw)
@@ -257,8 +311,7 @@ class TileReader:
         height = min(size, self.dataset.height - row)
         width = min(size, self.dataset.width - col)
         window = Window(col, row, width, height)
-        raw = self.dataset.read(self.bands, window=window, out_dtype=np.float32)
-        valid = self.read_valid(window)
+        raw, valid = self.read_window(window)
         values = self.normalize(self.to_model_range(raw))
         # Invalid pixels get the normalized mean (0) so nodata fill values don't steer the model.
         values[:, ~valid] = 0.0

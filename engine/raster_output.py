@@ -5,41 +5,30 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
-import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 import numpy as np
 import rasterio
 from rasterio.enums import Resampling
+from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
 from .errors import CrossEarthError
-from .files import give_ordinary_permissions
+from .files import (
+    announce_temporary,
+    create_temporary_file,
+    publish,
+    remove_temporary,
+    write_error,
+)
 
 log = logging.getLogger(__name__)
 
 BLOCK = 256
 CONFIDENCE_NODATA = {"float32": -1.0, "uint8": 255}
-
-
-def check_output_path(output: Path, inputs: list[Path]) -> Path:
-    """Validates the destination before any work starts; returns the absolute path."""
-    output = Path(output).expanduser().absolute()
-    folder = output.parent
-    if not folder.is_dir():
-        raise CrossEarthError(f"output folder {folder} does not exist; create it first")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise CrossEarthError(f"output folder {folder} is not writable; choose another location")
-    if output.is_dir():
-        raise CrossEarthError(f"output {output} is a folder; give a file name such as out.tif")
-    for source in inputs:
-        if source.exists() and output.exists() and output.samefile(source):
-            raise CrossEarthError(f"output {output} is the input raster; choose another name")
-        if output == source.absolute():
-            raise CrossEarthError(f"output {output} is the input raster; choose another name")
-    return output
 
 
 def overview_factors(height: int, width: int, smallest: int = BLOCK) -> list[int]:
@@ -56,7 +45,9 @@ class StreamingGeoTiff:
 
     Rows are buffered until a whole row of 256 x 256 blocks is ready, so every compressed block
     is written exactly once. The data goes to a hidden temporary file beside the destination;
-    `commit` builds overviews and renames it into place, `discard` removes it.
+    `finish` builds overviews and proves the file complete by reading it back, `publish` renames
+    it (and its .aux.xml) into place, `discard` removes what it made. Every write and close is
+    checked: a full disk or a denied rename is a one-line CrossEarthError, never a short file.
     """
 
     def __init__(
@@ -80,12 +71,9 @@ class StreamingGeoTiff:
         self._category_names = category_names
         self.dtype = np.dtype(dtype)
         self.nodata = nodata
-        fd, temp_name = tempfile.mkstemp(
-            prefix=f".{destination.stem}.", suffix=".partial.tif", dir=destination.parent
-        )
-        os.close(fd)
-        self.temp_path = Path(temp_name)
-        give_ordinary_permissions(self.temp_path)
+        self.temp_path = create_temporary_file(destination)
+        self._aux_temp: Path | None = None
+        self._finished = False
         tiled = self.width >= BLOCK and self.height >= BLOCK
         creation = {
             "driver": "GTiff",
@@ -104,19 +92,24 @@ class StreamingGeoTiff:
         else:  # small rasters: compressed strips of up to 256 rows
             creation.update(blockysize=min(BLOCK, self.height))
         self._rows_per_write = min(BLOCK, self.height)
+        self._dataset: Any = None
         try:
-            self._dataset = rasterio.open(self.temp_path, "w", **creation)
-        except Exception:
-            self.temp_path.unlink(missing_ok=True)
-            raise
-        if colormap:
-            self._dataset.write_colormap(1, colormap)
-        if band_tags:
-            self._dataset.update_tags(1, **band_tags)
-        if dataset_tags:
-            self._dataset.update_tags(**dataset_tags)
-        if description:
-            self._dataset.set_band_description(1, description)
+            with warnings.catch_warnings():
+                # A raster without georeferencing gives an output without it; the run has
+                # already said so once.
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                self._dataset = rasterio.open(self.temp_path, "w", **creation)
+            if colormap:
+                self._dataset.write_colormap(1, colormap)
+            if band_tags:
+                self._dataset.update_tags(1, **band_tags)
+            if dataset_tags:
+                self._dataset.update_tags(**dataset_tags)
+            if description:
+                self._dataset.set_band_description(1, description)
+        except (RasterioError, OSError) as exc:
+            self.discard()
+            raise write_error(destination, exc) from None
         self._pending: list[np.ndarray] = []
         self._pending_rows = 0
         self.next_row = 0
@@ -136,52 +129,117 @@ class StreamingGeoTiff:
         count = block.shape[0] if final else block.shape[0] // step * step
         if count:
             window = Window(0, self.next_row, self.width, count)
-            self._dataset.write(block[:count], 1, window=window)
+            try:
+                self._dataset.write(block[:count], 1, window=window)
+            except (RasterioError, OSError) as exc:
+                raise write_error(self.destination, exc) from None
             self.next_row += count
         rest = block[count:]
         self._pending = [rest] if rest.shape[0] else []
         self._pending_rows = rest.shape[0]
 
-    def commit(self) -> Path:
+    def finish(self) -> None:
+        """Writes the last rows and the overviews, closes the file and reads it back whole:
+        GDAL reports some write failures only as a log line at close (GDAL < 3.7), so the
+        read-back is what proves the file complete."""
         if self._pending_rows:
             self._flush(final=True)
         if self.next_row != self.height:
             raise RuntimeError(f"only {self.next_row} of {self.height} rows were written")
         factors = overview_factors(self.height, self.width)
-        with rasterio.Env(COMPRESS_OVERVIEW="DEFLATE", GDAL_TIFF_OVR_BLOCKSIZE=str(BLOCK)):
-            if factors:
-                self._dataset.build_overviews(factors, self._resampling)
-                self._dataset.update_tags(ns="rio_overview", resampling=self._resampling.name)
-            self._dataset.close()
-        aux_files = self._write_category_names()
-        os.replace(self.temp_path, self.destination)
-        destination_aux = Path(f"{self.destination}.aux.xml")
-        destination_aux.unlink(missing_ok=True)  # metadata of an earlier file of that name
-        for aux in aux_files:
-            os.replace(aux, destination_aux)
-        return self.destination
+        try:
+            with rasterio.Env(COMPRESS_OVERVIEW="DEFLATE", GDAL_TIFF_OVR_BLOCKSIZE=str(BLOCK)):
+                if factors:
+                    self._dataset.build_overviews(factors, self._resampling)
+                    self._dataset.update_tags(ns="rio_overview", resampling=self._resampling.name)
+                self._dataset.close()
+        except (RasterioError, OSError) as exc:
+            raise write_error(self.destination, exc) from None
+        self._verify(len(factors))
+        self._aux_temp = self._write_category_names()
+        self._finished = True
 
-    def _write_category_names(self) -> list[Path]:
+    def _verify(self, overviews: int) -> None:
+        try:
+            with rasterio.open(self.temp_path) as check:
+                if (check.height, check.width) != (self.height, self.width):
+                    raise RasterioError(f"size {check.height} x {check.width}")
+                if len(check.overviews(1)) != overviews:
+                    raise RasterioError("overviews missing")
+                for top in range(0, self.height, BLOCK):
+                    rows = min(BLOCK, self.height - top)
+                    check.read(1, window=Window(0, top, self.width, rows))
+                if overviews:  # the smallest overview was written last
+                    check.read(1, out_shape=(1, 1, 1))
+        except (RasterioError, OSError) as exc:
+            raise CrossEarthError(
+                f"{self.destination} could not be written completely (reading it back failed: "
+                f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); the disk may "
+                "be full: free some space or choose another folder"
+            ) from None
+
+    def _write_category_names(self) -> Path | None:
         """Category names live in GDAL's .aux.xml beside a GeoTIFF; written when osgeo is
         available (the class names are also embedded in the TIFF's own metadata tags)."""
         if not self._category_names:
-            return []
+            return None
         try:
             from osgeo import gdal
         except ImportError:
-            return []
+            return None
+        aux = announce_temporary(Path(f"{self.temp_path}.aux.xml"))
         gdal.UseExceptions()
-        handle = gdal.Open(str(self.temp_path), gdal.GA_ReadOnly)
-        handle.GetRasterBand(1).SetCategoryNames(self._category_names)
-        handle = None  # closing flushes the .aux.xml
-        aux = Path(f"{self.temp_path}.aux.xml")
-        return [aux] if aux.exists() else []
+        try:
+            handle = gdal.Open(str(self.temp_path), gdal.GA_ReadOnly)
+            handle.GetRasterBand(1).SetCategoryNames(self._category_names)
+            handle = None  # closing flushes the .aux.xml
+        except RuntimeError as exc:
+            raise write_error(Path(f"{self.destination}.aux.xml"), exc) from None
+        _check_aux(aux, self._category_names, Path(f"{self.destination}.aux.xml"))
+        return aux
+
+    def publish(self) -> Path:
+        """Renames the finished file (and its .aux.xml) into place."""
+        if not self._finished:
+            raise RuntimeError("publish() before finish()")
+        destination_aux = Path(f"{self.destination}.aux.xml")
+        publish(self.temp_path, self.destination)
+        if self._aux_temp is not None:
+            publish(self._aux_temp, destination_aux)
+        elif destination_aux.exists():
+            # The sidecar of the file just replaced (the caller was allowed to replace both):
+            # its metadata would be read as this file's.
+            destination_aux.unlink()
+        return self.destination
+
+    def commit(self) -> Path:
+        self.finish()
+        return self.publish()
 
     def discard(self) -> None:
-        with contextlib.suppress(Exception):
-            self._dataset.close()
+        if self._dataset is not None:
+            with contextlib.suppress(Exception):
+                self._dataset.close()
         for path in (self.temp_path, Path(f"{self.temp_path}.aux.xml")):
-            path.unlink(missing_ok=True)
+            remove_temporary(path)
+
+
+def _check_aux(aux: Path, names: list[str], shown: Path) -> None:
+    """A sidecar must hold the names we set: an empty or cut-off .aux.xml (full disk) is an
+    error, not metadata."""
+    try:
+        root = ElementTree.parse(aux).getroot()
+        found = [item.text or "" for item in root.iter("Category")]
+    except (OSError, ElementTree.ParseError) as exc:
+        raise CrossEarthError(
+            f"{shown} could not be written completely ({exc}); the disk may be full: free some "
+            "space or choose another folder"
+        ) from None
+    if found[: len(names)] != list(names):
+        raise CrossEarthError(
+            f"{shown} does not hold the class names that were written; the disk may be full: "
+            "free some space or choose another folder"
+        )
 
 
 def class_raster(

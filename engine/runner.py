@@ -60,7 +60,13 @@ class BatchRunner:
                 f"the model returned scores of shape {tuple(scores.shape)}, expected {expected}: "
                 "the package's card does not match its architecture"
             )
-        return scores.float().cpu().numpy()
+        result = scores.float().cpu().numpy()
+        if not np.isfinite(result).all():
+            raise CrossEarthError(
+                "the model produced NaN or infinite scores; its weights are damaged or it "
+                "overflowed in reduced precision: re-install the package, or pass --no-amp"
+            )
+        return result
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         outputs = []

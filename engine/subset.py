@@ -21,6 +21,11 @@ def parse_extent(text: str) -> Extent:
         raise CrossEarthError(
             f"extent '{text}' is not valid; give XMIN,YMIN,XMAX,YMAX in the raster's CRS"
         ) from None
+    if not all(math.isfinite(v) for v in (xmin, ymin, xmax, ymax)):
+        raise CrossEarthError(
+            f"extent '{text}' holds a value that is not a finite number; give XMIN,YMIN,XMAX,YMAX "
+            "as numbers in the raster's CRS"
+        )
     if not (xmax > xmin and ymax > ymin):
         raise CrossEarthError(f"extent '{text}': XMAX must exceed XMIN and YMAX must exceed YMIN")
     return xmin, ymin, xmax, ymax
@@ -28,6 +33,11 @@ def parse_extent(text: str) -> Extent:
 
 def extent_window(dataset: rasterio.DatasetReader, extent: Extent) -> Window:
     """Pixels touched by the extent (rounded outwards), clipped to the raster."""
+    if not all(math.isfinite(v) for v in extent):
+        raise CrossEarthError(
+            f"the extent {extent} holds a value that is not a finite number; give finite "
+            "coordinates in the raster's CRS"
+        )
     window = from_bounds(*extent, transform=dataset.transform)
     col0 = max(0, math.floor(window.col_off + 1e-9))
     row0 = max(0, math.floor(window.row_off + 1e-9))
@@ -56,5 +66,10 @@ def subset_vrt(source: Path, window: Window, folder: Path) -> Path:
         format="VRT",
         srcWin=[int(window.col_off), int(window.row_off), int(window.width), int(window.height)],
     )
-    gdal.Translate(str(target), str(Path(source).absolute()), options=options)
+    try:
+        gdal.Translate(str(target), str(Path(source).absolute()), options=options)
+    except RuntimeError as exc:
+        raise CrossEarthError(
+            f"cannot read the extent of {source} ({str(exc).splitlines()[0]}); check the file"
+        ) from None
     return target

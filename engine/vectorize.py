@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from .errors import CrossEarthError
-from .files import give_ordinary_permissions
+from .files import create_temporary_folder, publish, remove_temporary, write_error
 
 LAYER = "classes"
 # World Cylindrical Equal Area: areas of polygons in geographic coordinates, in square metres.
@@ -35,7 +32,7 @@ def polygonize(class_raster: Path, destination: Path, class_names: list[str]) ->
     appears only when complete. Returns the number of polygons."""
     gdal, ogr, osr = _gdal()
     destination = Path(destination)
-    staging = Path(tempfile.mkdtemp(prefix=f".{destination.stem}.", dir=destination.parent))
+    staging = create_temporary_folder(destination)
     temp = staging / destination.name
     try:
         raster = gdal.Open(str(class_raster))
@@ -71,13 +68,29 @@ def polygonize(class_raster: Path, destination: Path, class_names: list[str]) ->
             layer.SetFeature(feature)
             count += 1
         vector.CommitTransaction()
+        if vector.SyncToDisk() != 0:
+            raise RuntimeError("writing the GeoPackage failed")
         vector = None
         raster = None
-        give_ordinary_permissions(temp)
-        os.replace(temp, destination)
+        _check_readable(temp, count, ogr)
+        publish(temp, destination)
         return count
+    except RuntimeError as exc:
+        raise write_error(destination, exc) from None
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        remove_temporary(staging)
+
+
+def _check_readable(path: Path, count: int, ogr) -> None:
+    """Reads the written GeoPackage back: a full disk can leave a file SQLite cannot open."""
+    try:
+        data = ogr.Open(str(path))
+        found = data.GetLayerByName(LAYER).GetFeatureCount()
+        data = None
+    except (RuntimeError, AttributeError) as exc:
+        raise RuntimeError(f"the written file cannot be read back ({exc})") from None
+    if found != count:
+        raise RuntimeError(f"{found} of {count} polygons were written")
 
 
 def _area_transform(srs, osr):

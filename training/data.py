@@ -52,7 +52,7 @@ class ImageData:
         classes = self.mapping.apply(self.labels.read(window))
         if self.mask is not None:
             classes[~self.mask.read(window)] = IGNORE
-        classes[~self.reader.read_valid(window)] = IGNORE
+        classes[~self.reader.read_window(window)[1]] = IGNORE  # masks, NaN and infinities
         out[top - row : bottom - row, left - col : right - col] = classes
         return out
 

@@ -77,7 +77,12 @@ def test_error_midway_leaves_no_file_and_keeps_existing_output(tmp_path, pixel_m
     out.write_bytes(b"previous result")
     model = LoadedModel(pixel_model.card, FailingModel(pixel_model.module, fail_after=5))
     with pytest.raises(RuntimeError, match="simulated"):
-        segment(LANDSAT, out, model, SegmentOptions(bands=[1, 2, 3], tile_size=32, overlap=0))
+        segment(
+            LANDSAT,
+            out,
+            model,
+            SegmentOptions(bands=[1, 2, 3], tile_size=32, overlap=0, overwrite=True),
+        )
     assert out.read_bytes() == b"previous result"  # untouched: the new file never replaced it
     assert sorted(p.name for p in tmp_path.iterdir()) == ["classes.tif"]
 

@@ -1,0 +1,48 @@
+"""What a run will hold in memory, checked against what the machine has before it starts."""
+
+from __future__ import annotations
+
+import os
+
+from .errors import CrossEarthError
+
+# Activations of the network beside its inputs and outputs: a generous multiple, so only
+# requests that cannot possibly fit are refused.
+_NETWORK_FACTOR = 4
+
+
+def available_memory_bytes() -> int | None:
+    """Memory available to new allocations (Linux MemAvailable; else total physical)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def segmentation_bytes(
+    *, tile: int, batch: int, bands: int, classes: int, width: int, input_scale: int = 1
+) -> int:
+    """Host memory of a segmentation run: the strip of blended scores (one tile tall, raster
+    wide) and a batch of tiles in, at the model's scale, and scores out."""
+    strip = (4 * classes + 4 + 1) * tile * width
+    model_side = tile * input_scale
+    batch_in = 4 * batch * bands * model_side * model_side
+    batch_out = 4 * batch * classes * tile * tile
+    return strip + _NETWORK_FACTOR * (batch_in + batch_out)
+
+
+def check_fits(needed: int, what: str, fix: str) -> None:
+    """Refuses a request that needs more memory than the machine has available."""
+    available = available_memory_bytes()
+    if available is not None and needed > available:
+        raise CrossEarthError(
+            f"{what} needs about {needed / 2**30:.1f} GiB of memory but {available / 2**30:.1f} "
+            f"GiB are available; {fix}"
+        )

@@ -1,0 +1,116 @@
+"""Seeded, bounded fuzzing: a valid GeoTIFF damaged at many byte offsets gives either a valid
+output or one clear line with exit code 2 — never a traceback, never a partial file."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from rasterio.transform import from_origin
+
+from engine import files as engine_files
+from engine.files import TEMP_PREFIX
+
+from .test_cli import package, run_cli  # noqa: F401 (fixture)
+
+CASES = 150
+SEED = 20261130
+
+
+def _valid_geotiff(path: Path) -> Path:
+    data = np.random.default_rng(SEED).integers(0, 255, (3, 300, 280), dtype=np.uint8)
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        height=300,
+        width=280,
+        count=3,
+        dtype="uint8",
+        crs="EPSG:32633",
+        transform=from_origin(500000, 4600000, 2, 2),
+        tiled=True,
+        blockxsize=128,
+        blockysize=128,
+        compress="deflate",
+    ) as dst:
+        dst.write(data)
+        for i, name in enumerate(["blue", "green", "red"]):
+            dst.set_band_description(i + 1, name)
+    return path
+
+
+def _damage(data: bytes, rng: np.random.Generator) -> tuple[bytes, str]:
+    kind = rng.choice(["flip", "zero", "noise", "truncate"])
+    # Half of the damage lands in the first 512 bytes, where the header and IFD live.
+    offset = int(rng.integers(0, 512) if rng.random() < 0.5 else rng.integers(0, len(data)))
+    damaged = bytearray(data)
+    if kind == "flip":
+        damaged[offset] ^= 1 << int(rng.integers(0, 8))
+    elif kind == "zero":
+        damaged[offset : offset + 16] = bytes(len(damaged[offset : offset + 16]))
+    elif kind == "noise":
+        chunk = damaged[offset : offset + 64]
+        damaged[offset : offset + len(chunk)] = rng.integers(0, 256, len(chunk), np.uint8).tobytes()
+    else:
+        damaged = damaged[:offset]
+    return bytes(damaged), f"{kind} at {offset}"
+
+
+def test_damaged_geotiff_gives_valid_output_or_one_line(tmp_path, capsys, package):  # noqa: F811
+    source = _valid_geotiff(tmp_path / "valid.tif")
+    original = source.read_bytes()
+    rng = np.random.default_rng(SEED)
+    outcomes = {"ok": 0, "refused": 0}
+    for case in range(CASES):
+        damaged, what = _damage(original, rng)
+        folder = tmp_path / f"case{case}"
+        folder.mkdir()
+        raster = folder / "damaged.tif"
+        raster.write_bytes(damaged)
+        digest = hashlib.sha256(damaged).hexdigest()
+        out = folder / "out.tif"
+        code, _, err = run_cli(
+            capsys,
+            "segment",
+            raster,
+            out,
+            "--model",
+            package.path,
+            "--device",
+            "cpu",
+            "--progress",
+            "none",
+            "--scaling",
+            "none",
+        )
+        assert hashlib.sha256(raster.read_bytes()).hexdigest() == digest, what
+        assert not list(folder.glob(f"{TEMP_PREFIX}*")), what
+        assert engine_files.registered_temporaries() == [], what
+        lines = [line for line in err.splitlines() if line.strip()]
+        if code == 0:
+            with rasterio.open(out) as result:
+                assert result.shape == (300, 280), what
+                result.read(1)
+            outcomes["ok"] += 1
+        else:
+            assert code == 2, (what, err)
+            assert len(lines) == 1 and lines[0].startswith("crossearth: "), (what, err)
+            assert not out.exists(), what
+            outcomes["refused"] += 1
+    # Both kinds of outcome occur: the damage is not all harmless nor all fatal.
+    assert outcomes["ok"] > 0 and outcomes["refused"] > 0, outcomes
+
+
+@pytest.mark.parametrize("cut", [8, 100, 1000])
+def test_cut_header_is_one_line(tmp_path, capsys, package, cut):  # noqa: F811
+    raster = tmp_path / "cut.tif"
+    raster.write_bytes(_valid_geotiff(tmp_path / "valid.tif").read_bytes()[:cut])
+    code, _, err = run_cli(
+        capsys, "segment", raster, tmp_path / "o.tif", "--model", package.path, "--progress=none"
+    )
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "cut.tif" in err
