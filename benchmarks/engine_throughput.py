@@ -171,7 +171,10 @@ def main() -> None:
         return
 
     loaded = load(args.model, args.tile, args.device)
-    options = SegmentOptions(tile_size=args.tile, batch_size=args.batch, device=args.device)
+    # Every round writes the same output name: this run made it, so it may replace it.
+    options = SegmentOptions(
+        tile_size=args.tile, batch_size=args.batch, device=args.device, overwrite=True
+    )
     _, stride = tile_geometry(loaded.card, options)  # the tiles the engine will use
     with tempfile.TemporaryDirectory() as folder:
         bands = source_bands(loaded)

@@ -38,14 +38,15 @@ def snapshot(folder: Path) -> dict[str, str]:
     }
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def clean_tmpdir(tmp_path, monkeypatch):
-    """A private system temp dir, so a test can see what a run leaves there."""
+    """A private system temp dir for every test here, empty again when the test ends."""
     folder = tmp_path / "systemp"
     folder.mkdir()
     monkeypatch.setenv("TMPDIR", str(folder))
     monkeypatch.setattr(tempfile, "tempdir", str(folder))
-    return folder
+    yield folder
+    assert list(folder.iterdir()) == [], "the run left files in the temp dir"
 
 
 @pytest.fixture
