@@ -38,6 +38,7 @@ from qgis.PyQt.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
+    QMessageBox,
     QProgressBar,
     QPushButton,
     QToolButton,
@@ -171,6 +172,9 @@ class CrossEarthDock(QgsDockWidget):
         self.output_widget.setStorageMode(QgsFileWidget.SaveFile)
         self.output_widget.setFilter("GeoTIFF (*.tif *.tiff)")
         self.output_widget.lineEdit().setPlaceholderText("[Save to temporary file]")
+        # The dock asks before replacing anything when the job starts (see _confirm_replace):
+        # that also covers typed names and the confidence and polygon files beside the output.
+        self.output_widget.setConfirmOverwrite(False)
         advanced.addRow("Output", self.output_widget)
         self.confidence_check = QCheckBox("Also write a confidence raster")
         advanced.addRow(self.confidence_check)
@@ -373,6 +377,11 @@ class CrossEarthDock(QgsDockWidget):
         except EngineEnvironmentError as exc:
             messages.error(self.iface, str(exc))
             return None
+        if Path(request.output).exists():
+            if not self._confirm_replace([Path(request.output)]):
+                self.status_label.setText("Not converted: the existing model was kept.")
+                return None
+            request.overwrite = True  # the engine still replaces only a package it wrote
         Path(request.output).parent.mkdir(parents=True, exist_ok=True)
         task = EngineTask(
             f"CrossEarth: converting {Path(request.checkpoint).name}",
@@ -488,9 +497,31 @@ class CrossEarthDock(QgsDockWidget):
 
     @staticmethod
     def _temporary_output(layer: QgsRasterLayer, model: ModelEntry) -> str:
+        """A new name in Processing's temporary folder: no file of the job exists there yet,
+        so the default output never replaces anything."""
         safe = re.sub(r"[^\w.-]+", "_", f"{layer.name()}_{model.name}").strip("_")
-        stamp = time.strftime("%Y%m%d_%H%M%S")
-        return str(Path(QgsProcessingUtils.tempFolder()) / f"{safe}_{stamp}.tif")
+        stem = Path(QgsProcessingUtils.tempFolder()) / f"{safe}_{time.strftime('%Y%m%d_%H%M%S')}"
+        candidate, number = stem, 1
+        while any(
+            Path(f"{candidate}{ending}").exists()
+            for ending in (".tif", ".qml", "_confidence.tif", "_classes.gpkg")
+        ):
+            number += 1
+            candidate = Path(f"{stem}_{number}")
+        return f"{candidate}.tif"
+
+    def _confirm_replace(self, existing: list[Path]) -> bool:
+        """Asks whether files that already exist may be replaced (No is the default)."""
+        names = "\n".join(str(path) for path in existing)
+        these, them = ("These already exist", "them") if existing[1:] else ("This exists", "it")
+        answer = QMessageBox.question(
+            self,
+            "CrossEarth",
+            f"{these}:\n{names}\n\nReplace {them} with the new result?",
+            QMessageBox.Yes | QMessageBox.No,
+            QMessageBox.No,
+        )
+        return answer == QMessageBox.Yes
 
     def segment(self) -> EngineTask | None:
         """Checks the choices and starts the segmentation task (None when it cannot start)."""
@@ -501,14 +532,15 @@ class CrossEarthDock(QgsDockWidget):
         except (InputProblem, EngineEnvironmentError) as exc:
             messages.error(self.iface, str(exc))
             return None
+        existing = [path for path in request.outputs() if path.exists()]
+        if existing:
+            if not self._confirm_replace(existing):
+                self.status_label.setText("Not started: the existing output was kept.")
+                return None
+            request.overwrite = True  # the engine refuses an existing output without it
         settings.set_value(settings.MODEL, model.path)
         settings.set_value(settings.DEVICE, request.device)
-        task = EngineTask(
-            f"CrossEarth: segmenting {layer.name()}",
-            request.args(),
-            interpreter,
-            outputs=request.outputs(),
-        )
+        task = EngineTask(f"CrossEarth: segmenting {layer.name()}", request.args(), interpreter)
         task.progressChanged.connect(self._task_progress)
         task.statusChanged.connect(self.status_label.setText)
         task.completed.connect(self._segment_finished)

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import shutil
-import sys
+import stat
+import tempfile
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,9 +34,15 @@ from .engine_env import (
     worker_directory,
     worker_environment,
 )
-from .process import ProcessCancelled, run_streaming
+from .process import TERMINATE_GRACE_S, ProcessCancelled, run_streaming
 
 log = logging.getLogger("crossearth_qgis.worker")
+
+# The names the engine gives its temporaries (engine/files.py TEMP_PREFIX beside a destination,
+# SCRATCH_PREFIX in the system temp folder); repeated here because the plugin never imports
+# the engine. Only announced paths with these names are ever removed by the plugin.
+TEMP_PREFIX = ".crossearth-tmp-"
+SCRATCH_PREFIX = "crossearth-scratch-"
 
 ProgressCallback = Callable[[float, str], None]
 
@@ -92,6 +100,8 @@ _CLI_WORDS = [
     (re.compile(r"--preset"), "a preset"),
     (re.compile(r"--classes"), "class names"),
     (re.compile(r"\(see 'crossearth models'\)"), "(see the model list)"),
+    (re.compile(r"choose another --output"), "choose another output folder"),
+    (re.compile(r"pass --overwrite( to replace it)?"), "confirm replacing it"),
 ]
 
 
@@ -142,22 +152,47 @@ def _failure(code: int, stderr: list[str], interpreter: Interpreter) -> EngineEr
     )
 
 
-def remove_leftovers(destinations: Sequence[Path]) -> None:
-    """Deletes the hidden temporary files a worker killed mid-write leaves beside its outputs.
+def _is_engine_temporary(path: Path) -> bool:
+    """An absolute path named the way engine/files.py names its temporaries."""
+    if not path.is_absolute():
+        return False
+    if path.name.startswith(TEMP_PREFIX) and len(path.name) > len(TEMP_PREFIX):
+        return True
+    scratch_root = Path(os.path.realpath(tempfile.gettempdir()))
+    return path.name.startswith(SCRATCH_PREFIX) and (
+        Path(os.path.realpath(path.parent)) == scratch_root
+    )
 
-    The engine names them ".<stem>.<random>..." next to the destination (see
-    engine/raster_output.py and engine/vectorize.py); a terminated worker removes them itself,
-    a killed one (or any worker on Windows, where terminate is a kill) cannot.
+
+def remove_announced_temporaries(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
+    """Deletes the temporaries a worker announced and left behind; returns what it removed.
+
+    A worker that is terminated removes its temporaries itself; one that was killed (after the
+    grace period, by the system, or any cancel on Windows, where terminate is a kill) cannot.
+    Exactly the announced paths go, and only those named like engine temporaries: nothing is
+    matched by pattern, so a file beside the output that merely looks similar is never touched.
+    A link is removed itself, never what it points to.
     """
-    for destination in destinations:
-        destination = Path(destination)
-        if not destination.parent.is_dir():
+    removed: list[Path] = []
+    for announced in dict.fromkeys(os.fspath(p) for p in paths):  # once each, in order
+        path = Path(announced)
+        if not _is_engine_temporary(path):
+            log.warning("not removing %s: not named like an engine temporary", announced)
             continue
-        for leftover in destination.parent.glob(f".{destination.stem}.*"):
-            if leftover.is_dir():
-                shutil.rmtree(leftover, ignore_errors=True)
+        try:
+            mode = path.lstat().st_mode
+        except OSError:
+            continue  # already gone: renamed into place or removed by the worker
+        try:
+            if stat.S_ISDIR(mode):
+                shutil.rmtree(path)
             else:
-                leftover.unlink(missing_ok=True)
+                path.unlink()
+        except OSError as exc:
+            log.warning("could not remove the worker's temporary %s: %s", announced, exc)
+            continue
+        removed.append(path)
+    return removed
 
 
 def run_engine(
@@ -167,20 +202,23 @@ def run_engine(
     on_progress: ProgressCallback | None = None,
     on_log: Callable[[str], None] | None = None,
     is_cancelled: Callable[[], bool] | None = None,
-    outputs: Sequence[Path] = (),
     timeout_s: float | None = None,
+    terminate_grace_s: float = TERMINATE_GRACE_S,
 ) -> EngineOutcome:
     """Runs one engine command in a worker process and waits for it.
 
     Progress events go to `on_progress(fraction, message)`, stderr lines to `on_log`. Raises
     EngineEnvironmentError (no usable interpreter), EngineCancelled (is_cancelled() became
-    true; the worker was terminated and `outputs` have no partial files), or EngineError.
+    true; the worker was stopped), or EngineError. Whenever the worker did not finish, the
+    temporaries it announced (`{"event": "temporary"}`, `--progress json`) and left behind
+    are removed, so no partial file remains even after a kill.
     """
     interpreter = interpreter or resolve_interpreter()
     command = engine_command(interpreter.python, list(args))
     env = worker_environment()
     outcome = EngineOutcome(done=None)
     reported: dict[str, str] = {}
+    temporaries: list[str] = []
 
     def stdout_line(line: str) -> None:
         if line.startswith("{"):
@@ -194,6 +232,8 @@ def run_engine(
                     on_progress(float(event.get("fraction", 0.0)), str(event.get("message", "")))
                 elif kind == "done":
                     outcome.done = event
+                elif kind == "temporary" and isinstance(event.get("path"), str):
+                    temporaries.append(event["path"])
                 elif kind in ("error", "cancelled"):
                     reported[kind] = str(event.get("message", ""))
                 return
@@ -205,6 +245,7 @@ def run_engine(
             on_log(line)
 
     log.info("running %s", " ".join(command))
+    code: int | None = None
     try:
         code = run_streaming(
             command,
@@ -214,19 +255,22 @@ def run_engine(
             on_stderr=stderr_line,
             is_cancelled=is_cancelled,
             timeout_s=timeout_s,
+            terminate_grace_s=terminate_grace_s,
         )
-    except ProcessCancelled as cancelled:
-        if cancelled.killed or sys.platform == "win32":
-            remove_leftovers(outputs)
+    except ProcessCancelled:
         raise EngineCancelled() from None
     except TimeoutError as exc:
-        remove_leftovers(outputs)
         raise EngineError(f"The CrossEarth worker did not answer in time ({exc}).") from None
     except OSError as exc:
         raise EngineEnvironmentError(
             f"The CrossEarth engine environment is missing: {interpreter.describe()} cannot be "
             f"started ({exc.strerror or exc}). To fix it, {SETUP_HINT}."
         ) from None
+    finally:
+        # The worker has exited here (run_streaming never leaves one running). A worker that
+        # stopped on an error removed its temporaries itself; one that was killed did not.
+        if code != 0 and temporaries:
+            remove_announced_temporaries(temporaries)
     details = "\n".join(outcome.stderr)
     if code == 0:
         return outcome
@@ -270,6 +314,19 @@ def _if_local(source: str) -> str:
     return str(path.absolute()) if path.exists() else source
 
 
+def _positional(source: str) -> str:
+    """A positional argument as `_if_local`, but never starting with '-' (argparse would read
+    it as an option): such a name can only be a file name, so it is made absolute."""
+    value = _if_local(source)
+    return _absolute(value) if value.startswith("-") else value
+
+
+def _option(name: str, value: object) -> str:
+    """One "--name=value" token. Given as two words, a value that starts with '-' (a negative
+    coordinate west of Greenwich, "-9999=ignore", a class named "-x") is read as an option."""
+    return f"--{name}={value}"
+
+
 @dataclass
 class SegmentRequest:
     """One segmentation job; `args()` is its command line for the worker."""
@@ -285,24 +342,29 @@ class SegmentRequest:
     confidence: str | None = None
     polygons: str | None = None
     extent: tuple[float, float, float, float] | None = None  # in the raster's CRS
+    # Replace existing outputs: only when the analyst confirmed it (the engine refuses else).
+    overwrite: bool = False
 
     def args(self) -> list[str]:
-        args = ["segment", _if_local(self.input), _absolute(self.output), "--progress", "json"]
+        args = ["segment", _positional(self.input), _absolute(self.output)]
+        args.append(_option("progress", "json"))
         if self.model:
-            args += ["--model", _if_local(self.model)]
-        args += ["--device", self.device or "auto", "--batch", str(self.batch)]
+            args.append(_option("model", _if_local(self.model)))
+        args += [_option("device", self.device or "auto"), _option("batch", self.batch)]
         if self.tile:
-            args += ["--tile", str(self.tile)]
+            args.append(_option("tile", self.tile))
         if self.overlap is not None:
-            args += ["--overlap", str(self.overlap)]
+            args.append(_option("overlap", self.overlap))
         if self.bands:
-            args += ["--bands", ",".join(str(b) for b in self.bands)]
+            args.append(_option("bands", ",".join(str(b) for b in self.bands)))
         if self.confidence:
-            args += ["--confidence", _absolute(self.confidence)]
+            args.append(_option("confidence", _absolute(self.confidence)))
         if self.polygons:
-            args += ["--polygons", _absolute(self.polygons)]
+            args.append(_option("polygons", _absolute(self.polygons)))
         if self.extent is not None:
-            args += ["--extent", ",".join(repr(float(v)) for v in self.extent)]
+            args.append(_option("extent", ",".join(repr(float(v)) for v in self.extent)))
+        if self.overwrite:
+            args.append("--overwrite")
         return args
 
     def outputs(self) -> list[Path]:
@@ -321,20 +383,24 @@ class ConvertRequest:
     name: str | None = None
     classes: list[str] | None = None
     dtype: str = "float32"
+    overwrite: bool = False  # replace a package at `output` (confirmed by the analyst)
 
     def args(self) -> list[str]:
-        args = ["convert", _if_local(self.checkpoint), _absolute(self.output)]
-        args += ["--dtype", self.dtype]
+        # `convert` has no --progress option, so it announces no temporaries.
+        args = ["convert", _positional(self.checkpoint), _absolute(self.output)]
+        args.append(_option("dtype", self.dtype))
         if self.preset:
-            args += ["--preset", self.preset]
+            args.append(_option("preset", self.preset))
         if self.mmseg_config:
-            args += ["--mmseg-config", _if_local(self.mmseg_config)]
+            args.append(_option("mmseg-config", _if_local(self.mmseg_config)))
         if self.backbone:
-            args += ["--backbone", _if_local(self.backbone)]
+            args.append(_option("backbone", _if_local(self.backbone)))
         if self.name:
-            args += ["--name", self.name]
+            args.append(_option("name", self.name))
         if self.classes:
-            args += ["--classes", ",".join(self.classes)]
+            args.append(_option("classes", ",".join(self.classes)))
+        if self.overwrite:
+            args.append("--overwrite")
         return args
 
 
@@ -360,34 +426,36 @@ class FineTuneRequest:
     val_fraction: float = 0.2
     device: str = "auto"
     name: str | None = None
+    overwrite: bool = False  # replace a package at `output` (confirmed by the analyst)
 
     def args(self) -> list[str]:
-        args = ["train", "--image", _if_local(self.image), "--output", _absolute(self.output)]
-        args += ["--base", _if_local(self.base)] if self.base else []
+        args = ["train", _option("image", _if_local(self.image))]
+        args.append(_option("output", _absolute(self.output)))
+        if self.base:
+            args.append(_option("base", _if_local(self.base)))
         if self.labels:
-            args += ["--labels", _if_local(self.labels)]
+            args.append(_option("labels", _if_local(self.labels)))
         if self.polygons:
-            args += [
-                "--polygons",
-                _if_local(self.polygons),
-                "--class-field",
-                self.class_field or "",
-            ]
+            args.append(_option("polygons", _if_local(self.polygons)))
+            args.append(_option("class-field", self.class_field or ""))
         if self.mask:
-            args += ["--mask", _if_local(self.mask)]
+            args.append(_option("mask", _if_local(self.mask)))
         if self.classes:
-            args += ["--classes", ",".join(self.classes)]
+            args.append(_option("classes", ",".join(self.classes)))
         if self.label_map:
-            args += ["--label-map", self.label_map]
+            args.append(_option("label-map", self.label_map))
         if self.bands:
-            args += ["--bands", ",".join(str(b) for b in self.bands)]
+            args.append(_option("bands", ",".join(str(b) for b in self.bands)))
         if self.window:
-            args += ["--window", str(self.window)]
+            args.append(_option("window", self.window))
         if self.name:
-            args += ["--name", self.name]
-        args += ["--mode", self.mode, "--steps", str(self.steps), "--batch", str(self.batch)]
-        args += ["--lr", repr(float(self.lr)), "--val-fraction", repr(float(self.val_fraction))]
-        args += ["--device", self.device or "auto", "--progress", "json", "--overwrite"]
+            args.append(_option("name", self.name))
+        args += [_option("mode", self.mode), _option("steps", self.steps)]
+        args += [_option("batch", self.batch), _option("lr", repr(float(self.lr)))]
+        args.append(_option("val-fraction", repr(float(self.val_fraction))))
+        args += [_option("device", self.device or "auto"), _option("progress", "json")]
+        if self.overwrite:
+            args.append("--overwrite")
         return args
 
 
@@ -449,7 +517,6 @@ class EngineTask(QgsTask):
         description: str,
         args: Sequence[str],
         interpreter: Interpreter,
-        outputs: Sequence[Path] = (),
         cancelable: bool = True,
         timeout_s: float | None = None,
     ) -> None:
@@ -457,7 +524,6 @@ class EngineTask(QgsTask):
         super().__init__(description, flags)
         self.args = list(args)
         self.interpreter = interpreter
-        self.outputs = list(outputs)
         self.timeout_s = timeout_s
         self.outcome: EngineOutcome | None = None
         self.error: Exception | None = None
@@ -477,7 +543,6 @@ class EngineTask(QgsTask):
                 on_progress=self._progress,
                 on_log=self.stderr_lines.append,
                 is_cancelled=self.isCanceled,
-                outputs=self.outputs,
                 timeout_s=self.timeout_s,
             )
             return True

@@ -122,6 +122,9 @@ class ConvertCheckpointAlgorithm(CrossEarthAlgorithm):
             name=self.parameterAsString(parameters, self.NAME, context).strip() or None,
             classes=[c.strip() for c in classes.split(",")] if classes else None,
             dtype=DTYPES[self.parameterAsEnum(parameters, self.DTYPE, context)],
+            # A destination parameter comes with QGIS's overwrite confirmation; the engine
+            # still replaces only a model package it wrote itself.
+            overwrite=True,
         )
         feedback.setProgressText(f"converting {Path(request.checkpoint).name}")
         outcome = run_engine_for_feedback(request.args(), feedback)

@@ -8,7 +8,6 @@ same in the Processing dialog, batch mode, graphical models and qgis_process.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 from qgis.core import QgsProcessingException, QgsProcessingFeedback
 
@@ -26,14 +25,14 @@ from ..worker import (
 def run_engine_for_feedback(
     args: Sequence[str],
     feedback: QgsProcessingFeedback | None,
-    outputs: Sequence[Path] = (),
     interpreter: Interpreter | None = None,
 ) -> EngineOutcome:
     """Runs `<engine python> -m engine.cli ARGS` and waits, reporting through `feedback`.
 
     Progress events set the progress bar and a "42% · tile 12/40 · about 20 s left" text;
     the worker's stderr goes to the log as console output. Cancel terminates the worker (no
-    partial outputs remain). Problems raise QgsProcessingException with one plain sentence.
+    partial outputs remain: run_engine removes what a killed worker announced as temporary).
+    Problems raise QgsProcessingException with one plain sentence.
     """
     feedback = feedback or QgsProcessingFeedback()
     eta = EtaEstimator()
@@ -49,7 +48,6 @@ def run_engine_for_feedback(
             on_progress=progress,
             on_log=feedback.pushConsoleInfo,
             is_cancelled=feedback.isCanceled,
-            outputs=outputs,
         )
     except EngineCancelled as exc:
         raise QgsProcessingException(str(exc)) from None

@@ -245,6 +245,13 @@ class FineTuneAlgorithm(CrossEarthAlgorithm):
         name = text(self.NAME) or f"{Path(base).name}-{Path(image).stem}"
         output = self.parameterAsString(parameters, self.OUTPUT, context).strip()
         destination = Path(output) if output else Path(catalog["user_dir"]) / name
+        if not output and destination.exists():
+            # Nobody chose this folder, so nobody confirmed replacing it.
+            raise QgsProcessingException(
+                f"A model named '{name}' already exists in the user models folder "
+                f"({destination}); give the new model another name, or choose that folder as "
+                "the output to replace it."
+            )
         if destination.is_dir() and not any(destination.iterdir()):
             destination.rmdir()  # an empty folder Processing made up front
         destination.parent.mkdir(parents=True, exist_ok=True)
@@ -267,9 +274,12 @@ class FineTuneAlgorithm(CrossEarthAlgorithm):
             val_fraction=self.parameterAsDouble(parameters, self.VAL_FRACTION, context),
             device=text(self.DEVICE) or "auto",
             name=name,
+            # A folder given as the destination parameter comes with QGIS's overwrite
+            # confirmation; the engine still replaces only a model package it wrote itself.
+            overwrite=bool(output),
         )
         feedback.pushInfo(f"fine-tuning {base} on {Path(image).name}")
-        outcome = run_engine_for_feedback(request.args(), feedback, outputs=[destination])
+        outcome = run_engine_for_feedback(request.args(), feedback)
         done = outcome.done or {}
         for warning in done.get("warnings", []):
             feedback.pushWarning(warning)

@@ -211,8 +211,11 @@ class SegmentRasterAlgorithm(CrossEarthAlgorithm):
             confidence=confidence,
             polygons=polygons,
             extent=extent,
+            # Destination parameters come with QGIS's own overwrite confirmation (a file picked
+            # in the dialog was confirmed; in qgis_process and scripts it was named on purpose).
+            overwrite=True,
         )
-        outcome = run_engine_for_feedback(request.args(), feedback, request.outputs())
+        outcome = run_engine_for_feedback(request.args(), feedback)
         done = outcome.done or {}
         for warning in outcome.warnings:
             feedback.pushWarning(warning)

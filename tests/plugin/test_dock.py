@@ -509,8 +509,8 @@ def test_add_model_dialog_builds_the_conversion(tmp_path):
     dialog.dtype_combo.setCurrentText("float16")
     request = dialog.convert_request()
     assert request.args() == [
-        "convert", "/data/Potsdam(r)-source.pth", str(tmp_path / "potsdam"), "--dtype",
-        "float16", "--mmseg-config", "/data/config.py", "--backbone",
-        "/data/dinov2_converted.pth", "--name", "potsdam",
+        "convert", "/data/Potsdam(r)-source.pth", str(tmp_path / "potsdam"), "--dtype=float16",
+        "--mmseg-config=/data/config.py", "--backbone=/data/dinov2_converted.pth",
+        "--name=potsdam",
     ]  # fmt: skip
     dialog.deleteLater()

@@ -130,7 +130,7 @@ def test_processing_run_and_qgis_process_produce_the_same_raster(
     assert any("tile " in t for t in feedback.texts)
     assert first.with_suffix(".qml").is_file()
     [command] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("running")]
-    assert "--bands 3,2,1" in command  # BANDS keeps the order given: red, green, blue
+    assert "--bands=3,2,1" in command  # BANDS keeps the order given: red, green, blue
 
     # The same through qgis_process, with the plugin found on QGIS_PLUGINPATH in a fresh
     # profile: it is loaded once `plugins enable` has recorded it in the profile's QGIS3.ini.

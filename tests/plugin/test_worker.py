@@ -134,13 +134,14 @@ def test_segment_request_command_line(tmp_path, monkeypatch):
     )
     # The worker runs in the engine's folder: local paths become absolute, a model name and
     # GDAL connection strings stay as they are.
+    # Every option is one "--name=value" word, so a value starting with '-' stays a value.
     here = str(tmp_path)
     assert request.args() == [
-        "segment", f"{here}/in.tif", f"{here}/out.tif", "--progress", "json", "--model", "m",
-        "--device", "cuda:1", "--batch", "2", "--tile", "256", "--overlap", "0",
-        "--bands", "3,2,1", "--confidence", f"{here}/c.tif", "--polygons", f"{here}/p.gpkg",
-        "--extent", "1.0,2.0,3.5,4.0",
+        "segment", f"{here}/in.tif", f"{here}/out.tif", "--progress=json", "--model=m",
+        "--device=cuda:1", "--batch=2", "--tile=256", "--overlap=0", "--bands=3,2,1",
+        f"--confidence={here}/c.tif", f"--polygons={here}/p.gpkg", "--extent=1.0,2.0,3.5,4.0",
     ]  # fmt: skip
+    assert "--overwrite" not in request.args()  # only once the analyst confirmed it
     assert [p.name for p in request.outputs()] == ["out.tif", "c.tif", "p.gpkg"]
     remote = SegmentRequest("/vsicurl/https://example.org/a.tif", "o.tif")
     assert remote.args()[1] == "/vsicurl/https://example.org/a.tif"
