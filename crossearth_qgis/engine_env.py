@@ -31,7 +31,7 @@ ENV_VAR = "CROSSEARTH_PYTHON"
 PLUGIN_DIR = Path(__file__).resolve().parent
 RUNTIME_DIR = PLUGIN_DIR / "runtime"
 # What the worker imports; checked by auto-detection without importing anything heavy.
-REQUIRED_MODULES = ("torch", "timm", "safetensors", "rasterio", "numpy")
+REQUIRED_MODULES = ("torch", "timm", "safetensors", "rasterio", "numpy", "pydantic")
 
 SETUP_HINT = (
     "open Settings > Options > CrossEarth and click 'Set up engine environment' (or choose an "

@@ -83,13 +83,21 @@ def catalog_from_json(data: dict[str, Any]) -> ModelCatalog:
         user_dir=str(data.get("user_dir", "")),
         bundled_dir=str(data.get("bundled_dir", "")),
         default=data.get("default"),
-        problems=list(data.get("problems", [])),
+        problems=[_problem_line(p) for p in data.get("problems", [])],
     )
+
+
+def _problem_line(problem: Any) -> str:
+    """A broken package as one line: the engine reports {"path", "problem"} (older engines
+    sent the line itself)."""
+    if isinstance(problem, dict):
+        return f"{problem.get('path', '?')}: {problem.get('problem', '')}"
+    return str(problem)
 
 
 def model_card(model: str, interpreter: Interpreter | None = None) -> dict[str, Any]:
     """The card of a package path or installed name (`info MODEL --json`)."""
-    return run_engine_json(["info", model, "--json"], interpreter, timeout_s=120)
+    return run_engine_json(["info", "--json", "--", model], interpreter, timeout_s=120)
 
 
 def preset_names(interpreter: Interpreter | None = None) -> list[str]:

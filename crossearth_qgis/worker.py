@@ -386,8 +386,9 @@ class ConvertRequest:
     overwrite: bool = False  # replace a package at `output` (confirmed by the analyst)
 
     def args(self) -> list[str]:
-        # `convert` has no --progress option, so it announces no temporaries.
         args = ["convert", _positional(self.checkpoint), _absolute(self.output)]
+        # JSON progress also announces the temporary package folder (removed after a kill).
+        args.append(_option("progress", "json"))
         args.append(_option("dtype", self.dtype))
         if self.preset:
             args.append(_option("preset", self.preset))

@@ -149,6 +149,13 @@ def build_parser() -> argparse.ArgumentParser:
         "and weights.safetensors); nothing else is ever replaced",
     )
 
+    conv.add_argument(
+        "--progress",
+        choices=["bar", "json", "none"],
+        default="none",
+        help="json prints progress and the temporary files as JSON events (for the plugin)",
+    )
+
     models = commands.add_parser("models", help="list bundled and user model packages")
     models.add_argument("--json", action="store_true", help="print the list as JSON")
 
@@ -301,6 +308,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         bands=tuple(bands) if bands else None,
         dtype=args.dtype,
         overwrite=args.overwrite,
+        progress=_progress_printer(args.progress)[0] if args.progress == "json" else None,
     )
     card = report.package.card
     for warning in report.warnings:

@@ -48,6 +48,19 @@ def check_state_dict_keys(
         )
 
 
+def check_weight_dtypes(stored: dict[str, str], floating: set[str], source: str) -> None:
+    """Raises unless every floating-point tensor of the model is stored as floating point:
+    integer or boolean weights would be cast silently into a model that computes garbage."""
+    for name in sorted(floating):
+        dtype = stored.get(name, "")
+        if not dtype.startswith(("F", "BF")):
+            raise CrossEarthError(
+                f"{source}: tensor '{name}' is stored as {dtype}, not as floating point; model "
+                "weights must be F32, F16 or BF16: the package is damaged or was written by "
+                "another tool, re-export it"
+            )
+
+
 def load_package_model(package: ModelPackage, device: str | torch.device = "cpu") -> nn.Module:
     """The package's model on `device`, frozen and in eval mode (for inference), taking and
     returning source-pixel tiles also when its card asks for an input scale."""
@@ -74,8 +87,14 @@ def build_package_model(package: ModelPackage, device: str | torch.device = "cpu
     device = torch.device(device)
     try:
         with safe_open(str(weights), framework="pt", device=str(device)) as handle:
-            found = {k: tuple(handle.get_slice(k).get_shape()) for k in handle.keys()}  # noqa: SIM118
+            slices = {k: handle.get_slice(k) for k in handle.keys()}  # noqa: SIM118
+            found = {k: tuple(v.get_shape()) for k, v in slices.items()}
             check_state_dict_keys(expected, found, str(weights))
+            check_weight_dtypes(
+                {k: slices[k].get_dtype() for k in expected},
+                {k for k, dtype in target_dtypes.items() if dtype.is_floating_point},
+                str(weights),
+            )
             state = {k: handle.get_tensor(k).to(target_dtypes[k]) for k in expected}
     except SafetensorError as exc:
         raise CrossEarthError(

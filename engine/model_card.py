@@ -1,11 +1,18 @@
-"""The model card (model.json): everything the engine needs to know about a model package."""
+"""The model card (model.json): everything the engine needs to know about a model package.
+
+A card is checked against a schema (pydantic) before anything uses it: types, finite numbers
+(JSON readers accept NaN and Infinity), ranges and list lengths, then the rules that tie fields
+together. Every problem is one CrossEarthError naming the file and the field path, e.g.
+"model.json: input.mean[1]: must be a finite number, got NaN".
+"""
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from .errors import CrossEarthError
 
@@ -78,31 +85,242 @@ class ModelCard:
 
     def save(self, path: Path) -> None:
         """Writes model.json; a reader never sees a half-written card."""
-        import os
+        from .files import create_temporary_file, publish, remove_temporary, write_error
 
-        temp = path.with_name(f".{path.name}.partial")
-        temp.write_text(json.dumps(self.to_json_dict(), indent=2) + "\n", encoding="utf-8")
-        os.replace(temp, path)
+        path = Path(path)
+        temp = create_temporary_file(path)
+        try:
+            text = json.dumps(self.to_json_dict(), indent=2) + "\n"
+            try:
+                temp.write_text(text, encoding="utf-8")
+            except OSError as exc:
+                raise write_error(path, exc) from None
+            publish(temp, path)
+        except BaseException:
+            remove_temporary(temp)
+            raise
 
 
-def _require(data: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
-    if key not in data:
-        raise CrossEarthError(f"{where}: missing field '{key}'")
-    value = data[key]
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-        raise CrossEarthError(f"{where}: field '{key}' must be {names}, got {value!r}")
-    return value
+# Outputs are class GeoTIFFs with one value per class.
+MAX_CLASSES = 65535
 
 
-def _numbers(values: Any, where: str, key: str, length: int | None = None) -> tuple[float, ...]:
-    if not isinstance(values, list) or not all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) for v in values
-    ):
-        raise CrossEarthError(f"{where}: '{key}' must be a list of numbers, got {values!r}")
-    if length is not None and len(values) != length:
-        raise CrossEarthError(f"{where}: '{key}' must have {length} values, got {len(values)}")
-    return tuple(float(v) for v in values)
+def _schema() -> Any:
+    """The pydantic models of model.json, built on first use (pydantic loads in ~0.1 s)."""
+    from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+    def positive(value: float) -> float:
+        if value <= 0:
+            raise _custom("must be positive", value)
+        return value
+
+    def at_least_one(value: int) -> int:
+        if value < 1:
+            raise _custom("must be a positive whole number", value)
+        return value
+
+    def byte(value: int) -> int:
+        if not 0 <= value <= 255:
+            raise _custom("colour values must lie in 0..255", value)
+        return value
+
+    def named(value: str) -> str:
+        if not value.strip():
+            raise _custom("must not be empty", value)
+        return value
+
+    Finite = Annotated[float, Field(allow_inf_nan=False)]
+    Positive = Annotated[float, Field(allow_inf_nan=False), AfterValidator(positive)]
+    Count = Annotated[int, AfterValidator(at_least_one)]
+    Byte = Annotated[int, AfterValidator(byte)]
+    Name = Annotated[str, AfterValidator(named)]
+
+    class Strict(BaseModel):
+        # Strict: "3" is not a number and true is not 1; unknown fields are ignored so that
+        # cards from newer tools with extra information still read.
+        model_config = ConfigDict(strict=True, extra="ignore", allow_inf_nan=False)
+
+    class Class(Strict):
+        index: int
+        name: str
+        color: Annotated[list[Byte], Field(min_length=3, max_length=3)]
+
+    class Input(Strict):
+        bands: Annotated[list[Name], Field(min_length=1)]
+        value_range: Annotated[list[Finite], Field(min_length=2, max_length=2)] = [0.0, 255.0]
+        mean: list[Finite]
+        std: list[Positive]
+
+    class Tile(Strict):
+        size: Count
+        stride: int
+
+    class Architecture(Strict):
+        name: Name
+        config: dict[str, Any] = {}
+
+    class Card(Strict):
+        # In the order problems are reported: what the model is before what it is called.
+        architecture: Architecture
+        classes: Annotated[list[Class], Field(min_length=1, max_length=MAX_CLASSES)]
+        input: Input
+        tile: Tile
+        name: str
+        version: str | int | float = "0"
+        size_multiple: Count = 1
+        input_scale: Count = 1
+        gsd_m: Positive | None = None
+        description: str | None = ""
+        license: str | None = "unknown"
+        provenance: dict[str, Any] = {}
+        metrics: dict[str, Any] = {}
+
+    return Card
+
+
+def _custom(message: str, value: Any) -> Exception:
+    from pydantic_core import PydanticCustomError
+
+    return PydanticCustomError(
+        "card", "{problem}, got {value}", {"problem": message, "value": _shown(value)}
+    )
+
+
+_CARD_SCHEMA: Any = None
+
+
+def _shown(value: Any) -> str:
+    """A value as the user wrote it in JSON, shortened."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if value != value else ("Infinity" if value > 0 else "-Infinity")
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    text = json.dumps(value) if isinstance(value, str) else repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _field_path(location: tuple[Any, ...]) -> str:
+    text = ""
+    for part in location:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif part in ("str", "int", "float", "none") or "[" in str(part):
+            continue  # the member of a union pydantic tried, not a field
+        else:
+            text += f".{part}" if text else str(part)
+    return text
+
+
+_TYPE_NAMES = {
+    "int_type": "a whole number",
+    "float_type": "a number",
+    "string_type": "text",
+    "list_type": "a list",
+    "dict_type": "an object",
+    "model_type": "an object",
+    "model_attributes_type": "an object",
+}
+
+
+def _describe_error(error: dict[str, Any]) -> str:
+    kind, value, context = error["type"], error.get("input"), error.get("ctx") or {}
+    if kind == "card":
+        return f"{context['problem']}, got {context['value']}"
+    if kind == "finite_number":
+        return f"must be a finite number, got {_shown(value)}"
+    if kind in _TYPE_NAMES:
+        return f"must be {_TYPE_NAMES[kind]}, got {_shown(value)}"
+    if kind == "too_short":
+        return f"must have at least {context['min_length']} item(s), got {context['actual_length']}"
+    if kind == "too_long":
+        got = context.get("actual_length")
+        return f"must have at most {context['max_length']} item(s), got {got or 'more'}"
+    return f"{error['msg'].rstrip('.')}, got {_shown(value)}"
+
+
+def _validate(data: dict[str, Any], where: str) -> Any:
+    from pydantic import ValidationError
+
+    global _CARD_SCHEMA
+    if _CARD_SCHEMA is None:
+        _CARD_SCHEMA = _schema()
+    try:
+        return _CARD_SCHEMA.model_validate(data)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False)
+        # A union reports one error per member; the first names the field well enough.
+        first = errors[0]
+        path = _field_path(first["loc"])
+        # A union (text or a number) reports one type error per member: name them together.
+        kinds = [
+            _TYPE_NAMES[e["type"]]
+            for e in errors
+            if _field_path(e["loc"]) == path and e["type"] in _TYPE_NAMES
+        ]
+        if first["type"] == "missing":
+            message = f"{where}: missing field '{path}'"
+        elif len(kinds) > 1:
+            choices = ", ".join(kinds[:-1]) + " or " + kinds[-1]
+            message = f"{where}: {path}: must be {choices}, got {_shown(first.get('input'))}"
+        else:
+            message = f"{where}: {path}: {_describe_error(first)}"
+        fields_wrong = {_field_path(e["loc"]) for e in errors}
+        if len(fields_wrong) > 1:
+            message += f" (and {len(fields_wrong) - 1} more problem(s))"
+        raise CrossEarthError(message) from None
+
+
+def _check_architecture(name: str, config: dict[str, Any], num_classes: int, where: str) -> None:
+    """The built-in architecture's config is checked with the card, so a broken one shows in
+    `crossearth models` and never reaches the network code (a zero head count would divide)."""
+    from .crossearth import ARCHITECTURE
+    from .crossearth.config import ConfigFieldError, CrossEarthConfig
+
+    if name != ARCHITECTURE:
+        return
+    try:
+        CrossEarthConfig.from_dict(config, num_classes)
+    except ConfigFieldError as exc:
+        raise CrossEarthError(f"{where}: architecture.config.{exc.field}: {exc.problem}") from None
+    except CrossEarthError as exc:
+        raise CrossEarthError(f"{where}: architecture.config: {exc}") from None
+    except (TypeError, ValueError) as exc:
+        raise CrossEarthError(f"{where}: architecture.config: {exc}") from None
+
+
+def printable_text(text: str) -> str:
+    """`text` with what UTF-8 cannot hold (lone surrogates from undecodable file names or
+    arguments) written as escapes, so that a card made from it reads back."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _undecodable_text(value: Any, path: str = "") -> str | None:
+    """The field path of the first text that cannot be written as UTF-8 (JSON allows escaped
+    lone surrogates such as "\\udcff"; printing them would fail later), or None."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return path
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            inner = f"{path}.{key}" if path else str(key)
+            found = _undecodable_text(key, path) or _undecodable_text(item, inner)
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for position, item in enumerate(value):
+            found = _undecodable_text(item, f"{path}[{position}]")
+            if found is not None:
+                return found
+    return None
 
 
 def card_from_dict(data: Any, where: str = "model.json") -> ModelCard:
@@ -110,94 +328,99 @@ def card_from_dict(data: Any, where: str = "model.json") -> ModelCard:
     if not isinstance(data, dict):
         raise CrossEarthError(f"{where}: expected a JSON object at the top level")
     version = data.get("format_version", CARD_FORMAT_VERSION)
-    if version != CARD_FORMAT_VERSION:
+    if type(version) is not int or version != CARD_FORMAT_VERSION:
         raise CrossEarthError(
             f"{where}: format_version {version!r} is not supported (this engine reads "
             f"{CARD_FORMAT_VERSION}); update crossearth-qgis or re-export the package"
         )
-    arch = _require(data, "architecture", dict, where)
-    arch_name = _require(arch, "name", str, f"{where} architecture")
-    arch_config = arch.get("config", {})
-    if not isinstance(arch_config, dict):
-        raise CrossEarthError(f"{where}: architecture.config must be an object")
-
-    raw_classes = _require(data, "classes", list, where)
-    if not raw_classes:
-        raise CrossEarthError(f"{where}: 'classes' is empty; a model needs at least one class")
-    classes = []
-    for position, item in enumerate(raw_classes):
-        item_where = f"{where} classes[{position}]"
-        if not isinstance(item, dict):
-            raise CrossEarthError(f"{item_where}: expected an object with index, name, color")
-        index = _require(item, "index", int, item_where)
-        if index != position:
-            raise CrossEarthError(f"{item_where}: index {index} out of order (expected {position})")
-        color = _numbers(item.get("color"), item_where, "color", 3)
-        if not all(0 <= c <= 255 for c in color):
-            raise CrossEarthError(f"{item_where}: colour values must lie in 0..255")
-        classes.append(
-            ClassInfo(index, _require(item, "name", str, item_where), tuple(int(c) for c in color))
-        )
-
-    raw_input = _require(data, "input", dict, where)
-    bands = _require(raw_input, "bands", list, f"{where} input")
-    if not bands or not all(isinstance(b, str) for b in bands):
-        raise CrossEarthError(f"{where}: input.bands must be a non-empty list of band names")
-    input_spec = InputSpec(
-        bands=tuple(bands),
-        value_range=_numbers(raw_input.get("value_range", [0, 255]), where, "input.value_range", 2),
-        mean=_numbers(raw_input.get("mean"), where, "input.mean", len(bands)),
-        std=_numbers(raw_input.get("std"), where, "input.std", len(bands)),
-    )
-    if any(s <= 0 for s in input_spec.std):
-        raise CrossEarthError(f"{where}: input.std values must be positive")
-
-    tile = _require(data, "tile", dict, where)
-    tile_size = _require(tile, "size", int, f"{where} tile")
-    tile_stride = _require(tile, "stride", int, f"{where} tile")
-    if not 0 < tile_stride <= tile_size:
-        raise CrossEarthError(f"{where}: tile.stride must be in 1..tile.size ({tile_size})")
-    size_multiple = data.get("size_multiple", 1)
-    if not isinstance(size_multiple, int) or size_multiple < 1:
-        raise CrossEarthError(f"{where}: size_multiple must be a positive integer")
-    if tile_size % size_multiple:
+    # Text the tools print (provenance, metrics and config are printed as escaped JSON).
+    shown_text = {k: v for k, v in data.items() if k not in ("provenance", "metrics")}
+    if isinstance(shown_text.get("architecture"), dict):
+        shown_text["architecture"] = {
+            k: v for k, v in shown_text["architecture"].items() if k != "config"
+        }
+    bad_text = _undecodable_text(shown_text)
+    if bad_text is not None:
         raise CrossEarthError(
-            f"{where}: tile.size {tile_size} is not a multiple of size_multiple {size_multiple}"
+            f"{where}: {bad_text or 'a key'}: holds an escaped lone surrogate (\\udXXX), which is "
+            "no character; fix the text"
         )
-    input_scale = data.get("input_scale", 1)
-    if not isinstance(input_scale, int) or isinstance(input_scale, bool) or input_scale < 1:
-        raise CrossEarthError(f"{where}: input_scale must be a positive integer")
-    gsd = data.get("gsd_m")
-    if gsd is not None and (not isinstance(gsd, (int, float)) or gsd <= 0):
-        raise CrossEarthError(f"{where}: gsd_m must be a positive number or null")
+    card = _validate(data, where)
+
+    for position, item in enumerate(card.classes):
+        if item.index != position:
+            raise CrossEarthError(
+                f"{where}: classes[{position}].index: {item.index} is out of order (expected "
+                f"{position}); list the classes by index from 0"
+            )
+    bands = card.input.bands
+    for key in ("mean", "std"):
+        values = getattr(card.input, key)
+        if len(values) != len(bands):
+            raise CrossEarthError(
+                f"{where}: input.{key}: must have {len(bands)} values (one per input band), "
+                f"got {len(values)}"
+            )
+    low, high = card.input.value_range
+    if not low < high:
+        raise CrossEarthError(
+            f"{where}: input.value_range: the low end must lie below the high end, got "
+            f"[{low:g}, {high:g}]"
+        )
+    tile_size, tile_stride = card.tile.size, card.tile.stride
+    if not 0 < tile_stride <= tile_size:
+        raise CrossEarthError(
+            f"{where}: tile.stride: must be in 1..tile.size ({tile_size}), got {tile_stride}"
+        )
+    if tile_size % card.size_multiple:
+        raise CrossEarthError(
+            f"{where}: tile.size: {tile_size} is not a multiple of size_multiple "
+            f"{card.size_multiple}"
+        )
+    _check_architecture(card.architecture.name, card.architecture.config, len(card.classes), where)
     return ModelCard(
-        name=_require(data, "name", str, where),
-        version=str(data.get("version", "0")),
-        architecture=arch_name,
-        config=arch_config,
-        classes=tuple(classes),
-        input=input_spec,
+        name=card.name,
+        version=str(card.version),
+        architecture=card.architecture.name,
+        config=card.architecture.config,
+        classes=tuple(ClassInfo(c.index, c.name, tuple(c.color)) for c in card.classes),  # type: ignore[arg-type]
+        input=InputSpec(
+            bands=tuple(bands),
+            value_range=(low, high),
+            mean=tuple(card.input.mean),
+            std=tuple(card.input.std),
+        ),
         tile_size=tile_size,
         tile_stride=tile_stride,
-        size_multiple=size_multiple,
-        input_scale=input_scale,
-        gsd_m=None if gsd is None else float(gsd),
-        description=str(data.get("description", "")),
-        license=str(data.get("license", "unknown")),
-        provenance=dict(data.get("provenance", {})),
-        metrics=dict(data.get("metrics", {})),
+        size_multiple=card.size_multiple,
+        input_scale=card.input_scale,
+        gsd_m=card.gsd_m,
+        description=card.description or "",
+        license=card.license if card.license is not None else "unknown",
+        provenance=dict(card.provenance),
+        metrics=dict(card.metrics),
     )
 
 
 def read_card(path: Path) -> ModelCard:
+    path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except OSError as exc:
-        raise CrossEarthError(f"cannot read model card {path}: {exc.strerror}") from exc
+        raise CrossEarthError(f"cannot read model card {path}: {exc.strerror or exc}") from exc
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise CrossEarthError(
+            f"{path}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}); "
+            "save it as UTF-8 or re-export the package"
+        ) from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise CrossEarthError(
             f"{path} is not valid JSON (line {exc.lineno}: {exc.msg}); fix or re-export the package"
         ) from exc
+    except RecursionError:
+        raise CrossEarthError(f"{path}: nested too deeply to be a model card") from None
     return card_from_dict(data, where=str(path))

@@ -11,8 +11,69 @@ from typing import Any
 import torch
 
 from engine.errors import CrossEarthError
+from engine.files import describe_path
 
 _NAME = re.compile(r"^step_(\d+)\.pt$")
+# What every checkpoint `CheckpointStore.save` writes holds.
+_TRAINING_KEYS = ("step", "network", "optimizer", "best")
+
+
+def read_training_checkpoint(path: Path, folder: Path, mmap: bool = False) -> dict[str, Any]:
+    """The contents of a training checkpoint (`step_NNNNNNN.pt`), or a one-line refusal that
+    says what the file is instead and what to pass."""
+    from engine.crossearth.convert import torch_file_kind
+
+    shown = describe_path(path)
+    expected = (
+        f"to resume, pass a step_NNNNNNN.pt file from {describe_path(folder)} or --resume auto"
+    )
+    try:
+        if path.is_dir():
+            raise CrossEarthError(
+                f"--resume {shown} is a folder, not a checkpoint file; {expected}"
+            )
+        if not path.is_file():
+            raise CrossEarthError(f"checkpoint {shown} does not exist; {expected}")
+        kind = torch_file_kind(path)
+    except OSError as exc:
+        raise CrossEarthError(f"cannot read checkpoint {shown}: {exc.strerror or exc}") from None
+    if kind == "safetensors":
+        raise CrossEarthError(
+            f"{shown} is a safetensors file (a model package's weights), not a training "
+            f"checkpoint; to fine-tune a package pass its folder with --base; {expected}"
+        )
+    if kind not in ("zip", "pickle"):
+        raise CrossEarthError(
+            f"{shown} is not a PyTorch file, so not a training checkpoint; {expected}"
+        )
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and kind == "zip")
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise CrossEarthError(
+            f"checkpoint {shown} cannot be read ({first}); it is damaged or not a training "
+            f"checkpoint: {expected}"
+        ) from None
+    if (
+        isinstance(state, dict)
+        and all(k in state for k in _TRAINING_KEYS)
+        and isinstance(state["network"], dict)
+        and isinstance(state["optimizer"], dict)
+    ):
+        return state
+    if isinstance(state, dict) and "model" in state and "best" in state:
+        what = "the best weights of a run (best.pt), which hold no optimizer state to resume"
+    elif isinstance(state, dict) and any(
+        isinstance(v, torch.Tensor) or k in ("state_dict", "model", "module")
+        for k, v in state.items()
+    ):
+        what = (
+            "a model checkpoint (weights only, no optimizer state); to train from these "
+            "weights convert it with 'crossearth convert' and pass the package with --base"
+        )
+    else:
+        what = "not a training checkpoint"
+    raise CrossEarthError(f"{shown} is {what}; {expected}")
 
 
 def _atomic_save(payload: Any, path: Path) -> None:
@@ -44,20 +105,28 @@ class CheckpointStore:
             old.unlink(missing_ok=True)
         return path
 
+    def resume_path(self, which: str | Path) -> Path:
+        """The checkpoint `--resume` names: a file, or "auto" (the newest here)."""
+        path = self.latest() if str(which) == "auto" else Path(which).expanduser()
+        if path is None:
+            raise CrossEarthError(
+                f"no checkpoint to resume from in {describe_path(self.folder)}; start without "
+                "--resume"
+            )
+        return path
+
+    def check(self, which: str | Path) -> Path:
+        """Refuses, before any training work, a --resume that is not a training checkpoint
+        (a model's .pth, a package's weights, a text file); the tensors stay on disk."""
+        path = self.resume_path(which)
+        read_training_checkpoint(path, self.folder, mmap=True)
+        return path
+
     def load(self, which: str | Path, trainable_names: list[str]) -> dict[str, Any]:
         """A checkpoint by path, or "auto" (the newest here). Refuses one whose trainable
         parameters differ from this run's (another model, classes or mode)."""
-        path = self.latest() if str(which) == "auto" else Path(which)
-        if path is None:
-            raise CrossEarthError(f"no checkpoint to resume from in {self.folder}")
-        if not path.is_file():
-            raise CrossEarthError(f"checkpoint {path} does not exist")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise CrossEarthError(
-                f"checkpoint {path} cannot be read ({exc}); use an earlier one"
-            ) from None
+        path = self.resume_path(which)
+        state = read_training_checkpoint(path, self.folder)
         names = {k.removeprefix("model.") for k in state["network"] if k.startswith("model.")}
         if names != set(trainable_names):
             raise CrossEarthError(

@@ -77,6 +77,9 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--label-map", help="label values to classes: 1=forest,2=water,9=ignore")
     train.add_argument("--bands", help="image bands in the model's order, e.g. 3,2,1")
     train.add_argument("--output", type=Path, help="package folder to write")
+    train.add_argument(
+        "--run-dir", type=Path, help="checkpoints, logs and split (default: OUTPUT.run)"
+    )
     train.add_argument("--mode", choices=["reins", "full"], help="reins (default): frozen backbone")
     train.add_argument(
         "--new-head", action="store_true", default=None, help="re-initialise the head"
@@ -92,7 +95,9 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--weights-dtype", choices=["float32", "float16", "bfloat16"])
     train.add_argument("--resume", help="checkpoint file, or 'auto' for the newest of the run")
     train.add_argument(
-        "--overwrite", action="store_true", help="replace an existing output package"
+        "--overwrite",
+        action="store_true",
+        help="replace an existing output package this tool wrote (nothing else is replaced)",
     )
     train.add_argument("--progress", choices=["bar", "json", "none"], default="bar")
 
@@ -138,6 +143,7 @@ def _images(args: argparse.Namespace) -> list[dict[str, Any]] | None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .config import from_dict, load_yaml
+    from .package import check_training_paths
     from .trainer import train
 
     overrides: dict[str, Any] = {
@@ -148,6 +154,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         "label_map": _label_map(args.label_map),
         "bands": _bands(args.bands),
         "output": args.output,
+        "run_dir": args.run_dir,
         "mode": args.mode,
         "new_head": args.new_head,
         "mtp": args.mtp,
@@ -163,11 +170,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         config = load_yaml(args.config, overrides)
     else:
         config = from_dict({k: v for k, v in overrides.items() if v is not None}, "command line")
-    if config.output.exists() and not args.overwrite and not args.resume:
-        raise CrossEarthError(
-            f"{config.output} already exists; remove it, choose another --output or pass "
-            "--overwrite"
-        )
+    # A bad output, run folder or --resume file is refused before any data is read. A resumed
+    # run may write its package again over the one it wrote before (never over anything else).
+    check_training_paths(
+        config,
+        overwrite=bool(args.overwrite or args.resume),
+        resume=args.resume,
+        extra_inputs=(args.config,) if args.config else (),
+    )
     command = shlex.join(["crossearth", *args.argv])
     result = train(config, progress=args.progress, resume=args.resume, command=command)
     summary = {

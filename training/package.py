@@ -12,9 +12,18 @@ import torch
 
 import engine
 from engine.crossearth.presets import make_card
-from engine.model_card import ClassInfo
-from engine.packages import ModelPackage, save_package
+from engine.errors import CrossEarthError
+from engine.files import describe_path, is_within
+from engine.model_card import ClassInfo, printable_text
+from engine.packages import (
+    ModelPackage,
+    check_package_output,
+    file_in_the_way,
+    find_package,
+    save_package,
+)
 
+from .checkpoints import CheckpointStore
 from .config import TrainConfig
 from .data import TRAIN, VAL, TrainingData
 
@@ -28,6 +37,81 @@ def file_record(path: Path | None) -> dict[str, Any] | None:
     if path.is_file() and record["bytes"] <= _HASH_LIMIT:
         record["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
     return record
+
+
+def training_inputs(
+    config: TrainConfig, resume: str | Path | None = None, extra: tuple[Path, ...] = ()
+) -> list[Path]:
+    """Every file or folder the run reads: rasters, labels, areas, test data, the base
+    package, the checkpoint to resume from and the recipe (`extra`)."""
+    found: list[Path | str | None] = []
+    for source in config.images:
+        found += [source.image, source.labels, source.polygons, source.mask]
+    for entry in config.test:
+        found += [entry.get("image"), entry.get("labels")]
+    if config.base:
+        base = Path(config.base).expanduser()
+        found.append(base if base.exists() else find_package(config.base).path)
+    if resume and str(resume) != "auto":
+        found.append(resume)
+    found += list(extra)
+    return [Path(p) for p in found if p]
+
+
+def check_training_paths(
+    config: TrainConfig,
+    *,
+    overwrite: bool,
+    resume: str | Path | None = None,
+    extra_inputs: tuple[Path, ...] = (),
+) -> None:
+    """Refuses, before any training time is spent, an output or run folder that would replace
+    or mix with an input, an output that is not ours to replace, and a --resume file that is no
+    training checkpoint."""
+    inputs = training_inputs(config, resume, extra_inputs)
+    output = check_package_output(
+        config.output, overwrite=overwrite, inputs=inputs, choose="choose another --output"
+    )
+    run_dir = config.run_dir
+    assert run_dir is not None
+    shown = describe_path(run_dir)
+    fix = "choose another --output (the run folder is OUTPUT.run) or another --run-dir"
+    if run_dir.exists() and not run_dir.is_dir():
+        raise CrossEarthError(f"the run folder {shown} is a file; {fix}")
+    blocking = file_in_the_way(run_dir)
+    if blocking is not None:
+        raise CrossEarthError(
+            f"the run folder {shown} cannot be made: {describe_path(blocking)} is a file; {fix}"
+        )
+    # The checkpoint to resume from lives in the run folder by design.
+    resumed = Path(resume) if resume and str(resume) != "auto" else None
+    for source in inputs:
+        if resumed is not None and source == resumed:
+            continue
+        if is_within(source, run_dir):
+            relation = "is" if is_within(run_dir, source) else "contains"
+            raise CrossEarthError(
+                f"the run folder {shown} {relation} the input {describe_path(source)}; training "
+                f"writes checkpoints and logs there: {fix}"
+            )
+        if source.is_dir() and is_within(run_dir, source):
+            raise CrossEarthError(
+                f"the run folder {shown} lies inside the input {describe_path(source)}; {fix}"
+            )
+    if is_within(run_dir, output) or is_within(output, run_dir):
+        raise CrossEarthError(
+            f"the run folder {shown} and the output {describe_path(output)} lie one inside the "
+            f"other; {fix}"
+        )
+    store = CheckpointStore(run_dir / "checkpoints", config.keep_checkpoints)
+    if resume:
+        store.check(resume)
+    elif (earlier := store.latest()) is not None:
+        # A new run would prune the earlier run's checkpoints as if they were its own.
+        raise CrossEarthError(
+            f"the run folder {shown} holds checkpoints of an earlier run ({earlier.name}); pass "
+            f"--resume auto to continue that run, or {fix}"
+        )
 
 
 def _gsd(data: TrainingData) -> float | None:
@@ -51,7 +135,10 @@ def write_package(
     command: str | None,
     input_scale: int = 1,
 ) -> ModelPackage:
-    classes = tuple(ClassInfo(i, c.name, tuple(c.color)) for i, c in enumerate(data.classes))  # type: ignore[arg-type]
+    classes = tuple(
+        ClassInfo(i, printable_text(c.name), tuple(c.color))  # type: ignore[arg-type]
+        for i, c in enumerate(data.classes)
+    )
     tile = config.tile_size or (base.card.tile_size if base else config.window // input_scale)
     stride = config.tile_stride or (
         base.card.tile_stride if base and not config.tile_size else round(tile * 2 / 3)
@@ -97,18 +184,20 @@ def write_package(
         "software": {"torch": torch.__version__, "python": platform.python_version()},
     }
     card = make_card(
-        config.name or config.output.name,
+        printable_text(config.name or config.output.name),
         model.config,  # type: ignore[attr-defined]
         classes,
-        bands=tuple(data.spec.bands),
+        bands=tuple(printable_text(b) for b in data.spec.bands),
         tile=(tile, stride),
         mean=tuple(data.spec.mean),
         std=tuple(data.spec.std),
         value_range=tuple(data.spec.value_range),  # type: ignore[arg-type]
         gsd_m=config.gsd_m or (base.card.gsd_m if base else _gsd(data)),
-        description=config.description
-        or f"CrossEarth fine-tuned on {', '.join(s.image.name for s in config.images)}",
-        license=config.license,
+        description=printable_text(
+            config.description
+            or f"CrossEarth fine-tuned on {', '.join(s.image.name for s in config.images)}"
+        ),
+        license=printable_text(config.license),
         provenance=provenance,
         metrics={"validation": metrics},
         input_scale=input_scale,

@@ -45,7 +45,7 @@ from .network import (
     parameter_groups,
     set_trainable,
 )
-from .package import write_package
+from .package import check_training_paths, write_package
 from .validate import validate
 
 log = logging.getLogger(__name__)
@@ -168,6 +168,8 @@ def train(
     torch.manual_seed(config.seed)
 
     # --- what to train on, checked before anything heavy happens
+    # The package at the end replaces only a package of ours, never an input.
+    check_training_paths(config, overwrite=True, resume=resume)
     package = find_package(config.base) if config.base else None
     spec = package.card.input if package else _input_spec_from_scratch(config)
     base_classes = [ClassSpec(c.name, c.color) for c in package.card.classes] if package else None

@@ -6,10 +6,56 @@ A config round-trips through the model card's `architecture.config` as plain JSO
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from ..errors import CrossEarthError
+
+
+class ConfigFieldError(CrossEarthError):
+    """One field of a CrossEarth config is not usable; `field` is its path (backbone.depth)."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"invalid CrossEarth config: {field}: {problem}")
+        self.field = field
+        self.problem = problem
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if value != value else ("Infinity" if value > 0 else "-Infinity")
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _check_section(name: str, section: Any) -> None:
+    """Every size is a positive whole number and every factor a finite number; checked before
+    any of them divides another (a zero head count must not become a ZeroDivisionError)."""
+    for item in fields(section):
+        value = getattr(section, item.name)
+        where = f"{name}.{item.name}"
+        if isinstance(item.default, bool):
+            continue
+        if isinstance(item.default, int):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigFieldError(
+                    where, f"must be a positive whole number, got {_shown(value)}"
+                )
+        elif isinstance(item.default, float):
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                raise ConfigFieldError(where, f"must be a number, got {_shown(value)}")
+            if not math.isfinite(value) or (item.name == "mlp_ratio" and value <= 0):
+                raise ConfigFieldError(
+                    where,
+                    f"must be a finite{' positive' if item.name == 'mlp_ratio' else ''} "
+                    f"number, got {_shown(value)}",
+                )
+        elif isinstance(item.default, tuple) and not (
+            isinstance(value, (tuple, list))
+            and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value)
+        ):
+            raise ConfigFieldError(where, f"must be a list of block numbers, got {_shown(value)}")
 
 
 @dataclass(frozen=True)
@@ -64,9 +110,13 @@ class CrossEarthConfig:
 
     def validate(self) -> None:
         b, r, h = self.backbone, self.reins, self.head
+        if not isinstance(self.num_classes, int) or self.num_classes < 1:
+            raise ConfigFieldError(
+                "num_classes", f"must be a positive whole number, got {_shown(self.num_classes)}"
+            )
+        for name, section in (("backbone", b), ("reins", r), ("head", h)):
+            _check_section(name, section)
         problems = []
-        if self.num_classes < 1:
-            problems.append(f"num_classes must be positive, got {self.num_classes}")
         if b.embed_dim % b.num_heads:
             problems.append(f"embed_dim {b.embed_dim} is not divisible by num_heads {b.num_heads}")
         if b.img_size % b.patch_size:
@@ -131,12 +181,16 @@ class CrossEarthConfig:
                     f"known: {', '.join(sorted(known))}"
                 )
             values = dict(raw)
-            if "out_indices" in values:
+            if isinstance(values.get("out_indices"), list):
                 values["out_indices"] = tuple(values["out_indices"])
             parts[name] = kind(**values)
         classes = data.get("num_classes", num_classes)
         if classes is None:
             raise CrossEarthError("CrossEarth config needs num_classes")
+        if not isinstance(classes, int) or isinstance(classes, bool) or classes < 1:
+            raise ConfigFieldError(
+                "num_classes", f"must be a positive whole number, got {_shown(classes)}"
+            )
         if num_classes is not None and classes != num_classes:
             raise CrossEarthError(
                 f"CrossEarth config says {classes} classes but the card lists {num_classes}"

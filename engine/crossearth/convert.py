@@ -4,15 +4,16 @@ Released checkpoints come in two forms: full ones (`backbone.*` incl. the frozen
 weights, `decode_head.*`), and rein+head ones whose frozen backbone lives in a separate DINOv2
 file (`dinov2_converted.pth`, or the original patch-14 DINOv2 weights, converted here the way
 the official script does). Pickles are read with `weights_only=True` and memory-mapped, so a
-4 GB checkpoint is not copied into memory before it is written out.
+4 GB checkpoint is not copied into memory before it is written out (files in PyTorch's legacy
+pre-1.6 format cannot be mapped and are read whole).
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+import os
 import re
-import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -22,9 +23,10 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import CrossEarthError
+from ..files import describe_path
 from ..loading import check_state_dict_keys
-from ..model_card import ModelCard
-from ..packages import ModelPackage, save_package
+from ..model_card import ModelCard, printable_text
+from ..packages import ModelPackage, check_package_output, save_package
 from .config import CrossEarthConfig
 from .from_mmseg import card_from_config
 from .model import CrossEarth
@@ -43,25 +45,81 @@ class ConversionReport:
     warnings: list[str] = field(default_factory=list)
 
 
+ZIP_MAGIC = b"PK\x03\x04"
+PICKLE_PROTOCOL_2 = 0x80  # torch.save's legacy format starts with a protocol-2 pickle
+
+
+def torch_file_kind(path: Path) -> str:
+    """What a file looks like from its first bytes: "zip" (torch.save's format since 1.6),
+    "pickle" (its legacy format), "safetensors", "empty" or "other"."""
+    with open(path, "rb") as handle:
+        head = handle.read(16)
+        size = os.fstat(handle.fileno()).st_size
+    if not head:
+        return "empty"
+    if head.startswith(ZIP_MAGIC):
+        return "zip"
+    if head[0] == PICKLE_PROTOCOL_2:
+        return "pickle"
+    # safetensors: an 8-byte little-endian header length, then the JSON header.
+    if len(head) > 8 and head[8:9] == b"{" and 8 + int.from_bytes(head[:8], "little") <= size:
+        return "safetensors"
+    return "other"
+
+
+def _load_error(exc: BaseException) -> str:
+    """The useful sentence of a torch.load failure (its weights-only message is a page long)."""
+    text = str(exc)
+    marker = "WeightsUnpickler error: "
+    if marker in text:
+        text = text[text.index(marker) + len(marker) :]
+        text = text.split(" Please use", 1)[0].split(". Check", 1)[0]
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    return first[:200]
+
+
 def read_checkpoint(path: Path, what: str = "checkpoint") -> dict[str, torch.Tensor]:
     """The tensors of a .pth file: its `state_dict` (or `model`/`module`) entry or the file's
     top-level mapping, with a leading 'module.' (DataParallel) removed."""
     path = Path(path)
+    shown = describe_path(path)
     if not path.is_file():
-        raise CrossEarthError(f"{what} {path} does not exist")
+        raise CrossEarthError(f"{what} {shown} does not exist")
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        kind = torch_file_kind(path)
+    except OSError as exc:
+        raise CrossEarthError(f"cannot read {what} {shown}: {exc.strerror or exc}") from None
+    if kind == "safetensors":
         raise CrossEarthError(
-            f"{what} {path} cannot be read as a PyTorch checkpoint: it is truncated, corrupt or "
-            f"not a checkpoint ({first}); download it again"
+            f"{what} {shown} is a safetensors file (a model package's weights?), not a PyTorch "
+            "checkpoint (.pth); a package needs no conversion: use its folder as the model"
+        )
+    if kind in ("empty", "other"):
+        found = "an empty file" if kind == "empty" else "neither a zip archive nor a pickle"
+        raise CrossEarthError(
+            f"{what} {shown} is not a PyTorch checkpoint ({found}); pass the .pth file as "
+            "downloaded"
+        )
+    try:
+        # Only the zip format can be memory-mapped; the legacy one is read whole.
+        data = torch.load(path, map_location="cpu", weights_only=True, mmap=kind == "zip")
+    except MemoryError:
+        raise CrossEarthError(
+            f"not enough memory to read {what} {shown} (PyTorch's legacy format is read whole); "
+            "free memory, or re-save it with a current PyTorch"
         ) from None
-    except Exception as exc:  # the unpickler's refusal of code objects, among others
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    except Exception as exc:
+        detail = _load_error(exc)
+        # The weights-only unpickler refuses code and classes ("Unsupported global: ..."); any
+        # other failure is a damaged file.
+        if "Unsupported" in detail:
+            raise CrossEarthError(
+                f"{what} {shown} holds objects other than tensors and is refused for safety "
+                f"({detail})"
+            ) from None
         raise CrossEarthError(
-            f"{what} {path} holds objects other than tensors and is refused for safety "
-            f"({first[:200]})"
+            f"{what} {shown} cannot be read as a PyTorch checkpoint: it is truncated, corrupt or "
+            f"not a checkpoint ({detail}); download it again"
         ) from None
     if isinstance(data, dict):
         for key in ("state_dict", "model", "module"):
@@ -168,9 +226,10 @@ def convert(
         raise CrossEarthError("give exactly one of --preset NAME or --mmseg-config CONFIG.py")
     if dtype not in ("float32", "float16", "bfloat16"):
         raise CrossEarthError(f"dtype '{dtype}' is not valid; use float32, float16 or bfloat16")
-    output = Path(output).expanduser().absolute()
-    if output.exists() and not overwrite:
-        raise CrossEarthError(f"{output} already exists; remove it or choose another name")
+    inputs = [checkpoint, backbone, mmseg_config]
+    # Before the (possibly 4 GB) checkpoint is read: the output is new or a package of ours,
+    # and none of the inputs.
+    output = check_package_output(output, overwrite=overwrite, inputs=inputs)
     if not output.parent.is_dir():
         raise CrossEarthError(f"output folder {output.parent} does not exist; create it first")
     checkpoint = Path(checkpoint)
@@ -178,7 +237,7 @@ def convert(
     tensors = read_checkpoint(checkpoint)
     _check_is_crossearth(tensors, checkpoint)
     warnings: list[str] = []
-    package_name = name or output.name
+    package_name = printable_text(name or output.name)
 
     if preset is not None:
         chosen = checkpoint_preset(preset)
@@ -249,6 +308,6 @@ def convert(
         }
     )
     card = replace(card, provenance=provenance)
-    package = save_package(output, card, state, overwrite=overwrite)
+    package = save_package(output, card, state, overwrite=overwrite, inputs=inputs)
     report(1.0, f"wrote {output}")
     return ConversionReport(package, unexpected, warnings)

@@ -2,29 +2,80 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
 from ..errors import CrossEarthError
 from ..model_card import ClassInfo, ModelCard
 from .config import BackboneConfig, CrossEarthConfig, HeadConfig, ReinsConfig
-from .mmseg_config import lookup, read_config
-from .presets import DATASET_CLASSES, IRRG, RGB, make_card
+from .mmseg_config import lookup, read_config, short_repr
+from .presets import DATASET_CLASSES, IRRG, MAX_CLASSES, RGB, make_card
 
 DEFAULT_OUT_INDICES = (7, 11, 15, 23)  # ReinsDinoVisionTransformer's default
+# Generous bounds on what a config may ask the converter to build (the released ViT-L has
+# 1024 channels and 24 blocks); beyond them a value is a typo or hostile, not a model.
+MAX_DIMENSION = 1 << 16
+MAX_LAYERS = 256
 
 
 def _expect(value: Any, allowed: tuple[Any, ...], what: str, source: str) -> None:
     if value not in allowed:
         raise CrossEarthError(
-            f"{source}: {what} is {value!r}; the CrossEarth architecture needs "
+            f"{source}: {what} is {short_repr(value)}; the CrossEarth architecture needs "
             + " or ".join(repr(a) for a in allowed)
         )
+
+
+def _integer(
+    value: Any, field: str, source: str, maximum: int = MAX_DIMENSION, minimum: int = 1
+) -> int:
+    """`value` as an int in minimum..maximum; 4.0 passes (`feat / 2`), True and '4' do not."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    kind = "a positive integer" if minimum == 1 else f"an integer of at least {minimum}"
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise CrossEarthError(f"{source}: {field} must be {kind}, got {short_repr(value)}")
+    if value > maximum:
+        raise CrossEarthError(
+            f"{source}: {field} must be at most {maximum}, got {short_repr(value)}"
+        )
+    return value
+
+
+def _number(value: Any, field: str, source: str, positive: bool = False) -> float:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not ok or not math.isfinite(value) or (positive and value <= 0):
+        kind = "a positive number" if positive else "a number"
+        raise CrossEarthError(f"{source}: {field} must be {kind}, got {short_repr(value)}")
+    return float(value)
+
+
+def _sequence(value: Any, field: str, source: str, example: str) -> list[Any]:
+    if not isinstance(value, (list, tuple)) or not value or len(value) > MAX_DIMENSION:
+        raise CrossEarthError(
+            f"{source}: {field} must be a list like {example}, got {short_repr(value)}"
+        )
+    return list(value)
+
+
+def _mapping(value: Any, field: str, source: str, example: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise CrossEarthError(
+            f"{source}: {field} must be a dict like {example}, got {short_repr(value)}"
+        )
+    return value
 
 
 def network_config(cfg: dict[str, Any], source: str, num_classes: int) -> CrossEarthConfig:
     def get(path: str, default: Any = ...) -> Any:
         return lookup(cfg, path, default, source)
+
+    def integer(path: str, default: Any = ..., maximum: int = MAX_DIMENSION) -> int:
+        return _integer(get(path, default), path, source, maximum)
+
+    def number(path: str, default: Any = ..., positive: bool = False) -> float:
+        return _number(get(path, default), path, source, positive)
 
     _expect(
         get("model.backbone.type"), ("ReinsDinoVisionTransformer",), "model.backbone.type", source
@@ -59,66 +110,84 @@ def network_config(cfg: dict[str, Any], source: str, num_classes: int) -> CrossE
         source,
     )
 
-    embed = int(get("model.backbone.embed_dim"))
-    depth = int(get("model.backbone.depth"))
-    patch = int(get("model.backbone.patch_size"))
+    embed = integer("model.backbone.embed_dim")
+    depth = integer("model.backbone.depth", maximum=MAX_LAYERS)
+    patch = integer("model.backbone.patch_size")
+    indices_path = "model.backbone.out_indices"
+    indices = _sequence(
+        get(indices_path, DEFAULT_OUT_INDICES), indices_path, source, "[7, 11, 15, 23]"
+    )
     backbone = BackboneConfig(
         embed_dim=embed,
         depth=depth,
-        num_heads=int(get("model.backbone.num_heads")),
-        mlp_ratio=float(get("model.backbone.mlp_ratio", 4.0)),
+        num_heads=integer("model.backbone.num_heads"),
+        mlp_ratio=number("model.backbone.mlp_ratio", 4.0, positive=True),
         patch_size=patch,
-        img_size=int(get("model.backbone.img_size")),
-        out_indices=tuple(int(i) for i in get("model.backbone.out_indices", DEFAULT_OUT_INDICES)),
-        layerscale_init=float(get("model.backbone.init_values", 1e-5)),
-        in_chans=int(get("model.backbone.in_chans", 3)),
+        img_size=integer("model.backbone.img_size"),
+        out_indices=tuple(
+            _integer(i, f"{indices_path}[{n}]", source, MAX_LAYERS, minimum=0)
+            for n, i in enumerate(indices)
+        ),
+        layerscale_init=number("model.backbone.init_values", 1e-5),
+        in_chans=integer("model.backbone.in_chans", 3),
     )
     reins_path = "model.backbone.reins_config"
     for key, expected in (("embed_dims", embed), ("num_layers", depth), ("patch_size", patch)):
         value = get(f"{reins_path}.{key}", expected)
         if value != expected:
-            raise CrossEarthError(f"{source}: reins_config.{key} is {value}, expected {expected}")
+            raise CrossEarthError(
+                f"{source}: {reins_path}.{key} is {short_repr(value)}, expected {expected}"
+            )
     reins = ReinsConfig(
-        token_length=int(get(f"{reins_path}.token_length", 100)),
-        lora_dim=int(get(f"{reins_path}.lora_dim", 16)),
-        query_dims=int(get(f"{reins_path}.query_dims", 256)),
-        scale_init=float(get(f"{reins_path}.scale_init", 1e-3)),
+        token_length=integer(f"{reins_path}.token_length", 100),
+        lora_dim=integer(f"{reins_path}.lora_dim", 16),
+        query_dims=integer(f"{reins_path}.query_dims", 256),
+        scale_init=number(f"{reins_path}.scale_init", 1e-3),
     )
     head_path = "model.decode_head"
-    in_channels = get(f"{head_path}.in_channels")
-    if list(in_channels) != [embed] * 4:
+    channels_path = f"{head_path}.in_channels"
+    in_channels = _sequence(get(channels_path), channels_path, source, f"[{embed}] * 4")
+    if in_channels != [embed] * 4:
         raise CrossEarthError(
-            f"{source}: decode_head.in_channels {in_channels} must be 4 x {embed}"
+            f"{source}: {channels_path} is {short_repr(in_channels)}; it must be [{embed}] * 4 "
+            "(the backbone's embed_dim for each of the 4 levels)"
         )
     pd = f"{head_path}.pixel_decoder"
     pd_attn = f"{pd}.encoder.layer_cfg.self_attn_cfg"
     td = f"{head_path}.transformer_decoder.layer_cfg"
-    norm = get(f"{pd}.norm_cfg", {"type": "GN", "num_groups": 32})
-    _expect(norm.get("type"), ("GN",), "pixel_decoder.norm_cfg.type", source)
-    levels = int(get(f"{head_path}.num_transformer_feat_level", 3))
+    norm_path = f"{pd}.norm_cfg"
+    norm_groups = 32
+    if get(norm_path, None) is not None:
+        _mapping(get(norm_path), norm_path, source, "dict(type='GN', num_groups=32)")
+        _expect(get(f"{norm_path}.type"), ("GN",), f"{norm_path}.type", source)
+        norm_groups = integer(f"{norm_path}.num_groups", 32)
+    levels = integer(f"{head_path}.num_transformer_feat_level", 3, maximum=MAX_LAYERS)
     _expect(
-        int(get(f"{pd_attn}.num_levels", levels)), (levels,), "the encoder's num_levels", source
+        integer(f"{pd_attn}.num_levels", levels, maximum=MAX_LAYERS),
+        (levels,),
+        "the encoder's num_levels",
+        source,
     )
-    decoder_heads = int(get(f"{td}.cross_attn_cfg.num_heads"))
+    decoder_heads = integer(f"{td}.cross_attn_cfg.num_heads")
     _expect(
-        int(get(f"{td}.self_attn_cfg.num_heads", decoder_heads)),
+        integer(f"{td}.self_attn_cfg.num_heads", decoder_heads),
         (decoder_heads,),
         "the decoder's self-attention heads",
         source,
     )
     head = HeadConfig(
-        feat_channels=int(get(f"{head_path}.feat_channels")),
-        out_channels=int(get(f"{head_path}.out_channels")),
-        norm_groups=int(norm.get("num_groups", 32)),
+        feat_channels=integer(f"{head_path}.feat_channels"),
+        out_channels=integer(f"{head_path}.out_channels"),
+        norm_groups=norm_groups,
         num_levels=levels,
-        pixel_decoder_layers=int(get(f"{pd}.encoder.num_layers")),
-        pixel_decoder_heads=int(get(f"{pd_attn}.num_heads")),
-        pixel_decoder_points=int(get(f"{pd_attn}.num_points", 4)),
-        pixel_decoder_ffn=int(get(f"{pd}.encoder.layer_cfg.ffn_cfg.feedforward_channels")),
-        decoder_layers=int(get(f"{head_path}.transformer_decoder.num_layers")),
+        pixel_decoder_layers=integer(f"{pd}.encoder.num_layers", maximum=MAX_LAYERS),
+        pixel_decoder_heads=integer(f"{pd_attn}.num_heads"),
+        pixel_decoder_points=integer(f"{pd_attn}.num_points", 4),
+        pixel_decoder_ffn=integer(f"{pd}.encoder.layer_cfg.ffn_cfg.feedforward_channels"),
+        decoder_layers=integer(f"{head_path}.transformer_decoder.num_layers", maximum=MAX_LAYERS),
         decoder_heads=decoder_heads,
-        decoder_ffn=int(get(f"{td}.ffn_cfg.feedforward_channels")),
-        positional_feats=int(get(f"{pd}.positional_encoding.num_feats")),
+        decoder_ffn=integer(f"{td}.ffn_cfg.feedforward_channels"),
+        positional_feats=integer(f"{pd}.positional_encoding.num_feats"),
     )
     return CrossEarthConfig(num_classes=num_classes, backbone=backbone, reins=reins, head=head)
 
@@ -153,8 +222,17 @@ def card_from_config(
     source = str(path)
     cfg = read_config(path)
     warnings: list[str] = []
-    configured = int(lookup(cfg, "model.decode_head.num_classes", source=source))
-    classes_count = num_classes or configured
+    classes_path = "model.decode_head.num_classes"
+    configured = _integer(
+        lookup(cfg, classes_path, source=source), classes_path, source, MAX_CLASSES
+    )
+    if num_classes is not None and not 1 <= num_classes <= MAX_CLASSES:
+        raise CrossEarthError(
+            f"the checkpoint's decode_head.cls_embed.weight has {num_classes + 1} rows, i.e. "
+            f"{num_classes} classes; a CrossEarth model has 1 to {MAX_CLASSES} classes (plus "
+            "one 'no object' row): the checkpoint is damaged or not a CrossEarth model"
+        )
+    classes_count = configured if num_classes is None else num_classes
     if classes_count != configured:
         warnings.append(
             f"the config sets num_classes = {configured} but the checkpoint holds "
@@ -192,17 +270,22 @@ def card_from_config(
             str(d.get("data_root", "")) + str(d.get("data_prefix", "")) for d in datasets
         )
         bands = IRRG if "irrg" in roots.lower() else RGB
-    mean = tuple(float(v) for v in lookup(cfg, "model.data_preprocessor.mean", source=source))
-    std = tuple(float(v) for v in lookup(cfg, "model.data_preprocessor.std", source=source))
+    mean = _numbers(cfg, "model.data_preprocessor.mean", source, "[123.675, 116.28, 103.53]")
+    std = _numbers(cfg, "model.data_preprocessor.std", source, "[58.395, 57.12, 57.375]", True)
     if not lookup(cfg, "model.data_preprocessor.bgr_to_rgb", False):
         # Images load as BGR and stay so: the network's channels are blue, green, red.
         bands = tuple(reversed(bands))
-    test_cfg = lookup(cfg, "model.test_cfg", {}, source)
+    test_cfg = _mapping(
+        lookup(cfg, "model.test_cfg", {}, source), "model.test_cfg", source, "dict(mode='whole')"
+    )
     tile = None
     if test_cfg.get("mode") == "slide":
-        crop, stride = test_cfg.get("crop_size"), test_cfg.get("stride")
+        crop, stride = (
+            _pair(lookup(cfg, f"model.test_cfg.{key}", None, source), key, source)
+            for key in ("crop_size", "stride")
+        )
         if crop and stride and crop[0] == crop[1] and stride[0] == stride[1]:
-            tile = (int(crop[0]), int(stride[0]))
+            tile = (crop[0], stride[0])
     card = make_card(
         name,
         config,
@@ -221,10 +304,35 @@ def card_from_config(
     return card, warnings
 
 
+def _numbers(
+    cfg: dict[str, Any], path: str, source: str, example: str, positive: bool = False
+) -> tuple[float, ...]:
+    values = _sequence(lookup(cfg, path, source=source), path, source, example)
+    return tuple(_number(v, f"{path}[{i}]", source, positive) for i, v in enumerate(values))
+
+
+def _pair(value: Any, key: str, source: str) -> tuple[int, int] | None:
+    """A (height, width) of the sliding-window test; None when the config leaves it out."""
+    if value is None:
+        return None
+    field = f"model.test_cfg.{key}"
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        raise CrossEarthError(
+            f"{source}: {field} must be a pair of positive integers like (512, 512), "
+            f"got {short_repr(value)}"
+        )
+    return (
+        _integer(value[0], f"{field}[0]", source),
+        _integer(value[1], f"{field}[1]", source),
+    )
+
+
 def _palette(count: int) -> list[tuple[int, int, int]]:
     """Distinct colours for classes without an official palette (golden-angle hues)."""
     import colorsys
 
+    if not 0 <= count <= MAX_CLASSES:  # refused before the loop, not after minutes of it
+        raise CrossEarthError(f"{count} classes: a model has at most {MAX_CLASSES} classes")
     colours = []
     for i in range(count):
         r, g, b = colorsys.hsv_to_rgb((i * 0.618033988749895) % 1.0, 0.65, 0.95)

@@ -17,6 +17,8 @@ from .config import BackboneConfig, CrossEarthConfig, HeadConfig, ReinsConfig
 
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_STD = (58.395, 57.12, 57.375)
+# The class raster is uint16 with 65535 as nodata: class numbers 0..65534.
+MAX_CLASSES = 65535
 RGB = ("red", "green", "blue")
 # ISPRS "IRRG" tiles put near-infrared, red and green in the three channels.
 IRRG = ("nir", "red", "green")
@@ -368,6 +370,11 @@ def make_card(
 ) -> ModelCard:
     """A model card for a CrossEarth network; tile (in source pixels) defaults to the
     configured image size with the official 2/3 stride."""
+    if config.num_classes > MAX_CLASSES:
+        raise CrossEarthError(
+            f"a {config.num_classes}-class network is refused: the class raster holds at most "
+            f"{MAX_CLASSES} classes"
+        )
     if len(classes) != config.num_classes:
         raise CrossEarthError(
             f"{len(classes)} class names given for a {config.num_classes}-class network"

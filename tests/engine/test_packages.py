@@ -125,7 +125,7 @@ def test_broken_packages_give_clear_errors(tmp_path, package):
         (lambda d: d.pop("classes"), "missing field 'classes'"),
         (lambda d: d["tile"].update(stride=0), "tile.stride"),
         (lambda d: d["classes"][0].update(color=[300, 0, 0]), "0..255"),
-        (lambda d: d["input"].update(mean=[1.0]), "'input.mean' must have 3 values"),
+        (lambda d: d["input"].update(mean=[1.0]), "input.mean: must have 3 values"),
         (lambda d: d["architecture"].update(name="unknown-net"), "does not know"),
     ]:
         broken = json.loads(json.dumps(data))

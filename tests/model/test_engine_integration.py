@@ -93,7 +93,7 @@ def test_card_refuses_a_bad_input_scale():
     from engine.errors import CrossEarthError
     from engine.model_card import card_from_dict
 
-    with pytest.raises(CrossEarthError, match="input_scale must be a positive integer"):
+    with pytest.raises(CrossEarthError, match="input_scale: must be a positive whole number"):
         card_from_dict(
             {
                 "name": "x",

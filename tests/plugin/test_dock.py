@@ -441,7 +441,7 @@ def test_convert_an_official_checkpoint_from_the_dock(dock, engine_fixtures):
     wait_for(lambda: not dock._query_tasks, 120)
     message = critical(dock)[-1]
     assert message.startswith("The checkpoint was not converted:")
-    assert "cannot be read as a PyTorch checkpoint" in message
+    assert "is not a PyTorch checkpoint" in message
     assert_plain(message)
     assert not (user_dir / "bogus").exists()
     shutil.rmtree(user_dir / "converted-tiny")
@@ -509,7 +509,8 @@ def test_add_model_dialog_builds_the_conversion(tmp_path):
     dialog.dtype_combo.setCurrentText("float16")
     request = dialog.convert_request()
     assert request.args() == [
-        "convert", "/data/Potsdam(r)-source.pth", str(tmp_path / "potsdam"), "--dtype=float16",
+        "convert", "/data/Potsdam(r)-source.pth", str(tmp_path / "potsdam"), "--progress=json",
+        "--dtype=float16",
         "--mmseg-config=/data/config.py", "--backbone=/data/dinov2_converted.pth",
         "--name=potsdam",
     ]  # fmt: skip
