@@ -30,7 +30,7 @@ from ..packages import ModelPackage, check_package_output, save_package
 from .config import CrossEarthConfig
 from .from_mmseg import card_from_config
 from .model import CrossEarth
-from .presets import checkpoint_preset, preset_card
+from .presets import MAX_CLASSES, checkpoint_preset, preset_card
 
 BACKBONE = "backbone."
 HEAD = "decode_head."
@@ -201,9 +201,18 @@ def expected_shapes(card: ModelCard) -> dict[str, tuple[int, ...]]:
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}
 
 
-def _checkpoint_classes(tensors: dict[str, torch.Tensor]) -> int | None:
+def _checkpoint_classes(tensors: dict[str, torch.Tensor], path: Path) -> int | None:
+    """The class count the checkpoint's head predicts (its cls_embed rows less "no object")."""
     weight = tensors.get("decode_head.cls_embed.weight")
-    return None if weight is None else int(weight.shape[0]) - 1
+    if weight is None:
+        return None
+    count = int(weight.shape[0]) - 1
+    if not 1 <= count <= MAX_CLASSES:
+        raise CrossEarthError(
+            f"{path}: decode_head.cls_embed.weight describes {count} classes; a CrossEarth head "
+            f"predicts 1..{MAX_CLASSES}: the file is damaged or not a segmentation checkpoint"
+        )
+    return count
 
 
 def convert(
@@ -250,7 +259,7 @@ def convert(
         card, config_warnings = card_from_config(
             mmseg_config,
             package_name,
-            _checkpoint_classes(tensors),
+            _checkpoint_classes(tensors, checkpoint),
             class_names,
             bands,  # type: ignore[arg-type]
         )

@@ -400,7 +400,7 @@ def digest(path):
         ("x = " + "[" * 200 + "]" * 200 + "\n", None, "nests deeper than 50 levels"),
         (b"name = 'Gen\xe8ve'\n", None, "is not UTF-8 text (byte 0xe8 on line 1)"),
         (CONFIG.replace("embed_dim=embed", "embed_dim='abc'"), None, "embed_dim must be a"),
-        (CONFIG, 10**9, "has 1000000001 rows, i.e. 1000000000 classes"),
+        (CONFIG, 10**9, "ckpt.pth: decode_head.cls_embed.weight describes 1000000000 classes"),
     ],
     ids=["power", "repeat", "nesting", "latin-1", "field", "classes"],
 )

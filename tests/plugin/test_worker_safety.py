@@ -487,8 +487,10 @@ def test_dock_replaces_an_existing_output_only_when_confirmed(
     before = checksums(tmp_path)
 
     asked = _answer(monkeypatch, dock_module.QMessageBox.No)
+    assert dock.task is None
     assert dock.segment() is None
-    assert asked and str(output) in asked[0] and str(confidence) in asked[0]
+    assert asked, (dock.status_label.text(), dock.iface.messageBar().get_messages(Qgis.Critical))
+    assert str(output) in asked[0] and str(confidence) in asked[0]
     assert dock.task is None and dock.run_button.isEnabled()
     assert dock.status_label.text() == "Not started: the existing output was kept."
     assert checksums(tmp_path) == before
