@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -147,11 +148,14 @@ def install_package(folder: Path, user_dir: Path) -> Path:
             "rename the folder or remove the installed one first."
         )
     user_dir.mkdir(parents=True, exist_ok=True)
-    staging = user_dir / f".{folder.name}.copying"
-    shutil.rmtree(staging, ignore_errors=True)
+    # A fresh folder of this call's own (the engine's temporary prefix), so the clean-up can
+    # only ever remove what this copy made.
+    staging = Path(
+        tempfile.mkdtemp(prefix=".crossearth-tmp-", suffix=f"-{folder.name}", dir=user_dir)
+    )
     try:
-        shutil.copytree(folder, staging)
-        staging.rename(target)  # whole package or nothing, also if the copy fails midway
+        shutil.copytree(folder, staging / "package")
+        (staging / "package").rename(target)  # whole package or nothing, also on a failed copy
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target

@@ -13,11 +13,11 @@ class StripAccumulator:
     tall: memory depends on tile size, class count and width, never on raster height.
     """
 
-    def __init__(self, num_classes: int, capacity: int, width: int) -> None:
+    def __init__(self, num_classes: int, capacity: int, width: int, top: int = 0) -> None:
         self.num_classes = num_classes
         self.capacity = capacity
         self.width = width
-        self.top = 0
+        self.top = top  # a shard of the tile plan starts below the raster's first row
         self._scores = np.zeros((num_classes, capacity, width), np.float32)
         self._weights = np.zeros((capacity, width), np.float32)
         # Whether the source pixel is valid (not nodata), as the tiles read it: the writer

@@ -6,21 +6,19 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .blending import StripAccumulator, decide_classes
 from .errors import CrossEarthError, SegmentationCancelled
 from .files import create_scratch_folder, describe_path, remove_temporary
 from .memory import check_fits, segmentation_bytes
 from .model_card import ModelCard
 from .output_paths import RunOutputs, clear_stale_temporaries, dataset_files, plan_outputs
 from .packages import ModelPackage, find_package
-from .prefetch import Prefetcher
 from .raster_input import (
     TileReader,
     ValueScaling,
@@ -36,8 +34,9 @@ from .raster_output import (
     class_raster,
     confidence_raster,
 )
+from .row_stream import DecidedRows, stream_rows
 from .subset import extent_window, subset_vrt
-from .tiling import Tile, blend_window, plan_tiles
+from .tiling import plan_tiles
 from .vectorize import polygonize
 
 log = logging.getLogger(__name__)
@@ -117,29 +116,6 @@ def tile_geometry(card: ModelCard, options: SegmentOptions) -> tuple[int, int]:
 
 
 @dataclass
-class _Batch:
-    tiles: list[Tile]
-    inputs: list[np.ndarray | None]  # None: all-nodata tile, skipped
-    valid: list[np.ndarray]
-
-
-def _batches(reader: TileReader, tiles: list[Tile], size: int, batch_size: int) -> Iterator[_Batch]:
-    batch = _Batch([], [], [])
-    runnable = 0
-    for tile in tiles:
-        values, valid = reader.read_tile(tile.row, tile.col, size)
-        batch.tiles.append(tile)
-        batch.inputs.append(values if valid.any() else None)
-        batch.valid.append(valid)
-        runnable += bool(valid.any())
-        if runnable == batch_size:
-            yield batch
-            batch, runnable = _Batch([], [], []), 0
-    if batch.tiles:
-        yield batch
-
-
-@dataclass
 class _Job:
     """Everything decided before the first tile is read."""
 
@@ -185,26 +161,16 @@ class _ClassWriter:
             self.discard()
             raise
 
-    def write(self, released: tuple[int, np.ndarray, np.ndarray, np.ndarray] | None) -> None:
-        if released is None:
-            return
-        _, scores, weights, source_valid = released
-        classes, confidence, covered = decide_classes(
-            scores, weights, with_confidence=self.confidence is not None
-        )
-        invalid = ~(covered & source_valid)
-        classes = classes.astype(self.classes.dtype, copy=False)
-        classes[invalid] = self.classes.nodata
+    def write(self, rows: DecidedRows) -> None:
         # Nodata is a value no class has, so one histogram of all pixels counts both.
-        self.counts += np.bincount(classes.ravel(), minlength=self.num_classes)[: self.num_classes]
-        self.nodata_pixels += int(invalid.sum())
-        self.classes.write_rows(classes)
+        self.counts += np.bincount(rows.classes.ravel(), minlength=self.num_classes)[
+            : self.num_classes
+        ]
+        self.nodata_pixels += rows.nodata_pixels
+        self.classes.write_rows(rows.classes)
         if self.confidence is not None:
-            assert confidence is not None
-            if self.confidence_dtype == "uint8":
-                confidence = np.rint(confidence * 100).astype(np.uint8)
-            confidence[invalid] = CONFIDENCE_NODATA[self.confidence_dtype]
-            self.confidence.write_rows(confidence)
+            assert rows.confidence is not None
+            self.confidence.write_rows(rows.confidence)
 
     def finish(self) -> None:
         for file in self.files:
@@ -386,8 +352,6 @@ def _run(
 
     height, width = reader_ds.height, reader_ds.width
     tiles = plan_tiles(height, width, size, stride)
-    window = blend_window(size)
-    strip = StripAccumulator(card.num_classes, size, width)
     profile = {
         "height": height,
         "width": width,
@@ -400,47 +364,31 @@ def _run(
         "CROSSEARTH_SOURCE": describe_path(input_path.name),
     }
     writer: _ClassWriter | None = None
-    prefetch: Prefetcher[_Batch] | None = None
     published: list[Path] = []
-    skipped = 0
+    counted = {"skipped": 0}
+
+    def tiles_done(done: int, skipped: int) -> None:
+        counted["skipped"] = skipped
+        report(0.95 * done / len(tiles), f"tile {done}/{len(tiles)}")
+
     try:
         writer = _ClassWriter(card, job.outputs, profile, tags, options.confidence_dtype)
-        prefetch = Prefetcher(
-            _batches(
-                TileReader(reader_ds, job.bands, job.scaling, card.input),
-                tiles,
-                size,
-                options.batch_size,
-            )
-        )
-        done = 0
         report(0.0, f"segmenting {len(tiles)} tiles of {size} px on {device}")
-        for batch in prefetch:
-            if is_cancelled():
-                raise SegmentationCancelled()
-            runnable = [x for x in batch.inputs if x is not None]
-            scores = runner(np.stack(runnable)) if runnable else None
-            position = 0
-            for tile, inputs, valid in zip(batch.tiles, batch.inputs, batch.valid, strict=True):
-                writer.write(strip.release(tile.row))
-                if inputs is None:
-                    skipped += 1
-                    continue
-                tile_h = min(size, height - tile.row)
-                tile_w = min(size, width - tile.col)
-                strip.add(
-                    scores[position, :, :tile_h, :tile_w],
-                    window[:tile_h, :tile_w],
-                    tile.row,
-                    tile.col,
-                    valid[:tile_h, :tile_w],
-                )
-                position += 1
-            done += len(batch.tiles)
-            report(0.95 * done / len(tiles), f"tile {done}/{len(tiles)}")
-        writer.write(strip.release(height))
-        if is_cancelled():
-            raise SegmentationCancelled()
+        for rows in stream_rows(
+            TileReader(reader_ds, job.bands, job.scaling, card.input),
+            runner,
+            tiles,
+            size=size,
+            height=height,
+            width=width,
+            num_classes=card.num_classes,
+            batch_size=options.batch_size,
+            rows=(0, height),
+            confidence_dtype=options.confidence_dtype if job.outputs.confidence else None,
+            is_cancelled=is_cancelled,
+            on_tiles=tiles_done,
+        ):
+            writer.write(rows)
         report(0.96, "building overviews")
         writer.finish()
         if job.outputs.polygons is not None:
@@ -458,11 +406,9 @@ def _run(
             path.unlink(missing_ok=True)
         raise
     finally:
-        if prefetch is not None:
-            prefetch.close()
         if device.type == "cuda":
             torch.cuda.empty_cache()
-    return len(tiles), writer.counts, writer.nodata_pixels, skipped, str(device)
+    return len(tiles), writer.counts, writer.nodata_pixels, counted["skipped"], str(device)
 
 
 def _load(package: ModelPackage, device: Any) -> Any:

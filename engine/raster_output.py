@@ -242,6 +242,12 @@ def _check_aux(aux: Path, names: list[str], shown: Path) -> None:
         )
 
 
+def class_encoding(num_classes: int) -> tuple[str, int]:
+    """The class raster's data type and nodata value: uint8/255, or uint16/65535 beyond 255
+    classes."""
+    return ("uint8", 255) if num_classes <= 255 else ("uint16", 65535)
+
+
 def class_raster(
     destination: Path,
     profile: dict[str, Any],
@@ -250,8 +256,7 @@ def class_raster(
     model_tags: dict[str, str],
 ) -> StreamingGeoTiff:
     """The class raster: uint8 (uint16 beyond 255 classes), nodata the first unused value."""
-    dtype = "uint8" if len(class_names) <= 255 else "uint16"
-    nodata = 255 if dtype == "uint8" else 65535
+    dtype, nodata = class_encoding(len(class_names))
     colormap = {i: (*c, 255) for i, c in enumerate(colors)} if dtype == "uint8" else None
     if colormap is not None:
         colormap[nodata] = (0, 0, 0, 0)

@@ -4,6 +4,7 @@ that nothing is left beside the outputs or in the temp dir."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -256,14 +257,15 @@ def test_full_disk_leaves_nothing_and_says_so(tmp_path, package, rgb):  # noqa: 
     assert checksum(rgb) == before
 
 
-def test_denied_final_rename_is_one_line(tmp_path, capsys, package, rgb, monkeypatch):  # noqa: F811
+@pytest.mark.parametrize("code", [errno.EACCES, errno.EPERM])  # denied; owned by another user
+def test_denied_final_rename_is_one_line(tmp_path, capsys, package, rgb, monkeypatch, code):  # noqa: F811
     out = tmp_path / "out"
     out.mkdir()
     real_replace = os.replace
 
     def replace(src, dst):
         if Path(dst) == out / "x.tif":
-            raise PermissionError(13, "Permission denied", str(dst))
+            raise PermissionError(code, os.strerror(code), str(dst))
         return real_replace(src, dst)
 
     monkeypatch.setattr(engine_files.os, "replace", replace)

@@ -461,6 +461,14 @@ def test_fine_tune_does_not_replace_a_model_nobody_chose(provider, engine_fixtur
         shutil.rmtree(existing)
 
 
+@pytest.fixture
+def dock(dock):
+    """The shared dock on the CPU: an earlier test may have left CUDA as the saved choice."""
+    dock.device_combo.setCurrentIndex(dock.device_combo.findData("cpu"))
+    assert dock.device_combo.currentData() == "cpu"
+    return dock
+
+
 def _answer(monkeypatch, answer) -> list[str]:
     """Stands in for the dock's QMessageBox.question; records what it was asked."""
     asked: list[str] = []
