@@ -116,8 +116,9 @@ def tile_geometry(card: ModelCard, options: SegmentOptions) -> tuple[int, int]:
 
 
 @dataclass
-class _Job:
-    """Everything decided before the first tile is read."""
+class Job:
+    """Everything decided before the first tile is read (single-process and sharded runs
+    share it, so both read, scale and tile the raster identically)."""
 
     card: ModelCard
     package: ModelPackage | None
@@ -129,9 +130,9 @@ class _Job:
     warnings: list[str]
 
 
-class _ClassWriter:
-    """Turns released strips of blended scores into class (and confidence) rows, counts the
-    classes and streams the rows to the output files."""
+class OutputWriter:
+    """Streams decided rows into the run's class (and confidence) GeoTIFFs, counting classes;
+    `finish` completes the files, `publish` renames them into place, `discard` removes them."""
 
     def __init__(
         self,
@@ -184,14 +185,14 @@ class _ClassWriter:
             file.discard()
 
 
-def _prepare(
+def prepare_job(
     reader_ds: Any,
     input_path: Path,
     output_path: Path,
     model: str | os.PathLike[str] | ModelPackage | LoadedModel | None,
     options: SegmentOptions,
     input_files: list[Path],
-) -> _Job:
+) -> Job:
     """Checks destinations, model, bands, scaling, tile geometry and memory: every input
     error is raised here, before the model is loaded or any file is created."""
     outputs = plan_outputs(
@@ -241,7 +242,7 @@ def _prepare(
         ", ".join(card.input.bands),
         scaling.description,
     )
-    return _Job(card, package, outputs, bands, scaling, size, stride, warnings_out)
+    return Job(card, package, outputs, bands, scaling, size, stride, warnings_out)
 
 
 def fit_tile_to_raster(
@@ -260,7 +261,8 @@ def fit_tile_to_raster(
     return clamped, max(1, clamped - overlap)
 
 
-def _input_files(input_path: Path) -> list[Path]:
+def input_files_of(input_path: Path) -> list[Path]:
+    """Every file GDAL reads for the input (checked against every file a run writes)."""
     with open_raster(input_path) as dataset:
         return dataset_files(dataset, input_path)
 
@@ -285,7 +287,7 @@ def segment(
     is_cancelled = _cancel_check(cancel)
     started = time.perf_counter()
     input_path = Path(input_path)
-    input_files = _input_files(input_path)
+    input_files = input_files_of(input_path)
     scratch: Path | None = None
     try:
         source = input_path
@@ -295,7 +297,7 @@ def segment(
             scratch = create_scratch_folder()
             source = subset_vrt(input_path, window, scratch)
         with open_raster(source) as reader_ds:
-            job = _prepare(reader_ds, input_path, Path(output_path), model, options, input_files)
+            job = prepare_job(reader_ds, input_path, Path(output_path), model, options, input_files)
             loaded = model if isinstance(model, LoadedModel) else None
             tiles, counts, nodata_pixels, skipped, device = _run(
                 reader_ds, input_path, job, loaded, options, report, is_cancelled
@@ -326,7 +328,7 @@ def segment(
 def _run(
     reader_ds: Any,
     input_path: Path,
-    job: _Job,
+    job: Job,
     loaded: LoadedModel | None,
     options: SegmentOptions,
     report: ProgressCallback,
@@ -363,7 +365,7 @@ def _run(
         "CROSSEARTH_MODEL_VERSION": card.version,
         "CROSSEARTH_SOURCE": describe_path(input_path.name),
     }
-    writer: _ClassWriter | None = None
+    writer: OutputWriter | None = None
     published: list[Path] = []
     counted = {"skipped": 0}
 
@@ -372,7 +374,7 @@ def _run(
         report(0.95 * done / len(tiles), f"tile {done}/{len(tiles)}")
 
     try:
-        writer = _ClassWriter(card, job.outputs, profile, tags, options.confidence_dtype)
+        writer = OutputWriter(card, job.outputs, profile, tags, options.confidence_dtype)
         report(0.0, f"segmenting {len(tiles)} tiles of {size} px on {device}")
         for rows in stream_rows(
             TileReader(reader_ds, job.bands, job.scaling, card.input),
