@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
@@ -19,6 +20,7 @@ from .memory import check_fits, segmentation_bytes
 from .model_card import ModelCard
 from .output_paths import RunOutputs, clear_stale_temporaries, dataset_files, plan_outputs
 from .packages import ModelPackage, find_package
+from .postprocess import class_indices, parse_min_region, sieve
 from .raster_input import (
     TileReader,
     ValueScaling,
@@ -34,8 +36,15 @@ from .raster_output import (
     class_raster,
     confidence_raster,
 )
+from .resolution import (
+    ProcessingResolution,
+    parse_gsd,
+    processing_resolution,
+    raster_gsd_m,
+    source_geometry,
+)
 from .row_stream import DecidedRows, stream_rows
-from .subset import extent_window, subset_vrt
+from .subset import extent_window, subset_vrt, warp_to_gsd
 from .tiling import plan_tiles
 from .vectorize import polygonize
 
@@ -68,6 +77,11 @@ class SegmentOptions:
     polygons: Path | None = None  # GeoPackage of class polygons
     extent: tuple[float, float, float, float] | None = None  # in the raster's CRS
     overwrite: bool = False  # replace existing output files (never an input)
+    gsd: str | float = "auto"  # processing resolution: auto (the model's), native, or metres
+    output_grid: str = "source"  # source: the input's grid; model: the processing grid
+    min_region: str | None = None  # sieve: pixels ("20", "20px") or area ("5000m2", "0.5ha")
+    keep_classes: list[str] | None = None  # classes whose small regions are kept
+    simplify_m: float | None = None  # polygon simplification tolerance in metres
 
 
 @dataclass
@@ -85,6 +99,7 @@ class SegmentResult:
     bands: list[int]
     scaling: str
     warnings: list[str] = field(default_factory=list)
+    resolution: str = ""
 
 
 def _cancel_check(cancel: CancelFlag) -> Callable[[], bool]:
@@ -125,9 +140,13 @@ class Job:
     outputs: RunOutputs
     bands: list[int]
     scaling: ValueScaling
-    size: int
+    size: int  # tile and stride in source pixels
     stride: int
     warnings: list[str]
+    resolution: ProcessingResolution
+    model_tile: int  # the tile as the network sees it (before the card's input scale)
+    sieve_pixels: int = 0  # minimum region size in source pixels (0: no sieve)
+    keep_classes: tuple[int, ...] = ()
 
 
 class OutputWriter:
@@ -173,8 +192,17 @@ class OutputWriter:
             assert rows.confidence is not None
             self.confidence.write_rows(rows.confidence)
 
-    def finish(self) -> None:
-        for file in self.files:
+    def finish(self, sieve_pixels: int = 0, keep_classes: tuple[int, ...] = ()) -> None:
+        """Completes the files; a minimum region size sieves the class raster first (and the
+        class counts follow it)."""
+        postprocess = None
+        if sieve_pixels > 1:
+
+            def postprocess(path: Path) -> None:
+                self.counts = sieve(path, sieve_pixels, list(keep_classes), self.num_classes)
+
+        self.classes.finish(postprocess)
+        for file in self.files[1:]:
             file.finish()
 
     def publish(self) -> list[Path]:
@@ -216,8 +244,19 @@ def prepare_job(
         card = package.card
     warnings_out = clear_stale_temporaries(outputs)
     bands = resolve_bands(reader_ds, card.input, options.bands)
-    size, stride = tile_geometry(card, options)
-    size, stride = fit_tile_to_raster(size, stride, reader_ds.height, reader_ds.width, card)
+    resolution = processing_resolution(
+        parse_gsd(options.gsd), raster_gsd_m(reader_ds), card.gsd_m, card.name
+    )
+    warnings_out += resolution.notes
+    model_size, model_stride = tile_geometry(card, options)
+    height, width = reader_ds.height, reader_ds.width
+    if resolution.factor == 1.0:
+        size, stride = fit_tile_to_raster(model_size, model_stride, height, width, card)
+        model_tile = size
+    else:
+        size, stride, model_tile = source_geometry(
+            model_size, model_stride, resolution.factor, height, width, card.size_multiple
+        )
     check_fits(
         segmentation_bytes(
             tile=size,
@@ -225,7 +264,7 @@ def prepare_job(
             bands=len(bands),
             classes=card.num_classes,
             width=reader_ds.width,
-            input_scale=card.input_scale,
+            input_scale=card.input_scale * model_tile / size,
         ),
         f"segmenting with tiles of {size} px in batches of {options.batch_size}",
         "use a smaller --tile or --batch",
@@ -242,7 +281,32 @@ def prepare_job(
         ", ".join(card.input.bands),
         scaling.description,
     )
-    return Job(card, package, outputs, bands, scaling, size, stride, warnings_out)
+    sieve_pixels = 0
+    minimum = parse_min_region(options.min_region)
+    raster_gsd = raster_gsd_m(reader_ds)
+    if minimum is not None:
+        sieve_pixels = minimum.pixels(raster_gsd**2 if raster_gsd else None)
+    keep = class_indices(options.keep_classes, card.class_names)
+    if options.simplify_m is not None and not (
+        math.isfinite(options.simplify_m) and options.simplify_m >= 0
+    ):
+        raise CrossEarthError(f"--simplify {options.simplify_m} must be a distance in metres >= 0")
+    if options.simplify_m and outputs.polygons is None:
+        warnings_out.append("--simplify applies to class polygons; add --polygons FILE.gpkg")
+    return Job(
+        card,
+        package,
+        outputs,
+        bands,
+        scaling,
+        size,
+        stride,
+        warnings_out,
+        resolution,
+        model_tile,
+        sieve_pixels,
+        tuple(keep),
+    )
 
 
 def fit_tile_to_raster(
@@ -288,6 +352,10 @@ def segment(
     started = time.perf_counter()
     input_path = Path(input_path)
     input_files = input_files_of(input_path)
+    if options.output_grid not in ("source", "model"):
+        raise CrossEarthError(
+            f"output grid '{options.output_grid}' is not valid; use source or model"
+        )
     scratch: Path | None = None
     try:
         source = input_path
@@ -296,6 +364,9 @@ def segment(
                 window = extent_window(dataset, options.extent)
             scratch = create_scratch_folder()
             source = subset_vrt(input_path, window, scratch)
+        if options.output_grid == "model":
+            scratch = scratch or create_scratch_folder()
+            source = _on_processing_grid(source, model, options, scratch)
         with open_raster(source) as reader_ds:
             job = prepare_job(reader_ds, input_path, Path(output_path), model, options, input_files)
             loaded = model if isinstance(model, LoadedModel) else None
@@ -322,7 +393,30 @@ def segment(
         bands=job.bands,
         scaling=job.scaling.description,
         warnings=job.warnings,
+        resolution=job.resolution.description,
     )
+
+
+def _on_processing_grid(
+    source: Path,
+    model: str | os.PathLike[str] | ModelPackage | LoadedModel | None,
+    options: SegmentOptions,
+    scratch: Path,
+) -> Path:
+    """For `output_grid="model"`: a VRT of the source warped to the processing GSD (area
+    average when coarsening, bilinear when refining); the run then needs no resampling and
+    writes on that grid."""
+    if isinstance(model, LoadedModel):
+        card = model.card
+    else:
+        card = (model if isinstance(model, ModelPackage) else find_package(model)).card
+    with open_raster(source) as dataset:
+        resolution = processing_resolution(
+            parse_gsd(options.gsd), raster_gsd_m(dataset), card.gsd_m, card.name
+        )
+        if resolution.factor == 1.0:
+            return source
+        return warp_to_gsd(source, dataset, resolution, scratch)
 
 
 def _run(
@@ -348,9 +442,12 @@ def _run(
     if loaded is None:
         assert job.package is not None
         loaded = LoadedModel(card, _load(job.package, device))
-    runner = BatchRunner(
-        loaded.module, device, card.num_classes, options.batch_size, amp=options.amp
-    )
+    module = loaded.module
+    if job.resolution.factor != 1.0:
+        from .scaled_model import ResampledModel
+
+        module = ResampledModel(module, job.model_tile)
+    runner = BatchRunner(module, device, card.num_classes, options.batch_size, amp=options.amp)
 
     height, width = reader_ds.height, reader_ds.width
     tiles = plan_tiles(height, width, size, stride)
@@ -392,12 +489,17 @@ def _run(
         ):
             writer.write(rows)
         report(0.96, "building overviews")
-        writer.finish()
+        writer.finish(job.sieve_pixels, job.keep_classes)
         if job.outputs.polygons is not None:
             report(0.98, "vectorizing classes")
             if is_cancelled():
                 raise SegmentationCancelled()
-            polygonize(writer.classes.temp_path, job.outputs.polygons, card.class_names)
+            polygonize(
+                writer.classes.temp_path,
+                job.outputs.polygons,
+                card.class_names,
+                simplify_m=options.simplify_m,
+            )
             published.append(job.outputs.polygons)
         published += writer.publish()
     except BaseException:

@@ -6,6 +6,7 @@ import contextlib
 import json
 import logging
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree
@@ -138,21 +139,27 @@ class StreamingGeoTiff:
         self._pending = [rest] if rest.shape[0] else []
         self._pending_rows = rest.shape[0]
 
-    def finish(self) -> None:
-        """Writes the last rows and the overviews, closes the file and reads it back whole:
-        GDAL reports some write failures only as a log line at close (GDAL < 3.7), so the
-        read-back is what proves the file complete."""
+    def finish(self, postprocess: Callable[[Path], None] | None = None) -> None:
+        """Writes the last rows, applies `postprocess(path)` to the complete band (e.g. the
+        sieve filter), builds the overviews, and reads the file back whole: GDAL reports some
+        write failures only as a log line at close (GDAL < 3.7), so the read-back is what
+        proves the file complete."""
         if self._pending_rows:
             self._flush(final=True)
         if self.next_row != self.height:
             raise RuntimeError(f"only {self.next_row} of {self.height} rows were written")
         factors = overview_factors(self.height, self.width)
         try:
-            with rasterio.Env(COMPRESS_OVERVIEW="DEFLATE", GDAL_TIFF_OVR_BLOCKSIZE=str(BLOCK)):
-                if factors:
-                    self._dataset.build_overviews(factors, self._resampling)
-                    self._dataset.update_tags(ns="rio_overview", resampling=self._resampling.name)
-                self._dataset.close()
+            self._dataset.close()
+            if postprocess is not None:
+                postprocess(self.temp_path)
+            if factors:
+                with (
+                    rasterio.Env(COMPRESS_OVERVIEW="DEFLATE", GDAL_TIFF_OVR_BLOCKSIZE=str(BLOCK)),
+                    rasterio.open(self.temp_path, "r+") as dataset,
+                ):
+                    dataset.build_overviews(factors, self._resampling)
+                    dataset.update_tags(ns="rio_overview", resampling=self._resampling.name)
         except (RasterioError, OSError) as exc:
             raise write_error(self.destination, exc) from None
         self._verify(len(factors))

@@ -22,3 +22,29 @@ class ScaledModel(nn.Module):
             return self.network(x)
         upsampled = F.interpolate(x, scale_factor=self.scale, mode="bilinear", align_corners=False)
         return F.avg_pool2d(self.network(upsampled), self.scale)
+
+
+class ResampledModel(nn.Module):
+    """Runs a network at another ground sample distance than the raster's: source tiles of any
+    size are resampled to `model_tile` pixels (area average when coarsening, bilinear when
+    refining), and the scores are resampled back to the source tile, so blending and class
+    decisions stay on the source grid."""
+
+    def __init__(self, network: nn.Module, model_tile: int) -> None:
+        super().__init__()
+        self.network = network
+        self.model_tile = model_tile
+
+    @staticmethod
+    def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
+        if x.shape[-1] == size and x.shape[-2] == size:
+            return x
+        if size < x.shape[-1]:
+            return F.interpolate(x, size=(size, size), mode="area")
+        return F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        source = x.shape[-1]
+        # contiguous: resampling a strided view is a slow copy on CPU
+        scores = self.network(self._resize(x, self.model_tile).contiguous())
+        return self._resize(scores, source)

@@ -73,3 +73,40 @@ def subset_vrt(source: Path, window: Window, folder: Path) -> Path:
             f"cannot read the extent of {source} ({str(exc).splitlines()[0]}); check the file"
         ) from None
     return target
+
+
+def warp_to_gsd(source: Path, dataset: rasterio.DatasetReader, resolution, folder: Path) -> Path:
+    """A VRT of `source` resampled to the processing GSD of `resolution` (same CRS): area
+    average when coarsening, bilinear when refining."""
+    from .resolution import EARTH_RADIUS_M
+
+    try:
+        from osgeo import gdal
+    except ImportError:
+        raise CrossEarthError(
+            "writing on the model's grid needs GDAL's Python bindings (osgeo); install "
+            "python3-gdal"
+        ) from None
+    gdal.UseExceptions()
+    target_m = resolution.processing_gsd_m
+    if dataset.crs.is_geographic:
+        centre_lat = (dataset.transform * (dataset.width / 2, dataset.height / 2))[1]
+        metres_per_degree = math.pi / 180 * EARTH_RADIUS_M
+        x_res = target_m / (metres_per_degree * math.cos(math.radians(centre_lat)))
+        y_res = target_m / metres_per_degree
+    else:
+        x_res = y_res = target_m / float(dataset.crs.linear_units_factor[1])
+    target = folder / "processing_grid.vrt"
+    options = gdal.WarpOptions(
+        format="VRT",
+        xRes=x_res,
+        yRes=y_res,
+        resampleAlg="average" if resolution.factor < 1 else "bilinear",
+    )
+    try:
+        gdal.Warp(str(target), str(Path(source).absolute()), options=options)
+    except RuntimeError as exc:
+        raise CrossEarthError(
+            f"cannot resample {source} to {target_m:g} m ({str(exc).splitlines()[0]})"
+        ) from None
+    return target

@@ -26,10 +26,18 @@ def _gdal():
     return gdal, ogr, osr
 
 
-def polygonize(class_raster: Path, destination: Path, class_names: list[str]) -> int:
+def polygonize(
+    class_raster: Path,
+    destination: Path,
+    class_names: list[str],
+    simplify_m: float | None = None,
+) -> int:
     """Writes one polygon per connected region of equal class (8-connected), with fields
-    class_id, class and area_m2, into a GeoPackage; nodata pixels get no polygon. The file
-    appears only when complete. Returns the number of polygons."""
+    class_id, class and area_m2, into a GeoPackage; nodata pixels get no polygon. With
+    `simplify_m`, outlines are simplified (Douglas-Peucker, topology of each polygon kept) to
+    that tolerance in metres. Areas are in square metres: from projected units, or on an
+    equal-area projection of the ellipsoid for geographic CRSs. The file appears only when
+    complete. Returns the number of polygons."""
     gdal, ogr, osr = _gdal()
     destination = Path(destination)
     staging = create_temporary_folder(destination)
@@ -50,6 +58,7 @@ def polygonize(class_raster: Path, destination: Path, class_names: list[str]) ->
         gdal.Polygonize(band, band.GetMaskBand(), layer, 0, ["8CONNECTED=8"])
         vector.CommitTransaction()
         to_metres = _area_transform(srs, osr)
+        tolerance = _tolerance_in_units(raster, srs, simplify_m) if simplify_m else 0.0
         count = 0
         vector.StartTransaction()
         layer.ResetReading()
@@ -57,6 +66,11 @@ def polygonize(class_raster: Path, destination: Path, class_names: list[str]) ->
             index = feature.GetField("class_id")
             feature.SetField("class", class_names[index] if 0 <= index < len(class_names) else "")
             geometry = feature.GetGeometryRef()
+            if tolerance > 0:
+                simplified = geometry.SimplifyPreserveTopology(tolerance)
+                if simplified is not None and not simplified.IsEmpty():
+                    feature.SetGeometry(simplified)
+                    geometry = feature.GetGeometryRef()
             if to_metres is not None:
                 area_geometry = geometry.Clone()
                 factor = 1.0
@@ -107,3 +121,19 @@ def _area_transform(srs, osr):
         transform = osr.CoordinateTransformation(source, target)
         return lambda: transform
     return srs.GetLinearUnits() ** 2
+
+
+def _tolerance_in_units(raster, srs, metres: float) -> float:
+    """A distance in metres in the raster CRS's units (degrees: at the centre latitude)."""
+    import math
+
+    from .resolution import EARTH_RADIUS_M
+
+    if srs is None:
+        return metres  # no CRS: map units are all there is
+    if srs.IsGeographic():
+        x0, dx, _, y0, _, dy = raster.GetGeoTransform()
+        centre_lat = y0 + dy * raster.RasterYSize / 2
+        metres_per_degree = math.pi / 180 * EARTH_RADIUS_M
+        return metres / (metres_per_degree * max(0.01, math.cos(math.radians(centre_lat))))
+    return metres / srs.GetLinearUnits()

@@ -296,12 +296,18 @@ def test_failure_while_building_overviews_is_one_line(tmp_path, capsys, package,
         def __getattr__(self, name):
             return getattr(self._dataset, name)
 
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self._dataset.close()
+
         def build_overviews(self, *args, **kwargs):
             raise RasterioIOError("Write failed: No space left on device")
 
     def open_(path, mode="r", **kwargs):
         dataset = real_open(path, mode, **kwargs)
-        return NoSpaceForOverviews(dataset) if mode == "w" else dataset
+        return NoSpaceForOverviews(dataset) if mode in ("w", "r+") else dataset
 
     monkeypatch.setattr(raster_output.rasterio, "open", open_)
     expect_refused(capsys, segment_args(package, big, out / "x.tif"), "disk is full", [out])
@@ -569,7 +575,9 @@ def test_georeferencing_warning_of_a_jpeg_is_one_line(tmp_path, capsys, package,
     gdal.Translate(str(jpeg), str(rgb), format="JPEG").FlushCache()
     for sidecar in tmp_path.glob("photo.jpg.aux.xml"):
         sidecar.unlink()
-    code, stdout, err = run_cli(capsys, *segment_args(package, jpeg, tmp_path / "a.tif"))
+    code, stdout, err = run_cli(
+        capsys, *segment_args(package, jpeg, tmp_path / "a.tif", "--gsd", "native")
+    )
     assert code == 0, err
     assert err.strip() == "", err
     warned = [line for line in stdout.splitlines() if line.startswith("warning: ")]
