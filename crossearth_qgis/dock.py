@@ -24,13 +24,16 @@ from qgis.core import (
     QgsRasterLayer,
 )
 from qgis.gui import (
+    QgsCheckableComboBox,
     QgsCollapsibleGroupBox,
     QgsDockWidget,
+    QgsDoubleSpinBox,
     QgsFileWidget,
     QgsMapLayerComboBox,
     QgsSpinBox,
 )
 from qgis.PyQt.QtCore import Qt
+from qgis.PyQt.QtGui import QBrush, QPalette
 from qgis.PyQt.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -58,17 +61,44 @@ from .inputs import (
     parse_bands,
     selected_features_extent,
 )
-from .models import LIST_MODELS_ARGS, ModelCatalog, ModelEntry, catalog_from_json
+from .layer_export import (
+    DEFAULT_LIMIT_MPX,
+    FILE,
+    RENDERED,
+    ExportGrid,
+    ExportPlan,
+    ExportSegmentTask,
+    check_rendered_bands,
+    export_grid,
+    format_gsd,
+    ground_size,
+    has_fixed_grid,
+    layer_gsd_m,
+    layer_kind,
+    native_units_per_pixel,
+    plan_export,
+)
+from .models import (
+    LIST_MODELS_ARGS,
+    AvailableModel,
+    ModelCatalog,
+    ModelEntry,
+    catalog_from_json,
+)
 from .models import install_package as copy_package
 from .models import preset_names as engine_preset_names
-from .worker import ConvertRequest, EngineError, EngineTask, SegmentRequest
+from .worker import ConvertRequest, DownloadRequest, EngineError, EngineTask, SegmentRequest
 
 log = logging.getLogger("crossearth_qgis.dock")
 
 ADD_MODEL = "__add_model__"
 ADD_MODEL_TEXT = "Add model package or official checkpoint..."
+# Item data of an official model that can be downloaded: this prefix + its catalog name.
+DOWNLOAD_PREFIX = "__download__:"
 AREA_WHOLE, AREA_CANVAS, AREA_SELECTION = "whole", "canvas", "selection"
 CHECK_ARGS = ["check", "--json"]
+GSD_AUTO, GSD_NATIVE, GSD_METRES = "auto", "native", "metres"
+REGION_UNITS = [("pixels", "px"), ("m²", "m2"), ("ha", "ha")]
 
 
 class Job(NamedTuple):
@@ -76,6 +106,7 @@ class Job(NamedTuple):
     layer: QgsRasterLayer
     model: ModelEntry
     interpreter: Interpreter
+    export: ExportPlan | None = None  # a non-file layer, read into a GeoTIFF first
 
 
 class CrossEarthDock(QgsDockWidget):
@@ -99,6 +130,8 @@ class CrossEarthDock(QgsDockWidget):
             active = iface.activeLayer()
             if isinstance(active, QgsRasterLayer):
                 self.layer_combo.setLayer(active)
+            # The map extent is the area read from web layers: keep its size shown.
+            iface.mapCanvas().extentsChanged.connect(self.update_resolution_info)
 
     # --- widgets ------------------------------------------------------------------------------
 
@@ -138,6 +171,13 @@ class CrossEarthDock(QgsDockWidget):
         self.area_layer_combo.setFilters(QgsMapLayerProxyModel.PolygonLayer)
         self.area_layer_label = QLabel("Polygons from")
         form.addRow(self.area_layer_label, self.area_layer_combo)
+        self.resolution_label = QLabel()
+        self.resolution_label.setWordWrap(True)
+        form.addRow("", self.resolution_label)
+        self.gsd_warning = QLabel()
+        self.gsd_warning.setWordWrap(True)
+        self.gsd_warning.setStyleSheet("color: #b35c00")
+        form.addRow("", self.gsd_warning)
         layout.addLayout(form)
 
         self.advanced = QgsCollapsibleGroupBox("Advanced")
@@ -168,6 +208,7 @@ class CrossEarthDock(QgsDockWidget):
             "Band numbers of the raster, one per model input in the model's order"
         )
         advanced.addRow("Bands", self.bands_edit)
+        self._build_resolution(advanced)
         self.output_widget = QgsFileWidget()
         self.output_widget.setStorageMode(QgsFileWidget.SaveFile)
         self.output_widget.setFilter("GeoTIFF (*.tif *.tiff)")
@@ -181,6 +222,7 @@ class CrossEarthDock(QgsDockWidget):
         self.polygons_check = QCheckBox("Also write class polygons (GeoPackage)")
         advanced.addRow(self.polygons_check)
         layout.addWidget(self.advanced)
+        self._build_post_processing(layout)
 
         buttons = QHBoxLayout()
         self.run_button = QPushButton("Segment layer")
@@ -204,6 +246,8 @@ class CrossEarthDock(QgsDockWidget):
 
         self.model_combo.currentIndexChanged.connect(self._model_changed)
         self.area_combo.currentIndexChanged.connect(self._area_changed)
+        self.area_combo.currentIndexChanged.connect(self.update_resolution_info)
+        self.layer_combo.layerChanged.connect(self.update_resolution_info)
         self._area_changed()
         self._fill_devices()
 
@@ -281,6 +325,7 @@ class CrossEarthDock(QgsDockWidget):
             self.model_combo.setItemData(
                 self.model_combo.count() - 1, entry.summary(), Qt.ToolTipRole
             )
+        self._add_downloadable(catalog.downloadable())
         self.model_combo.insertSeparator(self.model_combo.count())
         self.model_combo.addItem(ADD_MODEL_TEXT, ADD_MODEL)
         chosen = catalog.find(wanted) if wanted else None
@@ -299,11 +344,16 @@ class CrossEarthDock(QgsDockWidget):
         return self.catalog.find(key) if key and key != ADD_MODEL else None
 
     def _model_changed(self) -> None:
-        if self.model_combo.currentData() == ADD_MODEL:
+        data = self.model_combo.currentData()
+        if data == ADD_MODEL or (isinstance(data, str) and data.startswith(DOWNLOAD_PREFIX)):
+            # An action, not a model: the choice returns to the model chosen before.
             self.model_combo.blockSignals(True)
             self.model_combo.setCurrentIndex(self._last_model_index)
             self.model_combo.blockSignals(False)
-            self.add_model()
+            if data == ADD_MODEL:
+                self.add_model()
+            else:
+                self.offer_download(data[len(DOWNLOAD_PREFIX) :])
             return
         self._last_model_index = self.model_combo.currentIndex()
         entry = self.current_model()
@@ -313,6 +363,7 @@ class CrossEarthDock(QgsDockWidget):
             self.model_info.setText(
                 f"No model package is installed yet: choose '{ADD_MODEL_TEXT}' above."
             )
+        self._update_model_options()
 
     def _fill_devices(self) -> None:
         wanted = self.device_combo.currentData() or settings.get(settings.DEVICE) or "auto"
@@ -413,6 +464,90 @@ class CrossEarthDock(QgsDockWidget):
         messages.notify(self.iface, f"Checkpoint converted into {request.output}", Qgis.Success)
         self._refresh_models(select=request.output)
 
+    # --- downloading official models ----------------------------------------------------------
+
+    def _add_downloadable(self, available: list[AvailableModel]) -> None:
+        """The official models not installed yet, greyed, with their size."""
+        if not available:
+            return
+        self.model_combo.insertSeparator(self.model_combo.count())
+        grey = QBrush(self.palette().color(QPalette.Disabled, QPalette.Text))
+        for model in available:
+            self.model_combo.addItem(model.label(), f"{DOWNLOAD_PREFIX}{model.name}")
+            index = self.model_combo.count() - 1
+            self.model_combo.setItemData(index, grey, Qt.ForegroundRole)
+            self.model_combo.setItemData(
+                index, f"Not installed; choose it to download. {model.summary()}", Qt.ToolTipRole
+            )
+
+    def offer_download(self, name: str) -> EngineTask | None:
+        """Asks whether to download an official model, then downloads it (background task)."""
+        model = self.catalog.find_available(name) if self.catalog is not None else None
+        if model is None:
+            return None
+        answer = QMessageBox.question(
+            self,
+            "CrossEarth",
+            f"Download {model.name} ({model.size_text}) and install it in "
+            f"{self._user_models_dir()}?\n\n{model.summary()}\n\nLicense: {model.license}",
+            QMessageBox.Yes | QMessageBox.No,
+            QMessageBox.Yes,
+        )
+        if answer != QMessageBox.Yes:
+            return None
+        return self.download_model(model.name)
+
+    def download_model(self, name: str) -> EngineTask | None:
+        """Downloads and installs an official model; selects it when it is ready."""
+        if self.task is not None:
+            messages.error(self.iface, "Wait for the running job to finish, or cancel it first.")
+            return None
+        try:
+            interpreter = resolve_interpreter()
+        except EngineEnvironmentError as exc:
+            messages.error(self.iface, str(exc))
+            return None
+        task = EngineTask(
+            f"CrossEarth: downloading {name}", DownloadRequest(name).args(), interpreter
+        )
+        task.progressChanged.connect(self._task_progress)
+        task.statusChanged.connect(self.status_label.setText)
+        task.completed.connect(lambda: self._downloaded(task, name))
+        self.task = task
+        self._set_running(True)
+        self.status_label.setText(f"Downloading {name}...")
+        QgsApplication.taskManager().addTask(task)
+        return task
+
+    def _downloaded(self, task: EngineTask, name: str) -> None:
+        if self.task is task:
+            self.task = None
+        self._set_running(False)
+        for line in task.stderr_lines:
+            messages.log(line)
+        if task.cancelled:
+            self.status_label.setText("Download cancelled; nothing was installed.")
+            messages.notify(self.iface, f"Download of {name} cancelled; nothing was installed.")
+            return
+        if task.error is not None:
+            self.status_label.setText("Download failed; see the message bar.")
+            messages.error(
+                self.iface,
+                f"{name} was not downloaded: {task.error}",
+                getattr(task.error, "details", None),
+            )
+            return
+        done = task.outcome.done or {}
+        package = str(done.get("package", ""))
+        self.progress_bar.setValue(100)
+        self.status_label.setText(f"Installed {name}.")
+        for warning in done.get("warnings", []):
+            messages.notify(self.iface, f"Download: {warning}", Qgis.Warning)
+        messages.notify(
+            self.iface, f"Model {name} downloaded and installed: {package}", Qgis.Success
+        )
+        self._refresh_models(select=package)
+
     def _package_added(self, path: str) -> None:
         """A package was written elsewhere (e.g. by "Fine-tune model"): list it."""
         if self.catalog is not None:
@@ -431,12 +566,204 @@ class CrossEarthDock(QgsDockWidget):
             lambda data: self.set_catalog(catalog_from_json(data), select=select),
         )
 
+    # --- processing resolution, web layers, post-processing ----------------------------------
+
+    def _build_resolution(self, advanced: QFormLayout) -> None:
+        self.gsd_combo = QComboBox()
+        self.gsd_combo.addItem("Auto (the model's GSD)", GSD_AUTO)
+        self.gsd_combo.addItem("Native (the layer's pixels)", GSD_NATIVE)
+        self.gsd_combo.addItem("Metres per pixel", GSD_METRES)
+        self.gsd_combo.setToolTip(
+            "The ground sample distance the model runs at. Auto resamples the layer on the fly "
+            "to the resolution the model was trained at; the result keeps the layer's grid."
+        )
+        self.gsd_spin = QgsDoubleSpinBox()
+        self.gsd_spin.setRange(0.01, 100000.0)
+        self.gsd_spin.setDecimals(2)
+        self.gsd_spin.setClearValue(1.0)
+        self.gsd_spin.setValue(1.0)
+        self.gsd_spin.setSuffix(" m")
+        self.gsd_spin.setEnabled(False)
+        row = QHBoxLayout()
+        row.addWidget(self.gsd_combo, 1)
+        row.addWidget(self.gsd_spin)
+        advanced.addRow("Processing resolution", row)
+        self.grid_combo = QComboBox()
+        self.grid_combo.addItem("The layer's grid", "source")
+        self.grid_combo.addItem("The processing grid (small results for fine imagery)", "model")
+        advanced.addRow("Result grid", self.grid_combo)
+        self.gsd_combo.currentIndexChanged.connect(self._gsd_changed)
+        self.gsd_spin.valueChanged.connect(self.update_resolution_info)
+
+    def _build_post_processing(self, layout: QVBoxLayout) -> None:
+        self.post_processing = QgsCollapsibleGroupBox("Post-processing")
+        self.post_processing.setCollapsed(True)
+        form = QFormLayout(self.post_processing)
+        self.min_region_spin = QgsDoubleSpinBox()
+        self.min_region_spin.setRange(0.0, 1e12)
+        self.min_region_spin.setDecimals(2)
+        self.min_region_spin.setSpecialValueText("off")
+        self.min_region_spin.setClearValue(0.0)
+        self.min_region_spin.setToolTip(
+            "Regions smaller than this are merged into the class around them"
+        )
+        self.min_region_unit = QComboBox()
+        for label, unit in REGION_UNITS:
+            self.min_region_unit.addItem(label, unit)
+        row = QHBoxLayout()
+        row.addWidget(self.min_region_spin, 1)
+        row.addWidget(self.min_region_unit)
+        form.addRow("Minimum region size", row)
+        self.keep_combo = QgsCheckableComboBox()
+        self.keep_combo.setDefaultText("none")
+        self.keep_combo.setToolTip("Small regions of these classes stay as they are")
+        form.addRow("Keep small regions of", self.keep_combo)
+        self.simplify_spin = QgsDoubleSpinBox()
+        self.simplify_spin.setRange(0.0, 1e6)
+        self.simplify_spin.setDecimals(2)
+        self.simplify_spin.setSpecialValueText("off")
+        self.simplify_spin.setClearValue(0.0)
+        self.simplify_spin.setSuffix(" m")
+        self.simplify_spin.setToolTip("Tolerance for simplifying the class polygons")
+        form.addRow("Simplify polygons", self.simplify_spin)
+        layout.addWidget(self.post_processing)
+
+    def _gsd_changed(self) -> None:
+        self.gsd_spin.setEnabled(self.gsd_combo.currentData() == GSD_METRES)
+        self.update_resolution_info()
+
+    def _update_model_options(self) -> None:
+        """The class names to keep follow the model; the resolution note follows too."""
+        entry = self.current_model()
+        names = entry.class_names if entry is not None else []
+        kept = [name for name in self.keep_combo.checkedItems() if name in names]
+        self.keep_combo.clear()
+        self.keep_combo.addItems(names)
+        self.keep_combo.setCheckedItems(kept)
+        self.update_resolution_info()
+
+    def _processing_options(self, exported: bool, polygons: bool) -> dict[str, Any]:
+        """--gsd, --output-grid, --min-region, --keep-classes and --simplify as chosen."""
+        options: dict[str, Any] = {}
+        choice = self.gsd_combo.currentData()
+        if exported:
+            options["gsd"] = "native"  # read at the processing resolution already
+        elif choice == GSD_METRES:
+            options["gsd"] = f"{self.gsd_spin.value():g}"
+            options["output_grid"] = self.grid_combo.currentData()
+        else:
+            options["gsd"] = choice
+            options["output_grid"] = self.grid_combo.currentData()
+        size = self.min_region_spin.value()
+        if size > 0:
+            unit = self.min_region_unit.currentData()
+            options["min_region"] = str(max(1, round(size))) if unit == "px" else f"{size:g}{unit}"
+            options["keep_classes"] = list(self.keep_combo.checkedItems()) or None
+        if polygons and self.simplify_spin.value() > 0:
+            options["simplify"] = self.simplify_spin.value()
+        return options
+
+    def _canvas(self) -> Any:
+        return self.iface.mapCanvas() if self.iface is not None else None
+
+    def _canvas_gsd(self) -> float:
+        canvas = self._canvas()
+        if canvas is None:
+            raise InputProblem("There is no map to take a resolution from; choose one in metres.")
+        units = canvas.mapUnitsPerPixel()
+        return ground_size((units, units), canvas.mapSettings().destinationCrs(), canvas.extent())
+
+    def _export_gsd(self, layer: QgsRasterLayer, model: ModelEntry | None) -> float | None:
+        """The resolution a non-file layer is read at, in metres (None: the layer's own pixels):
+        as chosen; Auto is the model's GSD, else the layer's pixels, else the map's."""
+        choice = self.gsd_combo.currentData()
+        if choice == GSD_METRES:
+            return self.gsd_spin.value()
+        model_gsd = model.card.get("gsd_m") if model is not None else None
+        if choice == GSD_AUTO and model_gsd:
+            return float(model_gsd)
+        if choice == GSD_NATIVE and native_units_per_pixel(layer) is not None:
+            return None
+        if choice == GSD_AUTO and has_fixed_grid(layer):
+            return None
+        return self._canvas_gsd()
+
+    def _export_extent(self, layer: QgsRasterLayer) -> tuple[float, float, float, float]:
+        """The area read from a non-file layer: as chosen; "Whole layer" is the map extent for
+        web layers, which have no extent of their own (XYZ: the whole world)."""
+        chosen = self._extent(layer)
+        if chosen is not None:
+            return chosen
+        if has_fixed_grid(layer):
+            box = layer.extent()
+            return (box.xMinimum(), box.yMinimum(), box.xMaximum(), box.yMaximum())
+        canvas = self._canvas()
+        if canvas is None:
+            raise InputProblem(f"Choose the area to read from '{layer.name()}'.")
+        return extent_in_layer_crs(
+            canvas.extent(), canvas.mapSettings().destinationCrs(), layer, "The current map extent"
+        )
+
+    def export_grid_for(self, layer: QgsRasterLayer, model: ModelEntry | None) -> ExportGrid:
+        return export_grid(layer, self._export_extent(layer), self._export_gsd(layer, model))
+
+    def update_resolution_info(self, *_: Any) -> None:
+        """The layer's and the model's GSD (a warning when they are more than 2x apart), and for
+        non-file layers the size that will be read."""
+        self.resolution_label.setText("")
+        self.gsd_warning.setText("")
+        layer = self.layer_combo.currentLayer()
+        model = self.current_model()
+        try:
+            kind = layer_kind(layer)
+            layer_gsd = layer_gsd_m(layer)
+        except InputProblem:
+            return
+        model_gsd = model.card.get("gsd_m") if model is not None else None
+        lines = [
+            f"Layer pixels: {format_gsd(layer_gsd) if layer_gsd else 'none of its own'}; "
+            f"model GSD: {format_gsd(model_gsd) if model_gsd else 'not stated'}"
+        ]
+        if kind != FILE and model is not None:
+            try:
+                lines.append(f"Reads {self.export_grid_for(layer, model).describe()}.")
+            except InputProblem as exc:
+                lines.append(str(exc))
+        self.resolution_label.setText("\n".join(lines))
+        if layer_gsd and model_gsd and max(layer_gsd / model_gsd, model_gsd / layer_gsd) > 2:
+            how = "finer" if layer_gsd < model_gsd else "coarser"
+            ratio = max(layer_gsd / model_gsd, model_gsd / layer_gsd)
+            self.gsd_warning.setText(
+                f"The layer's pixels ({format_gsd(layer_gsd)}) are {ratio:.1f}x {how} than the "
+                f"model's ({format_gsd(model_gsd)}). Auto resamples them to the model's GSD; "
+                "check that this model suits this imagery."
+            )
+
+    def _confirm_size(self, plan: ExportPlan) -> bool:
+        """Asks before reading more than the limit from a non-file layer (No is the default)."""
+        try:
+            limit = float(settings.get(settings.EXPORT_LIMIT_MPX) or DEFAULT_LIMIT_MPX)
+        except ValueError:
+            limit = DEFAULT_LIMIT_MPX
+        if plan.pixels <= limit * 1e6:
+            return True
+        answer = QMessageBox.question(
+            self,
+            "CrossEarth",
+            f"'{plan.layer_name}' is read as {plan.describe()}, more than {limit:g} Mpx: that "
+            "much imagery takes long to download and to segment.\n\nRead and segment it anyway?",
+            QMessageBox.Yes | QMessageBox.No,
+            QMessageBox.No,
+        )
+        return answer == QMessageBox.Yes
+
     # --- segmenting ---------------------------------------------------------------------------
 
     def build_request(self) -> Job:
         """The job the current choices describe; InputProblem/EngineEnvironmentError if none."""
         layer = self.layer_combo.currentLayer()
-        source = local_raster_source(layer)
+        kind = layer_kind(layer)
+        source = local_raster_source(layer) if kind == FILE else ""
         # The environment next: without it the model list and everything after are unknown.
         interpreter = resolve_interpreter()
         model = self.current_model()
@@ -446,7 +773,10 @@ class CrossEarthDock(QgsDockWidget):
                 f"'{ADD_MODEL_TEXT}' in the model list."
             )
         bands = parse_bands(self.bands_edit.text())
-        check_bands(layer, model.name, model.bands, bands)
+        if kind == RENDERED:
+            check_rendered_bands(layer.name(), model.name, model.bands, bands)
+        else:
+            check_bands(layer, model.name, model.bands, bands)
         device = self.device_combo.currentData() or "auto"
         if device.startswith("cuda") and self.cuda_available is False:
             raise InputProblem(
@@ -455,6 +785,11 @@ class CrossEarthDock(QgsDockWidget):
                 "Auto or CPU as the device."
             )
         extent = self._extent(layer)
+        export = None
+        if kind != FILE:
+            # Read over the extent at the processing resolution; the engine segments the file.
+            export = plan_export(layer, self._export_extent(layer), self._export_gsd(layer, model))
+            source, extent = str(export.destination), None
         output = self.output_widget.filePath().strip()
         if output:
             if Path(output).suffix.lower() not in (".tif", ".tiff"):
@@ -474,8 +809,9 @@ class CrossEarthDock(QgsDockWidget):
             confidence=f"{stem}_confidence.tif" if self.confidence_check.isChecked() else None,
             polygons=f"{stem}_classes.gpkg" if self.polygons_check.isChecked() else None,
             extent=extent,
+            **self._processing_options(export is not None, self.polygons_check.isChecked()),
         )
-        return Job(request, layer, model, interpreter)
+        return Job(request, layer, model, interpreter, export)
 
     def _extent(self, layer: QgsRasterLayer) -> tuple[float, float, float, float] | None:
         area = self.area_combo.currentData()
@@ -528,9 +864,15 @@ class CrossEarthDock(QgsDockWidget):
         if self.task is not None:
             return None
         try:
-            request, layer, model, interpreter = self.build_request()
+            job = self.build_request()
         except (InputProblem, EngineEnvironmentError) as exc:
             messages.error(self.iface, str(exc))
+            return None
+        request, layer, model, interpreter = job.request, job.layer, job.model, job.interpreter
+        if job.export is not None and not self._confirm_size(job.export):
+            self.status_label.setText(
+                f"Not started: reading {job.export.describe()} from '{layer.name()}' was declined."
+            )
             return None
         existing = [path for path in request.outputs() if path.exists()]
         if existing:
@@ -540,7 +882,11 @@ class CrossEarthDock(QgsDockWidget):
             request.overwrite = True  # the engine refuses an existing output without it
         settings.set_value(settings.MODEL, model.path)
         settings.set_value(settings.DEVICE, request.device)
-        task = EngineTask(f"CrossEarth: segmenting {layer.name()}", request.args(), interpreter)
+        description = f"CrossEarth: segmenting {layer.name()}"
+        if job.export is not None:
+            task = ExportSegmentTask(description, request.args(), interpreter, job.export)
+        else:
+            task = EngineTask(description, request.args(), interpreter)
         task.progressChanged.connect(self._task_progress)
         task.statusChanged.connect(self.status_label.setText)
         task.completed.connect(self._segment_finished)
@@ -581,6 +927,8 @@ class CrossEarthDock(QgsDockWidget):
             self.status_label.setText("Failed; see the message bar.")
             messages.error(self.iface, str(task.error), getattr(task.error, "details", None))
             return
+        for warning in getattr(task, "export_warnings", []):
+            messages.notify(self.iface, warning, Qgis.Warning)
         self.progress_bar.setValue(100)
         self._add_results(task.outcome.done or {}, running)
 
@@ -629,3 +977,5 @@ class CrossEarthDock(QgsDockWidget):
         if self.iface is not None:
             with contextlib.suppress(TypeError, RuntimeError):  # already disconnected
                 self.iface.currentLayerChanged.disconnect(self.follow_layer)
+            with contextlib.suppress(TypeError, RuntimeError):
+                self.iface.mapCanvas().extentsChanged.disconnect(self.update_resolution_info)

@@ -17,7 +17,8 @@ from .engine_env import Interpreter, resolve_interpreter, worker_directory, work
 from .process import run_streaming
 from .worker import EngineError, run_engine_json
 
-LIST_MODELS_ARGS = ["models", "--json"]
+# With the official models `crossearth download` installs ("available").
+LIST_MODELS_ARGS = ["models", "--json", "--available"]
 CARD_FILE = "model.json"
 WEIGHTS_FILE = "weights.safetensors"
 
@@ -55,6 +56,74 @@ class ModelEntry:
         return "; ".join(p for p in parts if p)
 
 
+def format_size(size: int | None, exact: bool = True) -> str:
+    """Bytes as the engine's catalog says them ("~1.68 GB", "9.6 MB")."""
+    if size is None:
+        return "size unknown"
+    prefix = "" if exact else "~"
+    if size >= 1_000_000_000:
+        return f"{prefix}{size / 1_000_000_000:.2f} GB"
+    if size >= 1_000_000:
+        return f"{prefix}{size / 1_000_000:.1f} MB"
+    if size >= 1000:
+        return f"{prefix}{size / 1000:.0f} kB"
+    return f"{prefix}{size} B"
+
+
+@dataclass(frozen=True)
+class AvailableModel:
+    """An official model `crossearth download` installs (`models --json --available`)."""
+
+    name: str
+    description: str
+    class_names: list[str]
+    bands: list[str]
+    gsd_m: float | None
+    size: int | None
+    size_exact: bool
+    license: str
+    source: str  # "Cusyoung/CrossEarth: Potsdam(r)-source.pth"
+    downloadable: bool
+    installed: str | None  # the installed package's folder
+
+    @classmethod
+    def from_json(cls, item: dict[str, Any]) -> AvailableModel:
+        checkpoint = item.get("checkpoint") or {}
+        backbone = item.get("backbone") or {}
+        files = [f["filename"] for f in (checkpoint, backbone) if f.get("filename")]
+        return cls(
+            name=str(item["name"]),
+            description=str(item.get("description", "")),
+            class_names=[str(c["name"]) for c in item.get("classes", [])],
+            bands=[str(b) for b in item.get("bands", [])],
+            gsd_m=item.get("gsd_m"),
+            size=item.get("size"),
+            size_exact=bool(item.get("size_exact", True)),
+            license=str(item.get("license", "")),
+            source=f"{checkpoint.get('repo', '?')}: {' + '.join(files)}" if files else "",
+            downloadable=bool(item.get("downloadable")),
+            installed=item.get("installed"),
+        )
+
+    @property
+    def size_text(self) -> str:
+        return format_size(self.size, self.size_exact)
+
+    def label(self) -> str:
+        return f"{self.name} (download, {self.size_text})"
+
+    def summary(self) -> str:
+        """What the model is, for the picker's tooltip and the download question."""
+        parts = [
+            self.description,
+            f"{len(self.class_names)} classes: {', '.join(self.class_names)}",
+            f"bands {'/'.join(self.bands)}",
+            f"trained at {self.gsd_m:g} m" if self.gsd_m else "",
+            f"{self.size_text} from Hugging Face {self.source}",
+        ]
+        return "; ".join(p for p in parts if p)
+
+
 @dataclass
 class ModelCatalog:
     models: list[ModelEntry] = field(default_factory=list)
@@ -62,12 +131,20 @@ class ModelCatalog:
     bundled_dir: str = ""
     default: str | None = None
     problems: list[str] = field(default_factory=list)
+    available: list[AvailableModel] = field(default_factory=list)
 
     def find(self, key: str) -> ModelEntry | None:
         for entry in self.models:
             if key in (entry.path, entry.name):
                 return entry
         return None
+
+    def downloadable(self) -> list[AvailableModel]:
+        """The official models that can be downloaded and are not installed yet."""
+        return [m for m in self.available if m.downloadable and not m.installed]
+
+    def find_available(self, name: str) -> AvailableModel | None:
+        return next((m for m in self.available if m.name == name), None)
 
 
 def list_models(interpreter: Interpreter | None = None) -> ModelCatalog:
@@ -85,6 +162,7 @@ def catalog_from_json(data: dict[str, Any]) -> ModelCatalog:
         bundled_dir=str(data.get("bundled_dir", "")),
         default=data.get("default"),
         problems=[_problem_line(p) for p in data.get("problems", [])],
+        available=[AvailableModel.from_json(m) for m in data.get("available", [])],
     )
 
 

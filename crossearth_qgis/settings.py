@@ -9,6 +9,8 @@ PYTHON = "python"  # the engine interpreter chosen in the options page ("" = aut
 VENV_DIR = "venv_dir"  # where "Set up engine environment" creates the venv
 MODEL = "model"  # the dock's last model (package path)
 DEVICE = "device"  # the dock's last device id (auto, cpu, cuda:N)
+# Web and other non-file layers: the dock asks before reading more megapixels than this.
+EXPORT_LIMIT_MPX = "export_limit_mpx"
 
 
 def get(key: str, default: str = "") -> str:

@@ -100,6 +100,7 @@ _CLI_WORDS = [
     (re.compile(r"--preset"), "a preset"),
     (re.compile(r"--classes"), "class names"),
     (re.compile(r"\(see 'crossearth models'\)"), "(see the model list)"),
+    (re.compile(r"\(see 'crossearth models --available'\)"), "(see the model list)"),
     (re.compile(r"choose another --output"), "choose another output folder"),
     (re.compile(r"pass --overwrite( to replace it)?"), "confirm replacing it"),
 ]
@@ -342,6 +343,12 @@ class SegmentRequest:
     confidence: str | None = None
     polygons: str | None = None
     extent: tuple[float, float, float, float] | None = None  # in the raster's CRS
+    # Processing resolution: "auto", "native" or metres ("0.5"); None = the engine's default.
+    gsd: str | None = None
+    output_grid: str | None = None  # "source" or "model"; None = the engine's default
+    min_region: str | None = None  # sieve size: "12" pixels, "2000m2" or "1.5ha"
+    keep_classes: list[str] | None = None  # classes whose small regions stay
+    simplify: float | None = None  # polygon simplification tolerance in metres
     # Replace existing outputs: only when the analyst confirmed it (the engine refuses else).
     overwrite: bool = False
 
@@ -363,6 +370,16 @@ class SegmentRequest:
             args.append(_option("polygons", _absolute(self.polygons)))
         if self.extent is not None:
             args.append(_option("extent", ",".join(repr(float(v)) for v in self.extent)))
+        if self.gsd:
+            args.append(_option("gsd", self.gsd))
+        if self.output_grid:
+            args.append(_option("output-grid", self.output_grid))
+        if self.min_region:
+            args.append(_option("min-region", self.min_region))
+        if self.keep_classes:
+            args.append(_option("keep-classes", ",".join(self.keep_classes)))
+        if self.simplify:
+            args.append(_option("simplify", f"{float(self.simplify):g}"))
         if self.overwrite:
             args.append("--overwrite")
         return args
@@ -403,6 +420,24 @@ class ConvertRequest:
         if self.overwrite:
             args.append("--overwrite")
         return args
+
+
+@dataclass
+class DownloadRequest:
+    """Downloading an official model (`crossearth download`) into the user models folder."""
+
+    name: str  # a catalog name, e.g. potsdam-r-source
+    keep_checkpoint: bool = False  # keep the .pth in the Hugging Face cache
+    overwrite: bool = False  # replace the installed package of that name (confirmed)
+
+    def args(self) -> list[str]:
+        # JSON progress also announces the temporary package folder (removed after a kill).
+        args = ["download", _option("progress", "json")]
+        if self.keep_checkpoint:
+            args.append("--keep-checkpoint")
+        if self.overwrite:
+            args.append("--overwrite")
+        return [*args, "--", self.name]
 
 
 @dataclass

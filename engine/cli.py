@@ -31,6 +31,20 @@ def _int_list(text: str) -> list[int]:
     return values
 
 
+def _workers(text: str) -> int | str:
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"'{text}' is not a number of workers; give e.g. 2, or auto"
+        ) from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1 (or auto)")
+    return value
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -102,7 +116,50 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="replace existing output files (never the input)",
     )
+    seg.add_argument(
+        "--gsd",
+        default="auto",
+        help="processing resolution: auto (the model's GSD, default), native (the raster's "
+        "pixels) or metres; tiles are resampled on the fly and the output keeps the input grid",
+    )
+    seg.add_argument(
+        "--output-grid",
+        choices=["source", "model"],
+        default="source",
+        help="write the classes on the input's grid (default) or on the processing grid",
+    )
+    seg.add_argument(
+        "--min-region",
+        help="merge regions smaller than this into the surrounding class: pixels (20, 20px) "
+        "or an area (5000m2, 0.5ha)",
+    )
+    seg.add_argument(
+        "--keep-classes",
+        help="comma-separated class names whose small regions are kept (with --min-region)",
+    )
+    seg.add_argument(
+        "--simplify",
+        type=float,
+        help="simplify the class polygons to this tolerance in metres (with --polygons)",
+    )
     seg.add_argument("--threads", type=_positive_int, help="CPU threads for the model")
+    seg.add_argument(
+        "--workers",
+        type=_workers,
+        help="run sharded on Ray with N model workers, or auto (one per GPU; on CPU the cores "
+        "divided by the threads per worker)",
+    )
+    seg.add_argument(
+        "--cluster",
+        help="run sharded on this Ray cluster (auto, host:port or ray://host:port) instead of "
+        "a local Ray instance",
+    )
+    seg.add_argument(
+        "--resume",
+        action="store_true",
+        help="with --workers/--cluster: reuse the finished parts a killed run of the same job "
+        "left beside the output, and run only the rest",
+    )
     seg.add_argument("--no-amp", action="store_true", help="disable mixed precision on CUDA")
     seg.add_argument(
         "--progress",
@@ -110,6 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
         default="bar",
         help="progress display; json prints one event per line (for the plugin)",
     )
+
+    _add_batch_command(commands, seg)
 
     conv = commands.add_parser(
         "convert",
@@ -158,6 +217,40 @@ def build_parser() -> argparse.ArgumentParser:
 
     models = commands.add_parser("models", help="list bundled and user model packages")
     models.add_argument("--json", action="store_true", help="print the list as JSON")
+    models.add_argument(
+        "--available",
+        action="store_true",
+        help="list the official models 'crossearth download' installs (classes, bands, GSD, "
+        "size, license, source), marking those already installed; with --json, added to the "
+        'list as "available"',
+    )
+
+    down = commands.add_parser(
+        "download",
+        help="download an official CrossEarth model from Hugging Face and install it",
+        description="Download a released CrossEarth checkpoint with huggingface_hub (cached, "
+        "resumed, SHA-256 checked; HF_ENDPOINT, HF_HUB_OFFLINE, HF_TOKEN and proxies apply) "
+        "and convert it into a package in the user models folder. See 'crossearth models "
+        "--available' for the names.",
+    )
+    down.add_argument("name", help="the model's name, e.g. potsdam-r-source")
+    down.add_argument(
+        "--keep-checkpoint",
+        action="store_true",
+        help="keep the downloaded .pth in the Hugging Face cache (default: delete what this "
+        "download fetched once the package is written)",
+    )
+    down.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the installed package of that name (only a package this tool wrote)",
+    )
+    down.add_argument(
+        "--progress",
+        choices=["bar", "json", "none"],
+        default="bar",
+        help="progress display; json prints one event per line (for the plugin)",
+    )
 
     check = commands.add_parser(
         "check", help="report the engine environment: torch, CUDA, GPUs and their memory"
@@ -223,6 +316,7 @@ def _progress_printer(mode: str) -> tuple[Callable[[float, str], None], Callable
 
 def _cmd_segment(args: argparse.Namespace) -> int:
     from .pipeline import SegmentOptions, segment
+    from .resolution import parse_gsd
     from .subset import parse_extent
 
     options = SegmentOptions(
@@ -239,10 +333,18 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         polygons=args.polygons,
         extent=parse_extent(args.extent) if args.extent else None,
         overwrite=args.overwrite,
+        gsd=parse_gsd(args.gsd),
+        output_grid=args.output_grid,
+        min_region=args.min_region,
+        keep_classes=_names(args.keep_classes),
+        simplify_m=args.simplify,
     )
     update, close = _progress_printer(args.progress)
     try:
-        result = segment(args.input, args.output, args.model, options, progress=update)
+        if args.workers is not None or args.cluster or args.resume:
+            result = _segment_sharded(args, options, update)
+        else:
+            result = segment(args.input, args.output, args.model, options, progress=update)
     finally:
         close()
     summary = {
@@ -257,8 +359,12 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         "device": result.device,
         "bands": result.bands,
         "scaling": result.scaling,
+        "resolution": result.resolution,
         "warnings": result.warnings,
     }
+    sharded = getattr(result, "summary", None)
+    if sharded is not None:
+        summary["sharded"] = sharded()
     if args.progress == "json":
         _json_event("done", **summary)
     else:
@@ -270,10 +376,160 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         for extra in (result.confidence, result.polygons):
             if extra:
                 print(f"wrote {extra}")
+        print(f"processing resolution: {result.resolution}")
         for name, count in result.class_pixels.items():
             print(f"  {name:<24} {count:>12,d} px  {100 * count / total:5.1f} %")
+        if sharded is not None:
+            figures = summary["sharded"]
+            print(
+                f"{figures['shards']} shards ({figures['shards_run']} run, "
+                f"{figures['shards_reused']} reused), {figures['retries']} retried"
+            )
         for warning in result.warnings:
             print(f"warning: {warning}")
+    return 0
+
+
+def _segment_sharded(
+    args: argparse.Namespace, options: Any, update: Callable[[float, str], None]
+) -> Any:
+    """`segment --workers/--cluster`: the same job on Ray workers (Ray is imported only
+    here)."""
+    if args.workers is None and not args.cluster:
+        raise CrossEarthError(
+            "--resume continues a sharded run; give it the same --workers or --cluster"
+        )
+    from .distributed import segment_sharded
+
+    return segment_sharded(
+        args.input,
+        args.output,
+        args.model,
+        options,
+        workers=args.workers if args.workers is not None else "auto",
+        cluster=args.cluster,
+        resume=args.resume,
+        progress=update,
+    )
+
+
+# Options of `segment` that `segment-batch` defines its own way (files per input, its --resume).
+_BATCH_OWN = {"help", "input", "output", "confidence", "polygons", "resume"}
+
+
+def _add_batch_command(commands: argparse._SubParsersAction, seg: argparse.ArgumentParser) -> None:
+    batch = commands.add_parser(
+        "segment-batch",
+        help="segment many rasters: one output each, an index and a VRT mosaic",
+        description="Segments every input into --output-dir. INPUTS are raster files, folders "
+        "(the rasters inside, by extension: .tif, .vrt, .img, .jp2, .png, ...), globs "
+        "('scenes/**/*.tif'), list files (@list.txt or a .txt file: one path, URL or GDAL /vsi "
+        "path per line, relative paths from the list's folder), URLs (https://, s3://, gs://) "
+        "and GDAL /vsi paths. Outputs are named after each input's file name: "
+        "<stem>_classes.tif, <stem>_confidence.tif (--confidence), <stem>_classes.gpkg "
+        "(--polygons); equal stems from different folders get _2, _3, ... in input order "
+        "(a/x.tif -> x_classes.tif, b/x.tif -> x_2_classes.tif). index.gpkg (index.csv without "
+        "GDAL's Python bindings) holds each input's footprint (in EPSG:4326 when the inputs' "
+        "CRSs differ) with its status (ok, failed, skipped), message, pixels per class (JSON) "
+        "and seconds; mosaic.vrt joins the class rasters when they share a CRS. Every input is "
+        "opened before the first one runs; an input that fails later is recorded and the batch "
+        "goes on. Exit code 0 when every input is ok or skipped, 2 when some failed.",
+    )
+    batch.add_argument("inputs", nargs="+", metavar="INPUT", help="rasters, folders, globs, lists")
+    batch.add_argument(
+        "--output-dir", type=Path, required=True, help="folder for the outputs (created)"
+    )
+    for action in seg._actions:
+        if action.dest in _BATCH_OWN or not action.option_strings:
+            continue
+        # The same options as `segment` (the same Action objects), so they never drift apart.
+        batch._add_action(action)
+    batch.add_argument(
+        "--confidence", action="store_true", help="also write <stem>_confidence.tif per input"
+    )
+    batch.add_argument(
+        "--polygons", action="store_true", help="also write <stem>_classes.gpkg per input"
+    )
+    batch.add_argument(
+        "--resume",
+        action="store_true",
+        help="finish an earlier batch into the same --output-dir: inputs whose outputs all "
+        "exist are skipped, the rest (and the index and mosaic) are written again",
+    )
+
+
+def _cmd_segment_batch(args: argparse.Namespace) -> int:
+    from .batch import BatchRequest, parse_workers, run_batch, segment_options_from_args
+
+    if args.overwrite and args.resume:
+        raise CrossEarthError(
+            "--overwrite redoes every input and --resume keeps finished ones; pass one of them"
+        )
+    request = BatchRequest(
+        items=args.inputs,
+        output_dir=args.output_dir,
+        model=args.model,
+        options=segment_options_from_args(args),
+        confidence=args.confidence,
+        polygons=args.polygons,
+        resume=args.resume,
+        workers=parse_workers(getattr(args, "workers", None)),
+        cluster=getattr(args, "cluster", None) or None,
+    )
+    json_mode = args.progress == "json"
+    update, close = _progress_printer(args.progress)
+
+    def say(line: str) -> None:
+        if args.progress == "bar":
+            from tqdm import tqdm
+
+            tqdm.write(line, file=sys.stdout)
+        else:
+            print(line, flush=True)
+
+    def on_event(event: str, fields: dict[str, Any]) -> None:
+        if event == "progress":
+            update(fields["fraction"], fields["message"])
+        elif json_mode:
+            _json_event(event, **fields)
+        elif event == "input_done":
+            target = f" -> {fields['output']}" if fields["output"] else ""
+            seconds = f" in {fields['seconds']:.1f} s" if fields["seconds"] is not None else ""
+            message = f": {fields['message']}" if fields["message"] else ""
+            say(
+                f"[{fields['index']}/{fields['total']}] {fields['status']:<7} "
+                f"{fields['input']}{target}{seconds}{message}"
+            )
+
+    try:
+        result = run_batch(request, on_event)
+    finally:
+        close()
+    counts = {status: result.count(status) for status in ("ok", "failed", "skipped")}
+    if json_mode:
+        _json_event(
+            "done",
+            inputs=len(result.rows),
+            **counts,
+            index=str(result.index),
+            mosaic=str(result.mosaic) if result.mosaic else None,
+            note=result.note or None,
+            seconds=round(result.seconds, 2),
+        )
+    else:
+        print(
+            f"{len(result.rows)} inputs in {result.seconds:.1f} s: {counts['ok']} ok, "
+            f"{counts['skipped']} skipped, {counts['failed']} failed"
+        )
+        print(f"index: {result.index}")
+        print(f"mosaic: {result.mosaic}" if result.mosaic else result.note)
+    if counts["failed"]:
+        print(
+            f"crossearth: {counts['failed']} of {len(result.rows)} inputs failed (status "
+            f"'failed' in {result.index}); the others are done",
+            file=sys.stderr,
+        )
+        return 2
     return 0
 
 
@@ -321,6 +577,88 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_download(args: argparse.Namespace) -> int:
+    from .catalog import format_size
+    from .download import download, download_summary
+
+    update, close = _progress_printer(args.progress)
+    try:
+        result = download(
+            args.name,
+            keep_checkpoint=args.keep_checkpoint,
+            overwrite=args.overwrite,
+            progress=update,
+        )
+    finally:
+        close()
+    if args.progress == "json":
+        _json_event("done", **download_summary(result))
+        return 0
+    card = result.package.card
+    if result.downloaded:
+        names = ", ".join(path.name for path in result.downloaded)
+        print(f"downloaded {names} ({format_size(result.downloaded_bytes)})")
+    print(
+        f"installed {card.name} in {result.package.path}: {card.num_classes} classes "
+        f"({', '.join(card.class_names)}), bands {'/'.join(card.input.bands)}"
+    )
+    for path in result.downloaded:
+        if path not in result.kept:
+            print(
+                f"removed {path.name} from the Hugging Face cache again (--keep-checkpoint "
+                "keeps it)"
+            )
+    for path in result.kept:
+        print(f"kept in the Hugging Face cache: {path}")
+    for warning in result.warnings:
+        print(f"warning: {warning}")
+    return 0
+
+
+def _available_models(packages: list[Any]) -> list[dict[str, Any]]:
+    """The catalog as JSON, each entry with `installed` (path of its package, or None)."""
+    from .catalog import load_catalog
+
+    installed = {}
+    for package in packages:
+        for key in (package.path.name, package.card.name):
+            installed.setdefault(key, str(package.path))
+    return [{**entry.to_json(), "installed": installed.get(entry.name)} for entry in load_catalog()]
+
+
+def _print_available(available: list[dict[str, Any]]) -> None:
+    from .catalog import format_size
+
+    print("official models ('crossearth download NAME' installs one):")
+    licenses = {item["license"] for item in available}
+    for item in available:
+        if item["installed"]:
+            state = "installed"
+        elif item["downloadable"]:
+            state = format_size(item["size"], item["size_exact"])
+        else:
+            state = "not released"
+        gsd = f"{item['gsd_m']:g} m" if item["gsd_m"] else "GSD not stated"
+        classes = ", ".join(c["name"] for c in item["classes"])
+        print(f"{item['name']}  [{state}]  {item['description']}")
+        print(
+            f"    {len(item['classes'])} classes: {classes}; bands {'/'.join(item['bands'])}; "
+            f"{gsd}; tile {item['tile'][0]} px"
+        )
+        source = item["checkpoint"]
+        if source:
+            backbone = item["backbone"]
+            extra = f" + {backbone['filename']}" if backbone else ""
+            print(
+                f"    source: Hugging Face {source['repo']}, {source['filename']}{extra} "
+                f"(revision {source['revision'][:12]})"
+            )
+        if len(licenses) > 1:
+            print(f"    license: {item['license']}")
+    if len(licenses) == 1:
+        print(f"license: {licenses.pop()}")
+
+
 def _cmd_models(args: argparse.Namespace) -> int:
     from .files import describe_path
     from .packages import bundled_models_dir, default_model_name, list_packages, user_models_dir
@@ -329,6 +667,18 @@ def _cmd_models(args: argparse.Namespace) -> int:
     # text shows undecodable bytes as escapes instead of failing.
     packages, problems = list_packages()
     default = default_model_name()
+    available = None
+    problems_json: list[dict[str, str]] = []
+    if args.available:
+        try:
+            available = _available_models(packages)
+        except CrossEarthError as exc:
+            if not args.json:
+                raise
+            # A broken catalog file must not hide the installed models from the plugin.
+            available = []
+            catalog = os.environ.get("CROSSEARTH_MODEL_CATALOG", "")
+            problems_json = [{"path": catalog, "problem": str(exc)}]
     if args.json:
         print(
             json.dumps(
@@ -346,10 +696,14 @@ def _cmd_models(args: argparse.Namespace) -> int:
                         }
                         for p in packages
                     ],
-                    "problems": [problem.to_json() for problem in problems],
+                    "problems": [problem.to_json() for problem in problems] + problems_json,
+                    **({"available": available} if available is not None else {}),
                 }
             )
         )
+        return 0
+    if available is not None:
+        _print_available(available)
         return 0
     print(f"bundled models: {describe_path(bundled_models_dir())}")
     print(f"user models:    {describe_path(user_models_dir())}")
@@ -411,6 +765,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
     print(f"python {report['python']} ({report['executable']})")
     print(f"torch {report['torch']}, timm {report['timm']}, rasterio {report['rasterio']}")
     print(f"CUDA available: {'yes' if report['cuda_available'] else 'no'}")
+    ray = report.get("ray")
+    print(f"ray {ray} (--workers, --cluster)" if ray else "ray not installed (no --workers)")
     for device in report["devices"]:
         memory = f", {device['memory_gib']} GiB" if "memory_gib" in device else ""
         print(f"  {device['id']}: {device['name']}{memory}")
@@ -419,8 +775,10 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "segment": _cmd_segment,
+    "segment-batch": _cmd_segment_batch,
     "convert": _cmd_convert,
     "models": _cmd_models,
+    "download": _cmd_download,
     "check": _cmd_check,
     "info": _cmd_info,
 }

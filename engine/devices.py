@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 from .errors import CrossEarthError
@@ -76,4 +77,16 @@ def environment_report() -> dict[str, object]:
         "cuda_available": torch.cuda.is_available(),
         "cuda_version": torch.version.cuda,
         "devices": describe_devices(),
+        "cpu_count": os.cpu_count(),
+        # Sharded runs (--workers/--cluster) need Ray; its version is read without importing it.
+        "ray": _installed_version("ray"),
     }
+
+
+def _installed_version(distribution: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(distribution)
+    except PackageNotFoundError:
+        return None

@@ -8,11 +8,13 @@ it here and add its class to ALGORITHMS; the provider registers every class list
 from __future__ import annotations
 
 from .convert_checkpoint import ConvertCheckpointAlgorithm
+from .download_model import DownloadModelAlgorithm
 from .fine_tune import FineTuneAlgorithm
 from .segment_raster import SegmentRasterAlgorithm
 
 ALGORITHMS = [
     SegmentRasterAlgorithm,
     ConvertCheckpointAlgorithm,
+    DownloadModelAlgorithm,
     FineTuneAlgorithm,
 ]

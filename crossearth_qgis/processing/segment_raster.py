@@ -12,8 +12,10 @@ from qgis.core import (
     QgsProcessingException,
     QgsProcessingFeedback,
     QgsProcessingLayerPostProcessorInterface,
+    QgsProcessingMultiStepFeedback,
     QgsProcessingParameterBand,
     QgsProcessingParameterDefinition,
+    QgsProcessingParameterEnum,
     QgsProcessingParameterExtent,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination,
@@ -25,8 +27,23 @@ from qgis.core import (
 )
 
 from .. import styling
+from ..engine_env import EngineEnvironmentError
 from ..inputs import InputProblem, extent_in_layer_crs, local_raster_source
-from ..worker import SegmentRequest
+from ..layer_export import (
+    FILE,
+    RENDERED,
+    ExportError,
+    ExportPlan,
+    check_rendered_bands,
+    export_layer,
+    has_fixed_grid,
+    layer_kind,
+    native_units_per_pixel,
+    plan_export,
+    remove_export,
+)
+from ..models import list_models, model_card
+from ..worker import EngineError, EngineOutcome, SegmentRequest
 from .base import CrossEarthAlgorithm
 from .engine_run import run_engine_for_feedback
 
@@ -76,6 +93,37 @@ def _optional_int(parameters: dict[str, Any], name: str) -> int | None:
         raise QgsProcessingException(f"{name} must be a whole number, not '{value}'.") from None
 
 
+def _optional_float(parameters: dict[str, Any], name: str) -> float | None:
+    """The number given for an optional parameter, None when it was left empty."""
+    value = parameters.get(name)
+    if value is None or value == "" or (hasattr(value, "isNull") and value.isNull()):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise QgsProcessingException(f"{name} must be a number, not '{value}'.") from None
+
+
+def gsd_text(value: str) -> str:
+    """GSD as the engine takes it: auto, native or metres (checked here, said plainly)."""
+    word = value.strip().lower()
+    if word in ("", "auto", "native"):
+        return word or "auto"
+    try:
+        metres = float(word.removesuffix("m"))
+    except ValueError:
+        metres = float("nan")
+    if not metres > 0 or metres == float("inf"):
+        raise QgsProcessingException(
+            f"GSD must be auto, native or a pixel size in metres (e.g. 0.5), not '{value}'."
+        )
+    return f"{metres:g}"
+
+
+OUTPUT_GRIDS = ["source", "model"]
+REGION_UNITS = ["px", "m2", "ha"]
+
+
 class SegmentRasterAlgorithm(CrossEarthAlgorithm):
     INPUT = "INPUT"
     MODEL = "MODEL"
@@ -88,6 +136,12 @@ class SegmentRasterAlgorithm(CrossEarthAlgorithm):
     OUTPUT = "OUTPUT"
     CONFIDENCE = "CONFIDENCE"
     POLYGONS = "POLYGONS"
+    GSD = "GSD"
+    OUTPUT_GRID = "OUTPUT_GRID"
+    MIN_REGION = "MIN_REGION"
+    MIN_REGION_UNIT = "MIN_REGION_UNIT"
+    KEEP_CLASSES = "KEEP_CLASSES"
+    SIMPLIFY = "SIMPLIFY"
 
     def name(self) -> str:
         return "segmentraster"
@@ -106,6 +160,17 @@ class SegmentRasterAlgorithm(CrossEarthAlgorithm):
             "the model's. Bands: the raster's bands in the model's input order (empty: "
             "matched by band names). Extent: segment only this area. Confidence: per-pixel "
             "confidence (0..1). Polygons: class polygons with class name and area (GeoPackage)."
+            "\n\nGSD (processing resolution): auto runs the model at the resolution it was "
+            "trained at (the model card's GSD), resampling on the fly; native runs it on the "
+            "raster's own pixels; a number is metres per pixel. Output grid: the result on the "
+            "input raster's grid (source) or on the processing grid (model).\n\n"
+            "Web map layers (WMS, WMTS, XYZ) and other layers that are not raster files are "
+            "read over the extent (required for web layers) at the processing resolution into "
+            "a temporary GeoTIFF first; web layers give the red, green and blue of their image."
+            "\n\nMinimum region size: regions smaller than this (pixels, m² or ha) are merged "
+            "into the class around them, except for the classes listed in 'Keep small regions "
+            "of classes' (names, comma separated). Simplify: tolerance in metres for the class "
+            "polygons."
         )
 
     def tags(self) -> list[str]:
@@ -157,6 +222,53 @@ class SegmentRasterAlgorithm(CrossEarthAlgorithm):
         self.addParameter(
             QgsProcessingParameterExtent(self.EXTENT, "Segment only this extent", optional=True)
         )
+        advanced += [
+            QgsProcessingParameterString(
+                self.GSD,
+                "Processing resolution (GSD): auto (the model's), native, or metres per pixel",
+                "auto",
+            ),
+            QgsProcessingParameterEnum(
+                self.OUTPUT_GRID,
+                "Output grid",
+                ["source: the input raster's grid", "model: the processing grid"],
+                defaultValue=0,
+            ),
+        ]
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                self.MIN_REGION,
+                "Minimum region size (smaller regions are merged; empty = keep all)",
+                QgsProcessingParameterNumber.Double,
+                optional=True,
+                minValue=0,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterEnum(
+                self.MIN_REGION_UNIT,
+                "Unit of the minimum region size",
+                ["pixels", "m²", "ha"],
+                defaultValue=0,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterString(
+                self.KEEP_CLASSES,
+                "Keep small regions of classes (names, comma separated)",
+                "",
+                optional=True,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                self.SIMPLIFY,
+                "Simplify polygons: tolerance in metres (empty = not simplified)",
+                QgsProcessingParameterNumber.Double,
+                optional=True,
+                minValue=0,
+            )
+        )
         for parameter in advanced:
             parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
             self.addParameter(parameter)
@@ -183,13 +295,20 @@ class SegmentRasterAlgorithm(CrossEarthAlgorithm):
         feedback: QgsProcessingFeedback,
     ) -> dict[str, Any]:
         layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
+        model = self.parameterAsString(parameters, self.MODEL, context).strip()
+        gsd = gsd_text(self.parameterAsString(parameters, self.GSD, context))
+        export: ExportPlan | None = None
         try:
-            source = local_raster_source(layer)
+            kind = layer_kind(layer)
+            source = local_raster_source(layer) if kind == FILE else ""
             extent = None
             if parameters.get(self.EXTENT):
                 box = self.parameterAsExtent(parameters, self.EXTENT, context)
                 crs = self.parameterAsExtentCrs(parameters, self.EXTENT, context)
                 extent = extent_in_layer_crs(box, crs, layer, "The extent")
+            if kind != FILE:
+                export = self._plan_export(layer, kind, extent, gsd, model, parameters, context)
+                source, extent = str(export.destination), None
         except InputProblem as exc:
             raise QgsProcessingException(str(exc)) from None
         output = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
@@ -202,7 +321,7 @@ class SegmentRasterAlgorithm(CrossEarthAlgorithm):
         request = SegmentRequest(
             input=source,
             output=output,
-            model=self.parameterAsString(parameters, self.MODEL, context).strip(),
+            model=model,
             device=self.parameterAsString(parameters, self.DEVICE, context).strip() or "auto",
             tile=_optional_int(parameters, self.TILE_SIZE),
             overlap=_optional_int(parameters, self.OVERLAP),
@@ -214,8 +333,9 @@ class SegmentRasterAlgorithm(CrossEarthAlgorithm):
             # Destination parameters come with QGIS's own overwrite confirmation (a file picked
             # in the dialog was confirmed; in qgis_process and scripts it was named on purpose).
             overwrite=True,
+            **self._options(parameters, context, gsd, export is not None, bool(polygons), feedback),
         )
-        outcome = run_engine_for_feedback(request.args(), feedback)
+        outcome = self._run(request, export, feedback)
         done = outcome.done or {}
         for warning in outcome.warnings:
             feedback.pushWarning(warning)
@@ -233,3 +353,120 @@ class SegmentRasterAlgorithm(CrossEarthAlgorithm):
                 details.name = name + suffix
                 details.setPostProcessor(_StyleOnLoad.create(path, name + suffix, classes))
         return {self.OUTPUT: output, self.CONFIDENCE: confidence, self.POLYGONS: polygons}
+
+    def _plan_export(
+        self,
+        layer: QgsRasterLayer,
+        kind: str,
+        extent: tuple[float, float, float, float] | None,
+        gsd: str,
+        model: str,
+        parameters: dict[str, Any],
+        context: QgsProcessingContext,
+    ) -> ExportPlan:
+        """How a layer that is not a raster file is read: over EXTENT (the layer's own extent
+        only where it has a grid; web layers have none) at the processing resolution."""
+        fixed = has_fixed_grid(layer)
+        if extent is None:
+            if not fixed:
+                raise InputProblem(
+                    f"'{layer.name()}' is a web map layer without an extent of its own; set "
+                    "'Segment only this extent' to the area to read."
+                )
+            box = layer.extent()
+            extent = (box.xMinimum(), box.yMinimum(), box.xMaximum(), box.yMaximum())
+        card = self._model_card(model) if kind == RENDERED or gsd == "auto" else {}
+        if kind == RENDERED:
+            bands = self.parameterAsInts(parameters, self.BANDS, context) or None
+            needed = list(card.get("input", {}).get("bands", []))
+            check_rendered_bands(layer.name(), card.get("name", model), needed, bands)
+        if gsd == "native":
+            if native_units_per_pixel(layer) is None:
+                raise InputProblem(
+                    f"'{layer.name()}' has no pixel size of its own; set GSD to the pixel size "
+                    "in metres to read it at."
+                )
+            metres = None
+        elif gsd == "auto":
+            metres = card.get("gsd_m")
+            if not metres and not fixed:
+                raise InputProblem(
+                    f"The model states no GSD and '{layer.name()}' is a web map layer without "
+                    "pixels of its own; set GSD to the pixel size in metres to read it at."
+                )
+        else:
+            metres = float(gsd)
+        return plan_export(layer, extent, float(metres) if metres else None)
+
+    @staticmethod
+    def _model_card(model: str) -> dict[str, Any]:
+        """The card of the chosen model (the default one when empty), asked from the engine."""
+        try:
+            catalog = list_models()
+            entry = catalog.find(model) if model else None
+            if not model:
+                entry = next((m for m in catalog.models if m.default), None)
+            return entry.card if entry is not None else model_card(model)
+        except (EngineError, EngineEnvironmentError) as exc:
+            raise QgsProcessingException(str(exc)) from None
+
+    def _options(
+        self,
+        parameters: dict[str, Any],
+        context: QgsProcessingContext,
+        gsd: str,
+        exported: bool,
+        polygons: bool,
+        feedback: QgsProcessingFeedback,
+    ) -> dict[str, Any]:
+        """--gsd, --output-grid, --min-region, --keep-classes and --simplify."""
+        options: dict[str, Any] = {}
+        if exported:
+            options["gsd"] = "native"  # read at the processing resolution already
+        else:
+            options["gsd"] = gsd
+            grid = self.parameterAsEnum(parameters, self.OUTPUT_GRID, context)
+            options["output_grid"] = OUTPUT_GRIDS[grid]
+        size = _optional_float(parameters, self.MIN_REGION)
+        keep = self.parameterAsString(parameters, self.KEEP_CLASSES, context)
+        names = [name.strip() for name in keep.split(",") if name.strip()]
+        if size:
+            unit = REGION_UNITS[self.parameterAsEnum(parameters, self.MIN_REGION_UNIT, context)]
+            options["min_region"] = str(max(1, round(size))) if unit == "px" else f"{size:g}{unit}"
+            options["keep_classes"] = names or None
+        elif names:
+            feedback.pushWarning(
+                "Keep small regions of classes applies only with a minimum region size; "
+                "nothing is merged."
+            )
+        simplify = _optional_float(parameters, self.SIMPLIFY)
+        if simplify and polygons:
+            options["simplify"] = simplify
+        elif simplify:
+            feedback.pushWarning("Simplify applies to the class polygons, which were not asked.")
+        return options
+
+    @staticmethod
+    def _run(
+        request: SegmentRequest, export: ExportPlan | None, feedback: QgsProcessingFeedback
+    ) -> EngineOutcome:
+        """Runs the engine; for a layer that is not a file, reads it first (two steps of one
+        progress bar, one cancel) and deletes the read copy afterwards."""
+        if export is None:
+            return run_engine_for_feedback(request.args(), feedback)
+        steps = QgsProcessingMultiStepFeedback(2, feedback)
+        feedback.pushInfo(f"Reading '{export.layer_name}': {export.describe()}")
+
+        def progress(fraction: float, message: str) -> None:
+            steps.setProgress(fraction * 100)
+            steps.setProgressText(message)
+
+        try:
+            export_layer(export, progress, steps.isCanceled, feedback.pushWarning)
+        except ExportError as exc:
+            raise QgsProcessingException(str(exc)) from None
+        try:
+            steps.setCurrentStep(1)
+            return run_engine_for_feedback(request.args(), steps)
+        finally:
+            remove_export(export)

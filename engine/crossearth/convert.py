@@ -30,7 +30,7 @@ from ..packages import ModelPackage, check_package_output, save_package
 from .config import CrossEarthConfig
 from .from_mmseg import card_from_config
 from .model import CrossEarth
-from .presets import MAX_CLASSES, checkpoint_preset, preset_card
+from .presets import MAX_CLASSES, CheckpointPreset, checkpoint_preset, preset_card
 
 BACKBONE = "backbone."
 HEAD = "decode_head."
@@ -219,7 +219,7 @@ def convert(
     checkpoint: Path,
     output: Path,
     *,
-    preset: str | None = None,
+    preset: str | CheckpointPreset | None = None,
     mmseg_config: Path | None = None,
     backbone: Path | None = None,
     name: str | None = None,
@@ -228,8 +228,11 @@ def convert(
     dtype: str = "float32",
     overwrite: bool = False,
     progress: Callable[[float, str], None] | None = None,
+    provenance: dict[str, Any] | None = None,
 ) -> ConversionReport:
-    """Converts a checkpoint into a package at `output` (written atomically)."""
+    """Converts a checkpoint into a package at `output` (written atomically). `preset` is a
+    preset's name or the preset itself (a catalog entry's); `provenance` adds entries to the
+    card's provenance (e.g. where the checkpoint was downloaded from)."""
     report = progress or (lambda fraction, message: None)
     if (preset is None) == (mmseg_config is None):
         raise CrossEarthError("give exactly one of --preset NAME or --mmseg-config CONFIG.py")
@@ -249,7 +252,7 @@ def convert(
     package_name = printable_text(name or output.name)
 
     if preset is not None:
-        chosen = checkpoint_preset(preset)
+        chosen = preset if isinstance(preset, CheckpointPreset) else checkpoint_preset(preset)
         card = preset_card(chosen, package_name)
         if class_names is not None:
             raise CrossEarthError(
@@ -305,18 +308,19 @@ def convert(
     report(0.5, "writing the package")
     target = getattr(torch, dtype)
     state = {k: tensors[k].to(target) for k in expected}
-    provenance: dict[str, Any] = dict(card.provenance)
-    provenance.update(
+    record: dict[str, Any] = dict(card.provenance)
+    record.update(
         {
             "converted_from": checkpoint.name,
             "checkpoint_sha256": _sha256(checkpoint),
-            "preset": preset,
+            "preset": preset.name if isinstance(preset, CheckpointPreset) else preset,
             "backbone_file": Path(backbone).name if backbone else None,
             "weights_dtype": dtype,
             "converter": "crossearth convert",
         }
     )
-    card = replace(card, provenance=provenance)
+    record.update(provenance or {})
+    card = replace(card, provenance=record)
     package = save_package(output, card, state, overwrite=overwrite, inputs=inputs)
     report(1.0, f"wrote {output}")
     return ConversionReport(package, unexpected, warnings)

@@ -23,8 +23,8 @@ RGB = ("red", "green", "blue")
 # ISPRS "IRRG" tiles put near-infrared, red and green in the three channels.
 IRRG = ("nir", "red", "green")
 OFFICIAL_LICENSE = (
-    "CrossEarth code MIT (github Cuzyoung/CrossEarth); released weights: see the Hugging Face "
-    "page Cusyoung/CrossEarth; DINOv2 backbone Apache-2.0"
+    "CrossEarth code MIT (github Cuzyoung/CrossEarth); released weights MIT (the license the "
+    "Hugging Face page Cusyoung/CrossEarth declares); DINOv2 backbone Apache-2.0"
 )
 
 
@@ -201,7 +201,9 @@ class CheckpointPreset:
 
     @property
     def tile(self) -> tuple[int, int]:
-        return (1024, 683) if self.architecture == "vit-l-1024" else (512, 341)
+        # The configured image size with the official 2/3 stride: 512/341, 1024/683.
+        size = ARCHITECTURES[self.architecture]()["backbone"].img_size  # type: ignore[attr-defined]
+        return (size, round(size * 2 / 3))
 
 
 def _preset(

@@ -319,22 +319,6 @@ def test_error_too_few_bands(dock, add_raster, rasters):
     assert_plain(message)
 
 
-def test_error_web_layer_is_explained(dock, project):
-    xyz = QgsRasterLayer(
-        "type=xyz&url=https://tile.openstreetmap.org/{z}/{x}/{y}.png&zmax=19&zmin=0",
-        "OpenStreetMap",
-        "wms",
-    )
-    assert xyz.isValid()
-    project.addMapLayer(xyz)
-    dock.layer_combo.setLayer(xyz)
-    assert dock.segment() is None
-    [message] = critical(dock)
-    assert "'OpenStreetMap' is a web map layer (WMS/WMTS or XYZ tiles)" in message
-    assert "Save As" in message
-    assert_plain(message)
-
-
 def test_error_engine_environment_missing(dock, add_raster, rasters, monkeypatch, tmp_path):
     dock.layer_combo.setLayer(add_raster(rasters["rgb"], "olinda"))
     monkeypatch.setenv("CROSSEARTH_PYTHON", str(tmp_path / "no-env" / "bin" / "python"))

@@ -86,6 +86,7 @@ def test_provider_lists_its_algorithms_with_conventional_parameters(provider):
     ids = sorted(a.id() for a in provider.algorithms())
     assert ids == [
         "crossearth:convertcheckpoint",
+        "crossearth:downloadmodel",
         "crossearth:finetune",
         "crossearth:segmentraster",
     ]
@@ -93,13 +94,20 @@ def test_provider_lists_its_algorithms_with_conventional_parameters(provider):
     names = [p.name() for p in segment.parameterDefinitions()]
     for expected in (
         "INPUT", "MODEL", "DEVICE", "TILE_SIZE", "OVERLAP", "BATCH_SIZE", "BANDS", "OUTPUT",
-        "CONFIDENCE", "POLYGONS",
+        "CONFIDENCE", "POLYGONS", "GSD", "OUTPUT_GRID", "MIN_REGION", "MIN_REGION_UNIT",
+        "KEEP_CLASSES", "SIMPLIFY",
     ):  # fmt: skip
         assert expected in names
+    advanced = QgsProcessingParameterDefinition.FlagAdvanced
+    for name in ("GSD", "OUTPUT_GRID"):
+        assert segment.parameterDefinition(name).flags() & advanced, name
     assert segment.flags() & segment.FlagSupportsBatch
     assert segment.flags() & segment.FlagCanCancel
     optional = QgsProcessingParameterDefinition.FlagOptional
-    for name in ("MODEL", "TILE_SIZE", "OVERLAP", "BANDS", "CONFIDENCE", "POLYGONS"):
+    for name in (
+        "MODEL", "TILE_SIZE", "OVERLAP", "BANDS", "CONFIDENCE", "POLYGONS", "MIN_REGION",
+        "KEEP_CLASSES", "SIMPLIFY",
+    ):  # fmt: skip
         assert segment.parameterDefinition(name).flags() & optional, name
     assert not segment.parameterDefinition("INPUT").flags() & optional
 

@@ -145,3 +145,24 @@ def test_segment_request_command_line(tmp_path, monkeypatch):
     assert [p.name for p in request.outputs()] == ["out.tif", "c.tif", "p.gpkg"]
     remote = SegmentRequest("/vsicurl/https://example.org/a.tif", "o.tif")
     assert remote.args()[1] == "/vsicurl/https://example.org/a.tif"
+
+
+def test_segment_request_resolution_and_post_processing_options():
+    request = SegmentRequest(
+        "/d/in.tif",
+        "/d/out.tif",
+        gsd="0.5",
+        output_grid="model",
+        min_region="2000m2",
+        keep_classes=["water", "built-up"],
+        simplify=2.5,
+    )
+    assert request.args()[-5:] == [
+        "--gsd=0.5", "--output-grid=model", "--min-region=2000m2",
+        "--keep-classes=water,built-up", "--simplify=2.5",
+    ]  # fmt: skip
+    # Left unset, the engine's defaults apply (auto GSD, the source grid, no sieve).
+    assert not any(
+        a.startswith(("--gsd", "--output-grid", "--min-region", "--keep", "--simplify"))
+        for a in SegmentRequest("/d/in.tif", "/d/out.tif").args()
+    )

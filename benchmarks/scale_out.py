@@ -1,0 +1,171 @@
+"""Scale-out on Ray, measured side by side in one run.
+
+1. Single process (all cores) vs sharded with 1 worker (all cores): the overhead of going
+   through Ray (start, worker start-up, part files, assembly). Ratio = sharded Mpx/s / single
+   Mpx/s (goal >= 0.95 on a job long enough that start-up is amortised).
+2. Sharded with N workers x 1 thread vs a single process with 1 thread: speedup, and
+   efficiency per core = speedup / N (N = the machine's cores, 2 on the CI machine).
+3. Where CUDA GPUs are present: single process on one GPU, then sharded with 1..G workers (one
+   GPU each): Mpx/s per GPU count.
+
+Every run is timed end to end (what the user waits for, Ray start-up included) and "steady"
+(from the first tile to the end: the model work plus writing, without start-up and model
+loading), taken from the runs' own progress events.
+
+Usage: .venv/bin/python benchmarks/scale_out.py [--repeat N] [--model M] [--batch B]
+The raster is the Raleigh Landsat 7 sample tiled N x N times (default 4: 704 x 768 px).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import rasterio
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from engine.distributed import segment_sharded  # noqa: E402
+from engine.distributed.session import local_cores  # noqa: E402
+from engine.pipeline import SegmentOptions, segment  # noqa: E402
+
+SAMPLE = REPO / "resources" / "samples" / "raleigh_landsat7_sample.tif"
+
+
+def make_raster(path: Path, repeat: int) -> Path:
+    with rasterio.open(SAMPLE) as src:
+        data = np.tile(src.read(), (1, repeat, repeat))
+        profile = {
+            "driver": "GTiff",
+            "count": src.count,
+            "dtype": "uint8",
+            "crs": src.crs,
+            "transform": src.transform,
+            "height": data.shape[1],
+            "width": data.shape[2],
+            "tiled": True,
+            "compress": "deflate",
+        }
+        names = src.descriptions
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+        for index, name in enumerate(names):
+            dst.set_band_description(index + 1, name)
+    return path
+
+
+class Timing:
+    """Wall time of one run and the moment its first tile was reported."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+        self.first_tile: float | None = None
+
+    def progress(self, fraction: float, message: str) -> None:
+        if self.first_tile is None and message.startswith(("tile ", "segmenting ")):
+            self.first_tile = time.perf_counter()
+
+    def done(self, pixels: int) -> dict[str, float]:
+        end = time.perf_counter()
+        total = end - self.start
+        steady = end - (self.first_tile or self.start)
+        return {
+            "seconds": total,
+            "steady_s": steady,
+            "mpx_s": pixels / total / 1e6,
+            "steady_mpx_s": pixels / steady / 1e6,
+        }
+
+
+def run(raster: Path, out: Path, model: str, options: SegmentOptions, **sharded) -> dict:
+    for path in out.parent.glob(out.name + "*"):
+        path.unlink()
+    with rasterio.open(raster) as src:
+        pixels = src.height * src.width
+    timing = Timing()
+    if sharded:
+        result = segment_sharded(raster, out, model, options, progress=timing.progress, **sharded)
+    else:
+        result = segment(raster, out, model, options, progress=timing.progress)
+    figures = timing.done(pixels)
+    figures["tiles"] = getattr(result, "tiles_computed", 0) or result.tiles
+    return figures
+
+
+def line(label: str, figures: dict, extra: str = "") -> None:
+    print(
+        f"{label:<34} {figures['seconds']:7.1f} s  {figures['mpx_s']:7.4f} Mpx/s   steady "
+        f"{figures['steady_s']:7.1f} s  {figures['steady_mpx_s']:7.4f} Mpx/s  "
+        f"{figures['tiles']:5d} tiles{extra}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=4, help="tile the sample N x N times")
+    parser.add_argument("--model", default="crossearth-landsat-lc")
+    parser.add_argument("--batch", type=int, default=4)
+    args = parser.parse_args()
+    cores = local_cores()
+    with tempfile.TemporaryDirectory(prefix="crossearth-scale-out-") as folder:
+        folder_path = Path(folder)
+        raster = make_raster(folder_path / "mosaic.tif", args.repeat)
+        out = folder_path / "classes.tif"
+        with rasterio.open(raster) as src:
+            print(
+                f"raster {src.height} x {src.width} px ({src.height * src.width / 1e6:.2f} Mpx), "
+                f"model {args.model}, batch {args.batch}, {cores} cores, torch threads as given"
+            )
+
+        def cpu(threads: int) -> SegmentOptions:
+            return SegmentOptions(device="cpu", threads=threads, batch_size=args.batch)
+
+        single = run(raster, out, args.model, cpu(cores))
+        line(f"single process, {cores} threads", single)
+        one = run(raster, out, args.model, cpu(cores), workers=1)
+        line(
+            f"sharded, 1 worker x {cores} threads",
+            one,
+            f"  ratio {one['mpx_s'] / single['mpx_s']:.3f} "
+            f"(steady {one['steady_mpx_s'] / single['steady_mpx_s']:.3f})",
+        )
+        if cores > 1:
+            base = run(raster, out, args.model, cpu(1))
+            line("single process, 1 thread", base)
+            many = run(raster, out, args.model, cpu(1), workers=cores)
+            speedup = many["mpx_s"] / base["mpx_s"]
+            steady = many["steady_mpx_s"] / base["steady_mpx_s"]
+            line(
+                f"sharded, {cores} workers x 1 thread",
+                many,
+                f"  speedup {speedup:.2f}, efficiency/core {speedup / cores:.2f} (steady "
+                f"{steady:.2f}, {steady / cores:.2f}); vs {cores}-thread single "
+                f"{many['mpx_s'] / single['mpx_s']:.2f}",
+            )
+
+        import torch
+
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if gpus:
+            gpu_options = SegmentOptions(device="cuda", batch_size=args.batch)
+            reference = run(raster, out, args.model, gpu_options)
+            line("single process, 1 GPU", reference)
+            for count in range(1, gpus + 1):
+                figures = run(raster, out, args.model, gpu_options, workers=count)
+                line(
+                    f"sharded, {count} GPU worker(s)",
+                    figures,
+                    f"  per GPU {figures['mpx_s'] / count:.4f} Mpx/s, vs single "
+                    f"{figures['mpx_s'] / reference['mpx_s']:.2f}",
+                )
+        else:
+            print("no CUDA GPU: GPU scaling not measured")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,495 @@
+"""Sharded segmentation: the same job as engine.pipeline.segment, run by Ray workers.
+
+The driver decides the job exactly as `segment` does (prepare_job: destinations, model, bands,
+scaling, tile geometry), splits the tile plan into shards, lets the workers write one part file
+per shard into a hidden work folder beside the output, then streams the parts in order into
+the final outputs (OutputWriter, overviews, polygons) and removes the work folder. The class
+raster equals a single-process run's; the driver holds one strip of rows at a time.
+
+A run killed hard (SIGKILL, power loss) leaves the work folder; `resume=True` reuses its
+finished parts when the job's parameters are the same. Cancel, Ctrl-C/SIGTERM and errors stop
+the workers and leave no part file, no output and no Ray process this run started.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import CrossEarthError, SegmentationCancelled
+from ..files import create_temporary_folder, describe_path, real_path, remove_temporary
+from ..output_paths import plan_outputs
+from ..packages import ModelPackage
+from ..pipeline import (
+    CancelFlag,
+    Job,
+    LoadedModel,
+    OutputWriter,
+    ProgressCallback,
+    SegmentOptions,
+    SegmentResult,
+    _cancel_check,
+    _on_processing_grid,
+    input_files_of,
+    prepare_job,
+)
+from ..raster_input import open_raster
+from ..raster_output import class_encoding
+from ..row_stream import DecidedRows
+from ..subset import extent_window, subset_vrt
+from ..tiling import plan_tiles
+from ..vectorize import polygonize
+from .actor import WorkerSpec
+from .parts import PartInfo, WorkFolder, fingerprint
+from .shards import Shard, default_shard_count, plan_shards, shards_from_rows, tile_row_starts
+
+log = logging.getLogger(__name__)
+
+# Rows the driver moves from a part into the outputs at a time (its memory: one such strip).
+ASSEMBLY_CHUNK_BYTES = 32 << 20
+# Progress: the workers' tiles fill 0.02..0.90, assembling the outputs 0.90..0.95.
+WORK_START, WORK_END = 0.02, 0.90
+
+
+@dataclass
+class ShardedResult(SegmentResult):
+    """A SegmentResult with what the sharded run did (tiles and tiles_skipped count the tile
+    plan as a single-process run does; tiles_computed adds the halo tiles shards share)."""
+
+    workers: int = 0
+    shards: int = 0
+    shards_run: int = 0
+    shards_reused: int = 0
+    retries: int = 0
+    tiles_computed: int = 0
+    worker_throughput: dict[str, float] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        """The sharded run's figures for the CLI's done event."""
+        return {
+            "workers": self.workers,
+            "shards": self.shards,
+            "shards_run": self.shards_run,
+            "shards_reused": self.shards_reused,
+            "retries": self.retries,
+            "tiles_computed": self.tiles_computed,
+            "tiles_per_second": self.worker_throughput,
+        }
+
+
+def _is_remote(path: str) -> bool:
+    return "://" in path or path.startswith("/vsi")
+
+
+def _file_state(path: Path) -> dict[str, Any]:
+    """What identifies a file's content cheaply: real path, size and modification time."""
+    text = os.fsdecode(path)
+    if _is_remote(text):
+        return {"path": text}
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return {"path": os.fsdecode(real_path(path))}
+    return {
+        "path": os.fsdecode(real_path(path)),
+        "size": stat.st_size,
+        "mtime_ns": stat.st_mtime_ns,
+    }
+
+
+def job_parameters(
+    input_path: Path,
+    input_files: list[Path],
+    job: Job,
+    options: SegmentOptions,
+    height: int,
+    width: int,
+    window: Any,
+) -> dict[str, Any]:
+    """Everything a part's content depends on; its fingerprint decides whether parts of an
+    earlier run may be reused."""
+    package = job.package
+    assert package is not None
+    return {
+        "input": _file_state(input_path),
+        "input_files": [_file_state(f) for f in input_files[1:]],
+        "model": {
+            "path": os.fsdecode(real_path(package.path)),
+            "card": package.card.to_json_dict(),
+            "weights": _file_state(package.weights_path),
+        },
+        "bands": list(job.bands),
+        "scaling": {
+            "gain": list(job.scaling.gain),
+            "offset": list(job.scaling.offset),
+            "clip": list(job.scaling.clip) if job.scaling.clip else None,
+        },
+        "tile": job.size,
+        "stride": job.stride,
+        "height": height,
+        "width": width,
+        "extent": list(options.extent) if options.extent is not None else None,
+        "window": None
+        if window is None
+        else [int(window.col_off), int(window.row_off), int(window.width), int(window.height)],
+        "confidence": options.confidence_dtype if job.outputs.confidence is not None else None,
+        "amp": options.amp,
+        "gsd": str(options.gsd),
+        "output_grid": options.output_grid,
+        "resolution": [job.resolution.factor, job.model_tile],
+    }
+
+
+def _check_options(model: Any, options: SegmentOptions) -> None:
+    if isinstance(model, LoadedModel):
+        raise CrossEarthError(
+            "a sharded run loads the model in every worker: give a model package (folder or "
+            "installed name), not a model loaded in this process"
+        )
+    if options.batch_size < 1:
+        raise CrossEarthError(f"batch size must be at least 1, got {options.batch_size}")
+    if options.threads is not None and options.threads < 1:
+        raise CrossEarthError(f"--threads must be at least 1, got {options.threads}")
+    if options.output_grid not in ("source", "model"):
+        raise CrossEarthError(
+            f"output grid '{options.output_grid}' is not valid; use source or model"
+        )
+
+
+def _open_work_folder(
+    work: WorkFolder, parameters: dict[str, Any], resume: bool, overwrite: bool
+) -> dict[str, Any] | None:
+    """Checks an existing work folder; returns its manifest when the run continues it."""
+    shown = describe_path(work.path)
+    if not work.exists():
+        if resume:
+            log.info("nothing to resume (%s does not exist): segmenting everything", shown)
+        return None
+    if work.path.is_symlink() or not work.path.is_dir():
+        raise CrossEarthError(
+            f"{shown} exists and is not a folder this tool made; remove it or choose another "
+            "output name"
+        )
+    manifest = work.read_manifest()
+    if manifest is None:
+        if work.unknown_entries():
+            raise CrossEarthError(
+                f"{shown} holds files this tool did not write; remove or rename the folder"
+            )
+        return None  # a run killed before its manifest: nothing to reuse
+    if not resume:
+        if not overwrite:
+            raise CrossEarthError(
+                f"{shown} holds the parts of an interrupted run writing this output; pass "
+                "--resume to continue it (with the same parameters) or --overwrite to start again"
+            )
+        work.remove_temporaries()
+        work.remove()
+        return None
+    if manifest.get("fingerprint") != fingerprint(parameters):
+        raise CrossEarthError(
+            f"{shown} holds the parts of a run with other parameters (input, model, bands, "
+            "scaling, tile, extent or confidence differ); use --resume only with the same "
+            "parameters, or remove the folder to start again"
+        )
+    return manifest
+
+
+def segment_sharded(
+    input_path: str | os.PathLike[str],
+    output_path: str | os.PathLike[str],
+    model: str | os.PathLike[str] | ModelPackage | None = None,
+    options: SegmentOptions | None = None,
+    *,
+    workers: int | str | None = "auto",
+    cluster: str | None = None,
+    resume: bool = False,
+    progress: ProgressCallback | None = None,
+    cancel: CancelFlag = None,
+    shards: int | None = None,
+) -> ShardedResult:
+    """Segments a raster like engine.pipeline.segment, with the tiles run by Ray workers.
+
+    `workers`: a number or 'auto' (one per GPU; on CPU, see engine.distributed.session).
+    `cluster`: None for a local Ray instance started for this run, or an address ('auto',
+    'host:port', 'ray://host:port') to join; an already connected Ray session is used as it is.
+    `resume`: reuse the finished parts a killed run of the same job left. `shards`: the number
+    of shards (default: engine.distributed.shards.default_shard_count).
+
+    Raises CrossEarthError for bad input (one line) and SegmentationCancelled when `cancel` is
+    set; then no output, no part file and no Ray process of this run is left.
+    """
+    from .session import RaySession, cluster_plan, local_plan, parse_workers
+
+    options = options or SegmentOptions()
+    report = progress or (lambda fraction, message: None)
+    is_cancelled = _cancel_check(cancel)
+    started = time.perf_counter()
+    input_path = Path(input_path)
+    requested_workers = parse_workers(workers)
+    _check_options(model, options)
+    if shards is not None and shards < 1:
+        raise CrossEarthError(f"shards must be at least 1, got {shards}")
+    input_files = input_files_of(input_path)
+
+    session = RaySession()
+    scheduler: Any = None
+    work: WorkFolder | None = None
+    owns_work = False
+    scratch: Path | None = None
+    succeeded = False
+    try:
+        source, window = input_path, None
+        if options.extent is not None or options.output_grid == "model":
+            # The VRTs of an extent or a processing grid go beside the output, where every
+            # worker that can write the output can also read them (not /tmp, which is per node).
+            planned = plan_outputs(
+                Path(output_path),
+                input_files,
+                confidence=options.confidence,
+                polygons=options.polygons,
+                overwrite=options.overwrite,
+            )
+            scratch = create_temporary_folder(planned.classes)
+        if options.extent is not None:
+            assert scratch is not None
+            with open_raster(input_path) as dataset:
+                window = extent_window(dataset, options.extent)
+            source = subset_vrt(input_path, window, scratch)
+        if options.output_grid == "model":
+            assert scratch is not None
+            source = _on_processing_grid(source, model, options, scratch)
+        with open_raster(source) as reader_ds:
+            job = prepare_job(reader_ds, input_path, Path(output_path), model, options, input_files)
+            height, width = reader_ds.height, reader_ds.width
+            profile = {
+                "height": height,
+                "width": width,
+                "crs": reader_ds.crs,
+                "transform": reader_ds.transform,
+            }
+        card, package = job.card, job.package
+        assert package is not None
+        # The same tags as a single-process run's outputs (engine.pipeline._run).
+        tags = {
+            "CROSSEARTH_MODEL": card.name,
+            "CROSSEARTH_MODEL_VERSION": card.version,
+            "CROSSEARTH_SOURCE": describe_path(input_path.name),
+        }
+        confidence_dtype = options.confidence_dtype if job.outputs.confidence else None
+        tiles = plan_tiles(height, width, job.size, job.stride)
+        parameters = job_parameters(input_path, input_files, job, options, height, width, window)
+        work = WorkFolder(job.outputs.classes)
+        manifest = _open_work_folder(work, parameters, resume, options.overwrite)
+        owns_work = True
+
+        plan: list[Shard] | None = None
+        parts: dict[int, PartInfo] = {}
+        if manifest is not None:
+            rows = [tuple(r) for r in manifest.get("shards", [])]
+            plan = shards_from_rows(tiles, height, job.size, rows)  # type: ignore[arg-type]
+            if plan is None:
+                raise CrossEarthError(
+                    f"the shard plan in {describe_path(work.path)} does not fit this raster; "
+                    "remove the folder to start again"
+                )
+            for shard in plan:
+                part = work.finished_part(
+                    shard.index, shard.first, shard.end, width, confidence_dtype
+                )
+                if part is not None:
+                    parts[shard.index] = part
+            work.remove_temporaries()
+
+        worker_plan = None
+        ray = None
+        if plan is None or len(parts) < len(plan):
+            if is_cancelled():
+                raise SegmentationCancelled()
+            report(0.0, "starting Ray" if cluster is None else f"connecting to Ray at {cluster}")
+            local = (
+                local_plan(options.device, requested_workers, options.threads)
+                if cluster is None
+                else None
+            )
+            ray = session.open(cluster, local)
+            worker_plan = local if session.opened and cluster is None else None
+            if worker_plan is None:
+                worker_plan = cluster_plan(ray, options.device, requested_workers, options.threads)
+        if plan is None:
+            assert worker_plan is not None
+            count = shards or default_shard_count(
+                len(tile_row_starts(tiles)), worker_plan.count, job.size, job.stride, height, width
+            )
+            plan = plan_shards(tiles, height, job.size, count)
+            work.create(
+                {
+                    "fingerprint": fingerprint(parameters),
+                    "parameters": parameters,
+                    "shards": [[shard.first, shard.end] for shard in plan],
+                }
+            )
+        todo = [shard for shard in plan if shard.index not in parts]
+        reused = len(plan) - len(todo)
+        total_tiles = sum(len(shard.tiles) for shard in plan)
+        done_tiles = sum(len(shard.tiles) for shard in plan if shard.index in parts)
+        if reused:
+            report(WORK_START, f"resuming: {reused} of {len(plan)} shard(s) already done")
+
+        stats = None
+        if todo:
+            from .scheduler import ShardScheduler
+
+            assert ray is not None and worker_plan is not None
+            spec = WorkerSpec(
+                source=os.fsdecode(source if _is_remote(str(source)) else Path(source).absolute()),
+                height=height,
+                width=width,
+                package=package,
+                bands=tuple(job.bands),
+                scaling=job.scaling,
+                size=job.size,
+                model_tile=job.model_tile if job.resolution.factor != 1.0 else None,
+                batch_size=options.batch_size,
+                confidence_dtype=confidence_dtype,
+                device="cuda" if worker_plan.gpu else "cpu",
+                threads=worker_plan.threads,
+                amp=options.amp,
+                work_folder=os.fsdecode(work.path),
+            )
+            scheduler = ShardScheduler(
+                ray,
+                spec,
+                worker_plan,
+                lambda f, m: report(WORK_START + (WORK_END - WORK_START) * f, m),
+                is_cancelled,
+                total_tiles=total_tiles,
+                done_tiles=done_tiles,
+            )
+            stats = scheduler.run(todo)
+            parts.update(stats.parts)
+            # The workers are done: free their memory (and the Ray instance) before writing.
+            scheduler.stop()
+            scheduler = None
+            session.close()
+
+        counts, nodata_pixels = _assemble(
+            job, work, plan, parts, profile, tags, options, report, is_cancelled
+        )
+        succeeded = True
+    finally:
+        if scheduler is not None:
+            scheduler.stop()
+        session.close()
+        if not succeeded and owns_work and work is not None:
+            work.remove_temporaries()
+            work.remove()
+        if scratch is not None:
+            remove_temporary(scratch)
+
+    left = work.remove()
+    if left:
+        job.warnings.append(
+            f"{describe_path(work.path)} was kept: it holds files this tool did not write"
+        )
+    seconds = time.perf_counter() - started
+    report(1.0, f"done in {seconds:.1f} s")
+    return ShardedResult(
+        output=job.outputs.classes,
+        confidence=job.outputs.confidence,
+        polygons=job.outputs.polygons,
+        class_names=card.class_names,
+        class_pixels={n: int(c) for n, c in zip(card.class_names, counts, strict=True)},
+        nodata_pixels=nodata_pixels,
+        tiles=len(tiles),
+        tiles_skipped=sum(part.tiles_skipped for part in parts.values()),
+        seconds=seconds,
+        device=f"ray: {worker_plan.describe()}" if worker_plan else "ray: all parts reused",
+        bands=job.bands,
+        scaling=job.scaling.description,
+        warnings=job.warnings,
+        resolution=job.resolution.description,
+        workers=worker_plan.count if worker_plan else 0,
+        shards=len(plan),
+        shards_run=len(todo),
+        shards_reused=reused,
+        retries=stats.retries if stats else 0,
+        tiles_computed=stats.tiles_computed if stats else 0,
+        worker_throughput=stats.throughput if stats else {},
+    )
+
+
+def _assemble(
+    job: Job,
+    work: WorkFolder,
+    plan: list[Shard],
+    parts: dict[int, PartInfo],
+    profile: dict[str, Any],
+    tags: dict[str, str],
+    options: SegmentOptions,
+    report: ProgressCallback,
+    is_cancelled: Any,
+) -> tuple[np.ndarray, int]:
+    """Streams the parts, in order, into the run's outputs and publishes them together (as
+    engine.pipeline._run does). Returns (class counts, nodata pixels)."""
+    card = job.card
+    nodata = class_encoding(card.num_classes)[1]
+    height, width = profile["height"], profile["width"]
+    writer: OutputWriter | None = None
+    published: list[Path] = []
+    try:
+        writer = OutputWriter(card, job.outputs, profile, tags, options.confidence_dtype)
+        bytes_per_row = width * (2 + (4 if writer.confidence is not None else 0))
+        step = max(1, ASSEMBLY_CHUNK_BYTES // bytes_per_row)
+        expected = np.zeros(card.num_classes, np.int64)
+        for shard in plan:
+            part = parts[shard.index]
+            expected += np.asarray(part.class_counts, np.int64)
+            classes = work.open_rows(part, "classes")
+            confidence = work.open_rows(part, "confidence") if writer.confidence else None
+            for top in range(0, shard.rows, step):
+                if is_cancelled():
+                    raise SegmentationCancelled()
+                block = np.array(classes[top : top + step])
+                scores = None if confidence is None else np.array(confidence[top : top + step])
+                writer.write(
+                    DecidedRows(shard.first + top, block, scores, int((block == nodata).sum()))
+                )
+                report(
+                    WORK_END + 0.05 * (shard.first + top + block.shape[0]) / height,
+                    f"writing rows {shard.first + top + block.shape[0]}/{height}",
+                )
+            del classes, confidence  # closes the memory maps
+        if not np.array_equal(expected, writer.counts):
+            raise CrossEarthError(
+                f"the part files in {describe_path(work.path)} do not hold the rows their "
+                "workers counted; run again without --resume"
+            )
+        report(0.96, "building overviews")
+        writer.finish(job.sieve_pixels, job.keep_classes)
+        if job.outputs.polygons is not None:
+            report(0.98, "vectorizing classes")
+            if is_cancelled():
+                raise SegmentationCancelled()
+            polygonize(
+                writer.classes.temp_path,
+                job.outputs.polygons,
+                card.class_names,
+                simplify_m=options.simplify_m,
+            )
+            published.append(job.outputs.polygons)
+        published += writer.publish()
+    except BaseException:
+        # The run's outputs go together: without one of them, none of those it made remains.
+        if writer is not None:
+            writer.discard()
+        for path in published:
+            path.unlink(missing_ok=True)
+        raise
+    return writer.counts, writer.nodata_pixels
