@@ -12,13 +12,14 @@ Every run is timed end to end (what the user waits for, Ray start-up included) a
 (from the first tile to the end: the model work plus writing, without start-up and model
 loading), taken from the runs' own progress events.
 
-Usage: .venv/bin/python benchmarks/scale_out.py [--repeat N] [--model M] [--batch B]
+Usage: .venv/bin/python benchmarks/scale_out.py [--repeat N] [--model M] [--batch B] [--rounds R]
 The raster is the Raleigh Landsat 7 sample tiled N x N times (default 4: 704 x 768 px).
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import tempfile
 import time
@@ -105,13 +106,42 @@ def line(label: str, figures: dict, extra: str = "") -> None:
     )
 
 
+def median(runs: list[dict]) -> dict:
+    """Per figure, the median over the rounds (the machine may be shared: medians of
+    interleaved rounds are what the comparison rests on)."""
+    return {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=4, help="tile the sample N x N times")
     parser.add_argument("--model", default="crossearth-landsat-lc")
     parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="rounds of every configuration (median)"
+    )
     args = parser.parse_args()
     cores = local_cores()
+
+    def cpu(threads: int) -> SegmentOptions:
+        return SegmentOptions(device="cpu", threads=threads, batch_size=args.batch)
+
+    import torch
+
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    configs: dict[str, tuple[SegmentOptions, dict]] = {
+        "single": (cpu(cores), {}),
+        "one": (cpu(cores), {"workers": 1}),
+    }
+    if cores > 1:
+        configs["base"] = (cpu(1), {})
+        configs["many"] = (cpu(1), {"workers": cores})
+    if gpus:
+        gpu = SegmentOptions(device="cuda", batch_size=args.batch)
+        configs["gpu"] = (gpu, {})
+        for count in range(1, gpus + 1):
+            configs[f"gpu{count}"] = (gpu, {"workers": count})
+
     with tempfile.TemporaryDirectory(prefix="crossearth-scale-out-") as folder:
         folder_path = Path(folder)
         raster = make_raster(folder_path / "mosaic.tif", args.repeat)
@@ -119,52 +149,48 @@ def main() -> None:
         with rasterio.open(raster) as src:
             print(
                 f"raster {src.height} x {src.width} px ({src.height * src.width / 1e6:.2f} Mpx), "
-                f"model {args.model}, batch {args.batch}, {cores} cores, torch threads as given"
+                f"model {args.model}, batch {args.batch}, {cores} cores, {args.rounds} round(s) "
+                "(medians)"
             )
+        runs: dict[str, list[dict]] = {name: [] for name in configs}
+        for _ in range(args.rounds):
+            for name, (options, sharded) in configs.items():
+                runs[name].append(run(raster, out, args.model, options, **sharded))
+    figures = {name: median(values) for name, values in runs.items()}
 
-        def cpu(threads: int) -> SegmentOptions:
-            return SegmentOptions(device="cpu", threads=threads, batch_size=args.batch)
-
-        single = run(raster, out, args.model, cpu(cores))
-        line(f"single process, {cores} threads", single)
-        one = run(raster, out, args.model, cpu(cores), workers=1)
+    single, one = figures["single"], figures["one"]
+    line(f"single process, {cores} threads", single)
+    line(
+        f"sharded, 1 worker x {cores} threads",
+        one,
+        f"  ratio {one['mpx_s'] / single['mpx_s']:.3f} "
+        f"(steady {one['steady_mpx_s'] / single['steady_mpx_s']:.3f})",
+    )
+    if cores > 1:
+        base, many = figures["base"], figures["many"]
+        speedup = many["mpx_s"] / base["mpx_s"]
+        steady = many["steady_mpx_s"] / base["steady_mpx_s"]
+        line("single process, 1 thread", base)
         line(
-            f"sharded, 1 worker x {cores} threads",
-            one,
-            f"  ratio {one['mpx_s'] / single['mpx_s']:.3f} "
-            f"(steady {one['steady_mpx_s'] / single['steady_mpx_s']:.3f})",
+            f"sharded, {cores} workers x 1 thread",
+            many,
+            f"  speedup {speedup:.2f}, efficiency/core {speedup / cores:.2f} (steady "
+            f"{steady:.2f}, {steady / cores:.2f}); vs {cores}-thread single "
+            f"{many['mpx_s'] / single['mpx_s']:.2f}",
         )
-        if cores > 1:
-            base = run(raster, out, args.model, cpu(1))
-            line("single process, 1 thread", base)
-            many = run(raster, out, args.model, cpu(1), workers=cores)
-            speedup = many["mpx_s"] / base["mpx_s"]
-            steady = many["steady_mpx_s"] / base["steady_mpx_s"]
+    if gpus:
+        reference = figures["gpu"]
+        line("single process, 1 GPU", reference)
+        for count in range(1, gpus + 1):
+            current = figures[f"gpu{count}"]
             line(
-                f"sharded, {cores} workers x 1 thread",
-                many,
-                f"  speedup {speedup:.2f}, efficiency/core {speedup / cores:.2f} (steady "
-                f"{steady:.2f}, {steady / cores:.2f}); vs {cores}-thread single "
-                f"{many['mpx_s'] / single['mpx_s']:.2f}",
+                f"sharded, {count} GPU worker(s)",
+                current,
+                f"  per GPU {current['mpx_s'] / count:.4f} Mpx/s, vs single "
+                f"{current['mpx_s'] / reference['mpx_s']:.2f}",
             )
-
-        import torch
-
-        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if gpus:
-            gpu_options = SegmentOptions(device="cuda", batch_size=args.batch)
-            reference = run(raster, out, args.model, gpu_options)
-            line("single process, 1 GPU", reference)
-            for count in range(1, gpus + 1):
-                figures = run(raster, out, args.model, gpu_options, workers=count)
-                line(
-                    f"sharded, {count} GPU worker(s)",
-                    figures,
-                    f"  per GPU {figures['mpx_s'] / count:.4f} Mpx/s, vs single "
-                    f"{figures['mpx_s'] / reference['mpx_s']:.2f}",
-                )
-        else:
-            print("no CUDA GPU: GPU scaling not measured")
+    else:
+        print("no CUDA GPU: GPU scaling not measured")
 
 
 if __name__ == "__main__":

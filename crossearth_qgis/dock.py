@@ -208,6 +208,14 @@ class CrossEarthDock(QgsDockWidget):
             "Band numbers of the raster, one per model input in the model's order"
         )
         advanced.addRow("Bands", self.bands_edit)
+        self.workers_label = QLabel("Workers")
+        self.workers_combo = QComboBox()
+        self.workers_combo.setToolTip(
+            "Share the layer among several model workers with Ray (one per GPU, or the CPU "
+            "cores divided among them); the result is the same as with one process"
+        )
+        advanced.addRow(self.workers_label, self.workers_combo)
+        self._fill_workers({})  # shown once the engine reports Ray (see _devices_checked)
         self._build_resolution(advanced)
         self.output_widget = QgsFileWidget()
         self.output_widget.setStorageMode(QgsFileWidget.SaveFile)
@@ -313,6 +321,22 @@ class CrossEarthDock(QgsDockWidget):
         self.cuda_available = bool(report.get("cuda_available"))
         self.devices = list(report.get("devices", []))
         self._fill_devices()
+        self._fill_workers(report)
+
+    def _fill_workers(self, report: dict[str, Any]) -> None:
+        """Workers is offered only when the engine environment has Ray (`check --json`)."""
+        self.ray_version = report.get("ray") or None
+        wanted = self.workers_combo.currentData()
+        self.workers_combo.clear()
+        self.workers_combo.addItem("Off (one process)", None)
+        self.workers_combo.addItem("Auto (one per GPU, or CPU cores shared)", "auto")
+        gpus = sum(1 for d in report.get("devices", []) if d.get("id") != "cpu")
+        most = min(64, max(2, gpus, int(report.get("cpu_count") or 2)))
+        for count in range(2, most + 1):
+            self.workers_combo.addItem(str(count), str(count))
+        self.workers_combo.setCurrentIndex(max(0, self.workers_combo.findData(wanted)))
+        self.workers_label.setVisible(self.ray_version is not None)
+        self.workers_combo.setVisible(self.ray_version is not None)
 
     def set_catalog(self, catalog: ModelCatalog, select: str | None = None) -> None:
         """Fills the model picker; keeps the current, else the saved, else the default model."""
@@ -809,6 +833,7 @@ class CrossEarthDock(QgsDockWidget):
             confidence=f"{stem}_confidence.tif" if self.confidence_check.isChecked() else None,
             polygons=f"{stem}_classes.gpkg" if self.polygons_check.isChecked() else None,
             extent=extent,
+            workers=self.workers_combo.currentData() if self.ray_version else None,
             **self._processing_options(export is not None, self.polygons_check.isChecked()),
         )
         return Job(request, layer, model, interpreter, export)
@@ -893,7 +918,10 @@ class CrossEarthDock(QgsDockWidget):
         self.task = task
         self._running = {"request": request, "layer_name": layer.name(), "model": model}
         self._set_running(True)
-        self.status_label.setText(f"Starting the engine for {model.name}...")
+        if job.export is not None:
+            self.status_label.setText(f"Reading '{layer.name()}': {job.export.describe()}...")
+        else:
+            self.status_label.setText(f"Starting the engine for {model.name}...")
         messages.log(f"segmenting {layer.name()} with {model.name}: {' '.join(request.args())}")
         QgsApplication.taskManager().addTask(task)
         return task

@@ -29,7 +29,9 @@ from osgeo import gdal
 from qgis.core import (
     Qgis,
     QgsCoordinateReferenceSystem,
+    QgsCoordinateTransform,
     QgsProcessingUtils,
+    QgsProject,
     QgsRasterBlock,
     QgsRasterBlockFeedback,
     QgsRasterDataProvider,
@@ -123,6 +125,14 @@ def metres_per_unit(crs: QgsCoordinateReferenceSystem, extent: QgsRectangle) -> 
         per_degree = math.pi / 180 * EARTH_RADIUS_M
         return per_degree * math.cos(latitude), per_degree
     factor = QgsUnitTypes.fromUnitToUnitFactor(crs.mapUnits(), QgsUnitTypes.DistanceMeters)
+    if "+proj=merc" in crs.toProj():
+        # Mercator (Web Mercator tiles above all) stretches the map by 1 / cos(latitude);
+        # the engine counts the same way (engine/resolution.py mercator_scale).
+        to_lonlat = QgsCoordinateTransform(
+            crs, QgsCoordinateReferenceSystem("EPSG:4326"), QgsProject.instance()
+        )
+        latitude = to_lonlat.transform(extent.center()).y()
+        factor *= math.cos(math.radians(max(-89.9, min(89.9, latitude))))
     return factor, factor
 
 

@@ -10,6 +10,9 @@ import re
 from pathlib import Path
 
 REQUIREMENTS_FILE = "requirements.txt"
+# Optional extras the engine environment gets too: `scale` is Ray, for sharded runs (Workers),
+# which the engine imports only when they are asked for.
+SETUP_EXTRAS = ("scale",)
 
 
 def pinned_requirements(pyproject: Path) -> list[str]:
@@ -20,6 +23,35 @@ def pinned_requirements(pyproject: Path) -> list[str]:
     except ImportError:  # Python < 3.11 (QGIS 3.22 on Windows ships 3.9)
         return _dependencies_without_tomllib(text)
     return list(tomllib.loads(text).get("project", {}).get("dependencies", []))
+
+
+def extra_requirements(pyproject: Path, extra: str) -> list[str]:
+    """The `[project.optional-dependencies]` list named `extra` ([] when there is none)."""
+    text = Path(pyproject).read_text(encoding="utf-8")
+    try:
+        import tomllib
+    except ImportError:  # Python < 3.11
+        table = re.search(
+            r"^\[project\.optional-dependencies\]\s*$(.*?)(?=^\[|\Z)", text, re.M | re.S
+        )
+        if table is None:
+            return []
+        block = re.search(rf"^{re.escape(extra)}\s*=\s*\[(.*?)\]\s*$", table.group(1), re.M | re.S)
+        if block is None:
+            return []
+        body = "\n".join(line.split("#", 1)[0] for line in block.group(1).splitlines())
+        pairs = re.findall(r"\"([^\"]+)\"|'([^']+)'", body)
+        return [double or single for double, single in pairs]
+    extras = tomllib.loads(text).get("project", {}).get("optional-dependencies", {})
+    return list(extras.get(extra, []))
+
+
+def setup_requirements(pyproject: Path) -> list[str]:
+    """What 'Set up engine environment' installs: the dependencies and SETUP_EXTRAS."""
+    found = pinned_requirements(pyproject)
+    for extra in SETUP_EXTRAS:
+        found += [r for r in extra_requirements(pyproject, extra) if r not in found]
+    return found
 
 
 def project_version(pyproject: Path) -> str:
@@ -51,7 +83,8 @@ def _dependencies_without_tomllib(text: str) -> list[str]:
 def requirements_text(pyproject: Path) -> str:
     lines = [
         "# Pinned requirements of the CrossEarth engine (from pyproject.toml);",
-        "# 'Set up engine environment' installs them into the engine's venv.",
-        *pinned_requirements(pyproject),
+        "# 'Set up engine environment' installs them into the engine's venv, with the",
+        f"# optional extras {', '.join(SETUP_EXTRAS)} (ray: sharded runs, imported only then).",
+        *setup_requirements(pyproject),
     ]
     return "\n".join(lines) + "\n"

@@ -95,6 +95,8 @@ _CLI_WORDS = [
     (re.compile(r"--tile"), "the tile size"),
     (re.compile(r"--overlap"), "the overlap"),
     (re.compile(r"--batch"), "the batch size"),
+    (re.compile(r"--workers"), "Workers"),
+    (re.compile(r"--cluster"), "the cluster address"),
     (re.compile(r"--backbone"), "the backbone file"),
     (re.compile(r"--mmseg-config"), "an mmseg config"),
     (re.compile(r"--preset"), "a preset"),
@@ -349,6 +351,9 @@ class SegmentRequest:
     min_region: str | None = None  # sieve size: "12" pixels, "2000m2" or "1.5ha"
     keep_classes: list[str] | None = None  # classes whose small regions stay
     simplify: float | None = None  # polygon simplification tolerance in metres
+    # Sharded on Ray: a number of model workers or "auto"; None = one process (no Ray).
+    workers: str | None = None
+    cluster: str | None = None  # a Ray cluster's address ("auto", "ray://host:port"); None = local
     # Replace existing outputs: only when the analyst confirmed it (the engine refuses else).
     overwrite: bool = False
 
@@ -380,6 +385,10 @@ class SegmentRequest:
             args.append(_option("keep-classes", ",".join(self.keep_classes)))
         if self.simplify:
             args.append(_option("simplify", f"{float(self.simplify):g}"))
+        if self.workers:
+            args.append(_option("workers", self.workers))
+        if self.cluster:
+            args.append(_option("cluster", self.cluster))
         if self.overwrite:
             args.append("--overwrite")
         return args

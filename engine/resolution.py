@@ -64,10 +64,34 @@ def raster_gsd_m(dataset: Any) -> float | None:
             factor = float(crs.linear_units_factor[1])
         except Exception:  # a CRS without linear units (engineering CRS): taken as metres
             factor = 1.0
+        # Mercator (Web Mercator tiles above all) stretches the map by 1 / cos(latitude): a
+        # "metre" of EPSG:3857 at 50 deg N is 0.64 m on the ground.
+        factor *= mercator_scale(crs, transform * (dataset.width / 2, dataset.height / 2))
         width_m, height_m = width_units * factor, height_units * factor
     if width_m <= 0 or height_m <= 0:
         return None
     return math.sqrt(width_m * height_m)
+
+
+def is_mercator(crs: Any) -> bool:
+    """Whether a projected CRS is a Mercator projection (scale grows with latitude)."""
+    try:
+        wkt = crs.to_wkt().lower()
+    except Exception:
+        return False
+    # Transverse (UTM) and oblique Mercator keep their scale within a fraction of a percent.
+    return "mercator" in wkt and "transverse" not in wkt and "oblique" not in wkt
+
+
+def mercator_scale(crs: Any, point: tuple[float, float]) -> float:
+    """Ground metres per map metre at `point` (map coordinates): cos(latitude) for Mercator
+    projections, 1 for every other (their scale error is a fraction of a percent)."""
+    if not is_mercator(crs):
+        return 1.0
+    from rasterio.warp import transform
+
+    _, (latitude,) = transform(crs, "EPSG:4326", [point[0]], [point[1]])
+    return math.cos(math.radians(max(-89.9, min(89.9, latitude))))
 
 
 @dataclass(frozen=True)

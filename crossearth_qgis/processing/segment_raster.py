@@ -120,6 +120,25 @@ def gsd_text(value: str) -> str:
     return f"{metres:g}"
 
 
+def workers_text(value: object) -> str | None:
+    """WORKERS as the engine takes it: None (one process, no Ray) for empty or 0, "auto", or
+    a number of model workers on Ray."""
+    word = str(value if value is not None else "").strip().lower()
+    if word in ("", "0", "off", "none"):
+        return None
+    if word == "auto":
+        return "auto"
+    try:
+        count = int(word)
+    except ValueError:
+        count = -1
+    if count < 0:
+        raise QgsProcessingException(
+            f"Workers must be 0 (one process), auto or a number of workers, not '{value}'."
+        )
+    return str(count) if count else None
+
+
 OUTPUT_GRIDS = ["source", "model"]
 REGION_UNITS = ["px", "m2", "ha"]
 
@@ -142,6 +161,8 @@ class SegmentRasterAlgorithm(CrossEarthAlgorithm):
     MIN_REGION_UNIT = "MIN_REGION_UNIT"
     KEEP_CLASSES = "KEEP_CLASSES"
     SIMPLIFY = "SIMPLIFY"
+    WORKERS = "WORKERS"
+    CLUSTER = "CLUSTER"
 
     def name(self) -> str:
         return "segmentraster"
@@ -171,6 +192,11 @@ class SegmentRasterAlgorithm(CrossEarthAlgorithm):
             "into the class around them, except for the classes listed in 'Keep small regions "
             "of classes' (names, comma separated). Simplify: tolerance in metres for the class "
             "polygons."
+            "\n\nWorkers (needs Ray in the engine environment): 0 runs the model in one process; "
+            "a number or auto shards the raster over that many model workers on Ray (auto: one "
+            "per GPU, or CPU cores divided among workers), with the same result. Cluster: a "
+            "Ray cluster's address (auto, host:port or ray://host:port) to run on instead of "
+            "this computer; the input and output must be reachable from every node."
         )
 
     def tags(self) -> list[str]:
@@ -233,6 +259,18 @@ class SegmentRasterAlgorithm(CrossEarthAlgorithm):
                 "Output grid",
                 ["source: the input raster's grid", "model: the processing grid"],
                 defaultValue=0,
+            ),
+            QgsProcessingParameterString(
+                self.WORKERS,
+                "Workers on Ray: 0 = one process, auto, or a number",
+                "0",
+                optional=True,
+            ),
+            QgsProcessingParameterString(
+                self.CLUSTER,
+                "Ray cluster address (empty = this computer)",
+                "",
+                optional=True,
             ),
         ]
         self.addParameter(
@@ -333,6 +371,8 @@ class SegmentRasterAlgorithm(CrossEarthAlgorithm):
             # Destination parameters come with QGIS's own overwrite confirmation (a file picked
             # in the dialog was confirmed; in qgis_process and scripts it was named on purpose).
             overwrite=True,
+            workers=workers_text(self.parameterAsString(parameters, self.WORKERS, context)),
+            cluster=self.parameterAsString(parameters, self.CLUSTER, context).strip() or None,
             **self._options(parameters, context, gsd, export is not None, bool(polygons), feedback),
         )
         outcome = self._run(request, export, feedback)

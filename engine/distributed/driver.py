@@ -13,6 +13,7 @@ the workers and leave no part file, no output and no Ray process this run starte
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -24,6 +25,7 @@ import numpy as np
 
 from ..errors import CrossEarthError, SegmentationCancelled
 from ..files import create_temporary_folder, describe_path, real_path, remove_temporary
+from ..memory import check_fits, segmentation_bytes
 from ..output_paths import plan_outputs
 from ..packages import ModelPackage
 from ..pipeline import (
@@ -160,6 +162,30 @@ def _check_options(model: Any, options: SegmentOptions) -> None:
         raise CrossEarthError(
             f"output grid '{options.output_grid}' is not valid; use source or model"
         )
+
+
+def _check_workers_fit(job: Job, options: SegmentOptions, plan: Any, width: int) -> None:
+    """Local CPU workers each hold the model and a run's buffers: refuse a worker count the
+    machine's memory cannot hold (the single-process check in prepare_job counts one)."""
+    package = job.package
+    assert package is not None
+    try:
+        weights = package.weights_path.stat().st_size
+    except OSError:
+        weights = 0
+    per_worker = weights + segmentation_bytes(
+        tile=job.size,
+        batch=options.batch_size,
+        bands=len(job.bands),
+        classes=job.card.num_classes,
+        width=width,
+        input_scale=job.card.input_scale * job.model_tile / job.size,
+    )
+    check_fits(
+        plan.count * per_worker,
+        f"segmenting with {plan.count} workers",
+        "use fewer --workers (or a smaller --tile or --batch)",
+    )
 
 
 def _open_work_folder(
@@ -318,6 +344,8 @@ def segment_sharded(
                 if cluster is None
                 else None
             )
+            if local is not None and not local.gpu:
+                _check_workers_fit(job, options, local, width)
             ray = session.open(cluster, local)
             worker_plan = local if session.opened and cluster is None else None
             if worker_plan is None:
@@ -351,7 +379,8 @@ def segment_sharded(
                 source=os.fsdecode(source if _is_remote(str(source)) else Path(source).absolute()),
                 height=height,
                 width=width,
-                package=package,
+                # Workers may run in another folder: every path they get is absolute.
+                package=dataclasses.replace(package, path=package.path.absolute()),
                 bands=tuple(job.bands),
                 scaling=job.scaling,
                 size=job.size,
@@ -415,7 +444,7 @@ def segment_sharded(
         scaling=job.scaling.description,
         warnings=job.warnings,
         resolution=job.resolution.description,
-        workers=worker_plan.count if worker_plan else 0,
+        workers=min(worker_plan.count, len(todo)) if worker_plan else 0,
         shards=len(plan),
         shards_run=len(todo),
         shards_reused=reused,

@@ -184,10 +184,10 @@ class RaySession:
                 ray.init(address=cluster, logging_level=logging.ERROR)
             else:
                 ray.init(address=cluster, **quiet)
-        except CrossEarthError:
-            raise
-        except Exception as exc:
-            ray.shutdown()  # whatever a failed start left running
+        except BaseException as exc:
+            ray.shutdown()  # whatever a failed or interrupted start left running
+            if not isinstance(exc, Exception) or isinstance(exc, CrossEarthError):
+                raise
             if cluster is None:
                 raise CrossEarthError(
                     f"cannot start a local Ray instance ({first_line(exc)}); check that local "

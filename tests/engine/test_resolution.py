@@ -186,3 +186,19 @@ def test_card_without_gsd_runs_native_with_a_note(tmp_path, capsys, package):  #
         "--gsd=fast",
     )
     assert code == 2 and "GSD 'fast' is not valid" in err
+
+
+def test_web_mercator_pixels_are_ground_metres(tmp_path):
+    # A 10 m EPSG:3857 pixel at 60 deg N covers 10 * cos(60) = 5 m of ground.
+    from rasterio.warp import transform
+
+    xs, ys = transform("EPSG:4326", "EPSG:3857", [10.0], [60.0])
+    data = np.zeros((1, 10, 10), np.uint8)
+    raster = write_raster(
+        tmp_path / "merc.tif",
+        data,
+        crs="EPSG:3857",
+        transform=from_origin(xs[0] - 50, ys[0] + 50, 10, 10),
+    )
+    with rasterio.open(raster) as dataset:
+        assert raster_gsd_m(dataset) == pytest.approx(5.0, rel=1e-3)

@@ -110,6 +110,8 @@ def test_dock_asks_the_engine_for_models_and_devices(qgis_iface, project, engine
         for device in engine_check["devices"][1:]:  # each GPU is listed by its name
             index = dock.device_combo.findData(device["id"])
             assert device["name"] in dock.device_combo.itemText(index)
+        # Workers (sharded runs) only when the engine environment has Ray.
+        assert dock.workers_combo.isHidden() == (not engine_check.get("ray"))
     finally:
         dock.shutdown()
         dock.deleteLater()
@@ -453,6 +455,38 @@ def test_device_picker_names_each_gpu(dock):
         ("NVIDIA H200 (cuda:0, 139.8 GiB)", "cuda:0"),
         ("NVIDIA RTX A4000 (cuda:1, 15.7 GiB)", "cuda:1"),
     ]
+
+
+def test_workers_are_offered_only_when_the_engine_has_ray(dock, add_raster, rasters):
+    dock.layer_combo.setLayer(add_raster(rasters["rgb"], "olinda"))
+    cpu_only = {"cuda_available": False, "devices": [{"id": "cpu", "name": "CPU"}]}
+    dock._devices_checked({**cpu_only, "cpu_count": 4, "ray": None})
+    assert dock.workers_combo.isHidden() and dock.workers_label.isHidden()
+    assert dock.build_request().request.workers is None
+
+    dock._devices_checked({**cpu_only, "cpu_count": 4, "ray": "2.60.0"})
+    assert not dock.workers_combo.isHidden() and not dock.workers_label.isHidden()
+    items = [
+        (dock.workers_combo.itemText(i), dock.workers_combo.itemData(i))
+        for i in range(dock.workers_combo.count())
+    ]
+    assert items == [
+        ("Off (one process)", None),
+        ("Auto (one per GPU, or CPU cores shared)", "auto"),
+        ("2", "2"),
+        ("3", "3"),
+        ("4", "4"),
+    ]
+    assert dock.build_request().request.workers is None  # Off unless chosen
+    dock.workers_combo.setCurrentIndex(dock.workers_combo.findData("3"))
+    request = dock.build_request().request
+    assert "--workers=3" in request.args() and request.cluster is None
+    # Asking the engine again keeps the choice; an engine without Ray drops it.
+    dock._devices_checked({**cpu_only, "cpu_count": 4, "ray": "2.60.0"})
+    assert dock.workers_combo.currentData() == "3"
+    dock._devices_checked({**cpu_only, "cpu_count": 4})
+    assert dock.workers_combo.isHidden()
+    assert not any(a.startswith("--workers") for a in dock.build_request().request.args())
 
 
 def test_choosing_add_model_opens_the_dialog_and_keeps_the_model(dock, monkeypatch):

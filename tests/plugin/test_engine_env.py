@@ -115,8 +115,23 @@ def test_requirements_are_the_pinned_engine_dependencies():
         if line and not line.startswith("#")
     ]
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    assert lines == project["dependencies"]
-    assert "torch==2.14.1" in lines
+    # The dependencies, then the `scale` extra: Ray for sharded runs (Workers).
+    scale = project["optional-dependencies"]["scale"]
+    assert lines == project["dependencies"] + scale
+    assert "torch==2.14.1" in lines and "ray==2.60.0" in lines
+
+
+def test_requirements_read_without_tomllib(monkeypatch):
+    """QGIS on Windows ships Python 3.9, which has no tomllib: the fallback reader gives the
+    same lists."""
+    from crossearth_qgis import requirements
+
+    pyproject = REPO / "pyproject.toml"
+    with_tomllib = requirements.setup_requirements(pyproject)
+    monkeypatch.setitem(sys.modules, "tomllib", None)
+    assert requirements.setup_requirements(pyproject) == with_tomllib
+    assert requirements.extra_requirements(pyproject, "scale") == ["ray==2.60.0"]
+    assert requirements.extra_requirements(pyproject, "nothing") == []
 
 
 def test_set_up_engine_environment_from_the_options_page(tmp_path, no_configuration):

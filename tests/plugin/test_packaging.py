@@ -85,7 +85,8 @@ def test_zip_holds_real_files_with_the_engine_runtime(plugin_zip):
             assert f"{PLUGIN}/{plugin_module}" in names
         requirements = archive.read(f"{PLUGIN}/runtime/requirements.txt").decode().splitlines()
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    assert [r for r in requirements if r and not r.startswith("#")] == project["dependencies"]
+    expected = project["dependencies"] + project["optional-dependencies"]["scale"]
+    assert [r for r in requirements if r and not r.startswith("#")] == expected
 
 
 def test_zip_installs_into_a_fresh_profile_and_runs_from_qgis_process(

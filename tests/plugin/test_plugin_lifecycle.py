@@ -48,6 +48,7 @@ def test_plugin_loads_and_unloads_cleanly(qgis_iface, monkeypatch):
             "crossearth:segmentraster",
             "crossearth:convertcheckpoint",
             "crossearth:finetune",
+            "crossearth:downloadmodel",
         }
         toolbar = plugin.toolbar
         assert toolbar.objectName() == "CrossEarthToolbar"

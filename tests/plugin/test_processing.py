@@ -95,18 +95,18 @@ def test_provider_lists_its_algorithms_with_conventional_parameters(provider):
     for expected in (
         "INPUT", "MODEL", "DEVICE", "TILE_SIZE", "OVERLAP", "BATCH_SIZE", "BANDS", "OUTPUT",
         "CONFIDENCE", "POLYGONS", "GSD", "OUTPUT_GRID", "MIN_REGION", "MIN_REGION_UNIT",
-        "KEEP_CLASSES", "SIMPLIFY",
+        "KEEP_CLASSES", "SIMPLIFY", "WORKERS", "CLUSTER",
     ):  # fmt: skip
         assert expected in names
     advanced = QgsProcessingParameterDefinition.FlagAdvanced
-    for name in ("GSD", "OUTPUT_GRID"):
+    for name in ("GSD", "OUTPUT_GRID", "WORKERS", "CLUSTER"):
         assert segment.parameterDefinition(name).flags() & advanced, name
     assert segment.flags() & segment.FlagSupportsBatch
     assert segment.flags() & segment.FlagCanCancel
     optional = QgsProcessingParameterDefinition.FlagOptional
     for name in (
         "MODEL", "TILE_SIZE", "OVERLAP", "BANDS", "CONFIDENCE", "POLYGONS", "MIN_REGION",
-        "KEEP_CLASSES", "SIMPLIFY",
+        "KEEP_CLASSES", "SIMPLIFY", "WORKERS", "CLUSTER",
     ):  # fmt: skip
         assert segment.parameterDefinition(name).flags() & optional, name
     assert not segment.parameterDefinition("INPUT").flags() & optional
@@ -171,6 +171,74 @@ def test_processing_run_and_qgis_process_produce_the_same_raster(
     assert a[1:] == b[1:]  # georeferencing and colour table
     assert a[3] == [rgb for _, rgb in CLASSES]
     assert second.with_suffix(".qml").is_file()
+
+
+def test_workers_and_cluster_reach_the_engine(provider, rasters, tmp_path, monkeypatch):
+    import processing
+
+    from crossearth_qgis.processing import segment_raster
+
+    seen: list[list[str]] = []
+
+    def engine(args, feedback):
+        seen.append(list(args))
+        raise QgsProcessingException("stopped by the test")
+
+    monkeypatch.setattr(segment_raster, "run_engine_for_feedback", engine)
+    base = {"INPUT": str(rasters["rgb"]), "MODEL": MODEL_NAME, "OUTPUT": str(tmp_path / "x.tif")}
+    for extra in (
+        {"WORKERS": "auto", "CLUSTER": " ray://head:10001 "},
+        {"WORKERS": 3},
+        {"WORKERS": "0"},
+        {},
+    ):
+        with pytest.raises(QgsProcessingException, match="stopped by the test"):
+            processing.run(SEGMENT, {**base, **extra})
+    sharded = [[a for a in args if a.startswith(("--workers", "--cluster"))] for args in seen]
+    assert sharded == [["--workers=auto", "--cluster=ray://head:10001"], ["--workers=3"], [], []]
+    with pytest.raises(QgsProcessingException, match="Workers must be 0 .* not 'many'"):
+        processing.run(SEGMENT, {**base, "WORKERS": "many"})
+    assert len(seen) == 4  # refused before the engine ran
+
+
+def test_qgis_process_with_two_ray_workers(provider, rasters, tmp_path, engine_check):
+    """WORKERS=2 through qgis_process: the engine shards the raster on a local Ray instance
+    and the result equals the single-process one."""
+    import processing
+
+    if not engine_check.get("ray"):
+        pytest.skip("Ray is not installed in the engine environment")
+
+    single = tmp_path / "single.tif"
+    processing.run(
+        SEGMENT, {"INPUT": str(rasters["rgb"]), "MODEL": MODEL_NAME, "OUTPUT": str(single)}
+    )
+    env = qgis_process_env(fresh_qgis_config(tmp_path / "profile"))
+    qgis_process(["plugins", "enable", "crossearth_qgis"], env)
+    sharded = tmp_path / "sharded.tif"
+    output = qgis_process(
+        [
+            "run",
+            SEGMENT,
+            "--json",
+            "--",
+            f"INPUT={rasters['rgb']}",
+            f"MODEL={MODEL_NAME}",
+            "WORKERS=2",
+            f"OUTPUT={sharded}",
+        ],
+        env,
+    )
+    answer = json.loads(output[output.index("{") :])
+    assert answer["results"]["OUTPUT"] == str(sharded)
+    # The algorithm's summary names where the tiles ran.
+    assert "on ray: 2 worker(s)" in " ".join(answer["log"]["info"])
+    a, b = raster_values(single), raster_values(sharded)
+    assert np.array_equal(a[0], b[0]) and a[1:] == b[1:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "profile", "sharded.qml", "sharded.tif", "sharded.tif.aux.xml", "single.qml", "single.tif",
+        "single.tif.aux.xml",
+    ]  # fmt: skip
 
 
 def test_feedback_cancel_stops_the_worker(provider, rasters, tmp_path):

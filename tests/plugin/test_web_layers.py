@@ -38,6 +38,7 @@ from crossearth_qgis.layer_export import (
     export_layer,
     layer_gsd_m,
     layer_kind,
+    metres_per_unit,
     plan_export,
 )
 
@@ -250,17 +251,20 @@ def test_remote_geotiff_is_read_once_as_band_values(tiles, project, tmp_path):
 
 def test_reading_at_the_model_gsd_converts_metres_to_layer_units(tiles, xyz_layer, tmp_path):
     plan = plan_export(xyz_layer, tiles["extent"], 30.0, tmp_path / "coarse.tif")
-    # EPSG:3857 counts its units as metres (as the engine does for any projected CRS).
     box = tiles["extent"]
+    # An EPSG:3857 unit is cos(latitude) ground metres (as the engine counts it): 30 m on
+    # the ground are 30 / cos(8 deg S) = 30.3 map units at Olinda.
+    unit = 30.0 / metres_per_unit(xyz_layer.crs(), QgsRectangle(*box))[0]
+    assert 30.0 < unit < 30.5
     assert plan.grid.gsd_m == pytest.approx(30.0)
-    assert plan.grid.width == math.ceil(box[2] / 30) - math.floor(box[0] / 30)
-    assert plan.grid.extent[0] % 30 == pytest.approx(0, abs=1e-6)
+    assert plan.grid.width == math.ceil(box[2] / unit) - math.floor(box[0] / unit)
+    assert plan.grid.extent[0] / unit == pytest.approx(round(plan.grid.extent[0] / unit))
     export_layer(plan)
     got, transform, _ = read(tmp_path / "coarse.tif")
-    assert transform[1] == pytest.approx(30.0)
+    assert transform[1] == pytest.approx(unit)
     assert got.shape == (3, plan.grid.height, plan.grid.width)
     # Zoom 12 or 13 tiles drawn at 30 m: the same scene, smoothed.
-    options = {"xRes": 30, "yRes": 30, "outputBounds": plan.grid.extent}
+    options = {"xRes": unit, "yRes": unit, "outputBounds": plan.grid.extent}
     want = gdal.Warp("", str(tiles["source"]), format="MEM", resampleAlg="average", **options)
     assert np.abs(got.astype(int) - want.ReadAsArray()).mean() < 6
 
@@ -388,9 +392,17 @@ def test_dock_cancel_while_reading_a_web_layer(
     dock.output_widget.setFilePath(str(tmp_path / "cancelled.tif"))
     task = dock.segment()
     assert task is not None
-    dock.cancel()
+    seen: list[str] = []
+
+    def cancel_while_reading(text: str) -> None:
+        seen.append(text)
+        if "reading 'olinda tiles': block" in text:
+            dock.cancel()
+
+    task.statusChanged.connect(cancel_while_reading)
     wait_for(lambda: dock.task is None, 120, "the cancelled task")
     assert task.cancelled and task.error is None
+    assert seen and all("tile " not in text for text in seen)  # the engine never started
     assert dock.status_label.text() == "Cancelled; no output was written."
     exported = task.plan.destination
     assert not exported.exists() and hidden(exported.parent) == []
@@ -424,12 +436,13 @@ def test_dock_asks_before_reading_a_large_area(dock, tiles, xyz_layer, qgis_ifac
     dock.area_combo.setCurrentIndex(dock.area_combo.findData(AREA_WHOLE))
     dock.layer_combo.setLayer(xyz_layer)
     # A web layer has no extent of its own: "Whole layer" reads the map extent, at the
-    # model's GSD (30 m) on multiples of 30 m.
+    # model's GSD (30 m on the ground) on multiples of that pixel in map units.
     grid = dock.export_grid_for(xyz_layer, dock.current_model())
     shown = canvas.extent()
+    unit = 30.0 / metres_per_unit(xyz_layer.crs(), shown)[0]
     assert grid.gsd_m == pytest.approx(30.0)
-    assert grid.extent[0] == pytest.approx(math.floor(shown.xMinimum() / 30) * 30)
-    assert grid.extent[2] == pytest.approx(math.ceil(shown.xMaximum() / 30) * 30)
+    assert grid.extent[0] == pytest.approx(math.floor(shown.xMinimum() / unit) * unit)
+    assert grid.extent[2] == pytest.approx(math.ceil(shown.xMaximum() / unit) * unit)
     assert grid.describe() in dock.resolution_label.text()
     settings.set_value(settings.EXPORT_LIMIT_MPX, "0.01")
     asked: list[str] = []

@@ -166,3 +166,19 @@ def test_segment_request_resolution_and_post_processing_options():
         a.startswith(("--gsd", "--output-grid", "--min-region", "--keep", "--simplify"))
         for a in SegmentRequest("/d/in.tif", "/d/out.tif").args()
     )
+
+
+def test_segment_request_workers_and_cluster():
+    request = SegmentRequest(
+        "/d/in.tif", "/d/out.tif", workers="2", cluster="ray://head:10001", overwrite=True
+    )
+    assert request.args()[-3:] == ["--workers=2", "--cluster=ray://head:10001", "--overwrite"]
+    assert "--workers=auto" in SegmentRequest("/d/i.tif", "/d/o.tif", workers="auto").args()
+    # Without them the engine runs in one process and never imports Ray.
+    assert not any(
+        a.startswith(("--workers", "--cluster"))
+        for a in SegmentRequest("/d/in.tif", "/d/out.tif").args()
+    )
+    assert plain("--workers 4 needs 4 GPUs; use --workers 1") == (
+        "Workers 4 needs 4 GPUs; use Workers 1."
+    )
