@@ -77,7 +77,7 @@ def _vit_ti() -> dict[str, object]:
 
 
 def _tiny() -> dict[str, object]:
-    """The sizes of the official reduced reference (../shared/official/tiny_config.py)."""
+    """The sizes of the official reduced reference (tests/fixtures/official/tiny_config.py)."""
     return {
         "backbone": BackboneConfig(
             embed_dim=192, depth=4, num_heads=3, out_indices=(0, 1, 2, 3), img_size=128
@@ -158,7 +158,7 @@ LOVEDA = ClassList(
 )
 # The official binary datasets name their classes [foreground, background] but draw index 1
 # white, the foreground colour of their masks; the order used here (background first) follows
-# ../shared/crossearth.md and the masks' 0/1 convention.
+# the CrossEarth paper and code and the masks' 0/1 convention.
 BUILDING = ClassList(
     ("background", "building"),
     ((0, 0, 0), (255, 255, 255)),

@@ -15,7 +15,7 @@ from engine.crossearth.mmseg_config import Unreadable, lookup, read_config
 from engine.crossearth.presets import make_card
 from engine.errors import CrossEarthError
 
-# The official reduced reference's sizes (../shared/official/tiny_config.py), written out here
+# The official reduced reference's sizes (tests/fixtures/official/tiny_config.py), written out here
 # so that these tests need nothing outside the repository. Each test edits one field of it.
 CONFIG = """\
 num_classes = 3
