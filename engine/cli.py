@@ -74,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     seg = commands.add_parser("segment", help="segment a raster into a class GeoTIFF")
-    seg.add_argument("input", type=Path, help="input raster (any GDAL format)")
+    # str, not Path: a /vsicurl/https://... source must keep its '//'.
+    seg.add_argument("input", help="input raster (any GDAL format, /vsi paths and URLs too)")
     seg.add_argument("output", type=Path, help="output class GeoTIFF")
     seg.add_argument(
         "--model",

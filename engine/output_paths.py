@@ -45,9 +45,14 @@ class RunOutputs:
         return files
 
 
-def dataset_files(dataset: object, input_path: Path) -> list[Path]:
+def dataset_files(dataset: object, input_path: Path | str) -> list[Path]:
     """The files GDAL reads for a dataset (the raster itself, a VRT's sources, sidecars)."""
-    files = [Path(input_path)]
+    text = str(input_path)
+    if text.startswith("/vsi") or "://" in text:  # nothing on this disk to protect
+        files: list[Path] = []
+        input_path = Path(".")
+    else:
+        files = [Path(input_path)]
     for name in getattr(dataset, "files", None) or []:
         if "://" in name or name.startswith("/vsi"):
             continue

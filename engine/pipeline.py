@@ -29,6 +29,8 @@ from .raster_input import (
     open_raster,
     parse_scaling,
     resolve_bands,
+    source_name,
+    source_path,
 )
 from .raster_output import (
     CONFIDENCE_NODATA,
@@ -215,7 +217,7 @@ class OutputWriter:
 
 def prepare_job(
     reader_ds: Any,
-    input_path: Path,
+    input_path: Path | str,
     output_path: Path,
     model: str | os.PathLike[str] | ModelPackage | LoadedModel | None,
     options: SegmentOptions,
@@ -270,7 +272,9 @@ def prepare_job(
         "use a smaller --tile or --batch",
     )
     if reader_ds.crs is None:
-        message = f"{describe_path(input_path.name)} has no CRS; the output will have none either"
+        message = (
+            f"{describe_path(source_name(input_path))} has no CRS; the output will have none either"
+        )
         log.info(message)  # reported once, with the run's other warnings
         warnings_out.append(message)
     scaling = choose_scaling(reader_ds, bands, card.input, scaling_request)
@@ -325,7 +329,7 @@ def fit_tile_to_raster(
     return clamped, max(1, clamped - overlap)
 
 
-def input_files_of(input_path: Path) -> list[Path]:
+def input_files_of(input_path: Path | str) -> list[Path]:
     """Every file GDAL reads for the input (checked against every file a run writes)."""
     with open_raster(input_path) as dataset:
         return dataset_files(dataset, input_path)
@@ -350,7 +354,7 @@ def segment(
     report = progress or (lambda fraction, message: None)
     is_cancelled = _cancel_check(cancel)
     started = time.perf_counter()
-    input_path = Path(input_path)
+    input_path = source_path(input_path)
     input_files = input_files_of(input_path)
     if options.output_grid not in ("source", "model"):
         raise CrossEarthError(
@@ -421,7 +425,7 @@ def _on_processing_grid(
 
 def _run(
     reader_ds: Any,
-    input_path: Path,
+    input_path: Path | str,
     job: Job,
     loaded: LoadedModel | None,
     options: SegmentOptions,
@@ -438,8 +442,8 @@ def _run(
     card, size, stride = job.card, job.size, job.stride
     device = resolve_device(options.device)
     set_cpu_threads(options.threads)
-    report(0.0, f"loading model {card.name} on {device}")
     if loaded is None:
+        report(0.0, f"loading model {card.name} on {device}")
         assert job.package is not None
         loaded = LoadedModel(card, _load(job.package, device))
     module = loaded.module
@@ -460,7 +464,7 @@ def _run(
     tags = {
         "CROSSEARTH_MODEL": card.name,
         "CROSSEARTH_MODEL_VERSION": card.version,
-        "CROSSEARTH_SOURCE": describe_path(input_path.name),
+        "CROSSEARTH_SOURCE": describe_path(source_name(input_path)),
     }
     writer: OutputWriter | None = None
     published: list[Path] = []

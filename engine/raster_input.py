@@ -31,11 +31,28 @@ STRETCH_PERCENTILES = (2.0, 98.0)
 _STATS_MAX_SIDE = 1024
 
 
+def is_virtual(path: str | os.PathLike[str]) -> bool:
+    """A GDAL virtual file system path or URL (/vsicurl/..., /vsis3/..., https://...), which
+    must be passed on as written: pathlib would collapse its '//'."""
+    text = os.fspath(path)
+    return text.startswith("/vsi") or "://" in text
+
+
+def source_path(path: str | os.PathLike[str]) -> Path | str:
+    """A raster source as a Path for local files, unchanged text for virtual ones."""
+    return os.fspath(path) if is_virtual(path) else Path(path)
+
+
+def source_name(path: str | os.PathLike[str]) -> str:
+    """The file name of a source, also of a URL or /vsi path."""
+    return os.fspath(path).rstrip("/").rsplit("/", 1)[-1]
+
+
 def open_raster(path: str | os.PathLike[str]) -> rasterio.DatasetReader:
     """Opens a GDAL raster with an error message that says what is wrong with the file."""
     path_str = os.fspath(path)
     shown = describe_path(path_str)
-    if "://" not in path_str and not path_str.startswith("/vsi"):
+    if not is_virtual(path_str):
         file = Path(path_str)
         if not file.exists():
             raise CrossEarthError(f"input raster {shown} does not exist; check the path")

@@ -67,7 +67,7 @@ def subset_vrt(source: Path, window: Window, folder: Path) -> Path:
         srcWin=[int(window.col_off), int(window.row_off), int(window.width), int(window.height)],
     )
     try:
-        gdal.Translate(str(target), str(Path(source).absolute()), options=options)
+        gdal.Translate(str(target), _gdal_name(source), options=options)
     except RuntimeError as exc:
         raise CrossEarthError(
             f"cannot read the extent of {source} ({str(exc).splitlines()[0]}); check the file"
@@ -84,8 +84,7 @@ def warp_to_gsd(source: Path, dataset: rasterio.DatasetReader, resolution, folde
         from osgeo import gdal
     except ImportError:
         raise CrossEarthError(
-            "writing on the model's grid needs GDAL's Python bindings (osgeo); install "
-            "python3-gdal"
+            "writing on the model's grid needs GDAL's Python bindings (osgeo); install python3-gdal"
         ) from None
     gdal.UseExceptions()
     target_m = resolution.processing_gsd_m
@@ -104,9 +103,17 @@ def warp_to_gsd(source: Path, dataset: rasterio.DatasetReader, resolution, folde
         resampleAlg="average" if resolution.factor < 1 else "bilinear",
     )
     try:
-        gdal.Warp(str(target), str(Path(source).absolute()), options=options)
+        gdal.Warp(str(target), _gdal_name(source), options=options)
     except RuntimeError as exc:
         raise CrossEarthError(
             f"cannot resample {source} to {target_m:g} m ({str(exc).splitlines()[0]})"
         ) from None
     return target
+
+
+def _gdal_name(source: Path | str) -> str:
+    """Local files absolute (the VRT lives elsewhere); /vsi paths and URLs as written."""
+    text = str(source)
+    if text.startswith("/vsi") or "://" in text:
+        return text
+    return str(Path(source).absolute())

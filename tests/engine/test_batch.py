@@ -8,6 +8,7 @@ import json
 import re
 import subprocess
 import sys
+import threading
 import zipfile
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from engine.batch import (
     unique_stems,
 )
 from engine.cli import main
-from engine.errors import CrossEarthError
+from engine.errors import CrossEarthError, SegmentationCancelled
 from engine.files import TEMP_PREFIX
 from engine.pipeline import SegmentOptions
 
@@ -522,3 +523,35 @@ def test_every_segment_option_reaches_each_input():
         keep_classes=["water", "forest"],
         simplify_m=2.5,
     )
+
+
+def test_cancel_keeps_finished_outputs_and_writes_no_index(tmp_path, scenes):
+    out = tmp_path / "out"
+    stop = threading.Event()
+    events: list[tuple[str, dict]] = []
+
+    def on_event(event: str, fields: dict) -> None:
+        events.append((event, fields))
+        if event == "input_done":
+            stop.set()  # cancel once the first input is done
+
+    request = BatchRequest(
+        items=[str(scenes["a"]), str(scenes["b"])],
+        output_dir=out,
+        model=str(BUNDLED),
+        options=SegmentOptions(device="cpu"),
+    )
+    with pytest.raises(SegmentationCancelled) as caught:
+        run_batch(request, on_event, cancel=stop)
+    message = str(caught.value)
+    assert "batch stopped after 1 of 2 inputs" in message and "--resume" in message
+    assert sorted(p.name for p in out.iterdir()) == [
+        "raleigh_a_classes.tif",
+        "raleigh_a_classes.tif.aux.xml",
+    ]
+    no_leftovers(out)
+    # --resume does the rest and writes the index of both.
+    request.resume = True
+    result = run_batch(request)
+    assert [row.status for row in result.rows] == ["skipped", "ok"]
+    assert result.mosaic == out / "mosaic.vrt"

@@ -96,7 +96,7 @@ def main(output: Path, work: Path) -> dict:
 
     window = QMainWindow()
     window.setWindowTitle("*Untitled Project — QGIS")
-    window.resize(1400, 860)
+    window.resize(1400, 940)
     for title in MENUS.split():
         window.menuBar().addMenu(title)
     toolbar = QToolBar("CrossEarth")

@@ -41,7 +41,7 @@ def test_screenshot_of_the_dock_and_a_segmented_layer(tmp_path):
     assert summary["status"].startswith("Segmented 'landsat7_olinda'")
 
     image = QImage(str(SCREENSHOT))
-    assert (image.width(), image.height()) == tuple(summary["size"]) == (1400, 860)
+    assert (image.width(), image.height()) == tuple(summary["size"]) == (1400, 940)
     # The map shows the class colours: count them on a grid of pixels over the canvas.
     counts = {tuple(c): 0 for c in summary["colors"]}
     for x in range(300, 1000, 4):
