@@ -3,7 +3,7 @@ PY := .venv/bin/python
 export QT_QPA_PLATFORM ?= offscreen
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup test lint demo bench plugin clean
+.PHONY: setup test lint typecheck demo bench plugin clean
 
 setup:
 	@bash scripts/setup.sh
@@ -11,7 +11,11 @@ setup:
 lint: setup
 	$(PY) -m ruff check .
 
-test: lint
+# Types of engine/ and training/ (configuration in pyproject.toml [tool.mypy]).
+typecheck: setup
+	$(PY) -m mypy
+
+test: lint typecheck
 	$(PY) -m pytest -q -ra
 
 demo: setup
@@ -25,4 +29,4 @@ plugin:
 	python3 scripts/build_plugin.py
 
 clean:
-	rm -rf build dist *.egg-info .pytest_cache
+	rm -rf build dist *.egg-info .pytest_cache .mypy_cache

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 
-def classFactory(iface: Any) -> Any:  # noqa: N802 (the name QGIS looks for)
+def classFactory(iface: Any) -> Any:
     """QGIS entry point; `iface` is None when qgis_process loads the plugin for Processing."""
     from .plugin import CrossEarthPlugin
 

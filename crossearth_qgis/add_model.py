@@ -22,10 +22,9 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
-from .worker import ConvertRequest
+from .requests import WEIGHTS_DTYPES, ConvertRequest
 
 MMSEG_CONFIG_CHOICE = "Use the checkpoint's mmseg config file"
-DTYPES = ["float32", "float16", "bfloat16"]
 
 
 class AddModelDialog(QDialog):
@@ -59,7 +58,7 @@ class AddModelDialog(QDialog):
         self.name_edit = QLineEdit()
         self.name_edit.setPlaceholderText("default: the checkpoint's file name")
         self.dtype_combo = QComboBox()
-        self.dtype_combo.addItems(DTYPES)
+        self.dtype_combo.addItems(WEIGHTS_DTYPES)
 
         layout.addWidget(self.package_radio)
         layout.addWidget(self.package_widget)

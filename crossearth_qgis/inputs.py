@@ -67,6 +67,8 @@ def local_raster_source(layer: QgsMapLayer | None) -> str:
 
 def parse_bands(text: str) -> list[int] | None:
     """'3,2,1' -> [3, 2, 1]; '' -> None (the engine matches bands by name)."""
+    # The plugin's input check, before a worker starts: it words the problem for the analyst,
+    # and the plugin may not import the engine (engine/bands.py), which checks again.
     text = text.strip()
     if not text:
         return None

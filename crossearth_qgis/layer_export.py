@@ -41,8 +41,10 @@ from qgis.core import (
 )
 
 from .engine_env import Interpreter
+from .engine_errors import EngineError
+from .engine_task import EngineTask
 from .inputs import InputProblem, local_raster_source
-from .worker import TEMP_PREFIX, EngineError, EngineTask
+from .worker import TEMP_PREFIX
 
 FILE, DATA, RENDERED = "file", "data", "rendered"
 BLOCK = 512  # pixels per side of one read: a few web tiles, a few MB of memory
@@ -398,86 +400,23 @@ def export_layer(
     layer that gives no pixel at all is an error.
     """
     destination = plan.destination
-    grid = plan.grid
     if destination.exists():
         raise ExportError(f"{destination} exists already; nothing was read.")
     temporary = destination.with_name(f"{TEMP_PREFIX}{secrets.token_hex(4)}-{destination.name}")
-    provider = plan.provider
-    rendered = plan.kind == RENDERED
-    if rendered:
-        count, gdal_type = 3, gdal.GDT_Byte
-        premultiplied = provider.dataType(1) == Qgis.ARGB32_Premultiplied
-    else:
-        count = len(plan.band_names)
-        types = {provider.dataType(b) for b in range(1, count + 1)}
-        gdal_type = _TYPES[types.pop()][1] if len(types) == 1 else gdal.GDT_Float64
-    xmin, _, _, ymax = grid.extent
-    rx = (grid.extent[2] - grid.extent[0]) / grid.width
-    ry = (grid.extent[3] - grid.extent[1]) / grid.height
-    blocks = _blocks(grid.width, grid.height)
-    options = ["TILED=YES", "COMPRESS=LZW", "BIGTIFF=IF_SAFER"]
-    if rendered:
-        options.append("PHOTOMETRIC=RGB")
+    layout = _layout(plan)
+    blocks = _blocks(plan.grid.width, plan.grid.height)
     complete = False
     dataset = None
     errors: list[str] = []
     valid = 0
     try:
-        dataset = gdal.GetDriverByName("GTiff").Create(
-            str(temporary), grid.width, grid.height, count, gdal_type, options
-        )
-        if dataset is None:
-            _check(1, temporary)
-        dataset.SetGeoTransform((xmin, rx, 0.0, ymax, 0.0, -ry))
-        dataset.SetProjection(plan.crs_wkt)
-        for index in range(count):
-            band = dataset.GetRasterBand(index + 1)
-            if plan.band_names[index]:
-                band.SetDescription(plan.band_names[index])
-            if rendered:
-                band.SetColorInterpretation(gdal.GCI_RedBand + index)
-            elif plan.nodata[index] is not None:
-                band.SetNoDataValue(float(plan.nodata[index]))
-        # One mask for all bands, inside the file: transparent and nodata pixels are skipped
-        # by the engine (a per-dataset mask replaces the nodata values for GDAL readers).
-        gdal.SetThreadLocalConfigOption("GDAL_TIFF_INTERNAL_MASK", "YES")
-        try:
-            _check(dataset.CreateMaskBand(gdal.GMF_PER_DATASET), temporary)
-        finally:
-            gdal.SetThreadLocalConfigOption("GDAL_TIFF_INTERNAL_MASK", None)
+        dataset = _create_geotiff(plan, layout, temporary)
         mask_band = dataset.GetRasterBand(1).GetMaskBand()
         for number, (col, row, width, height) in enumerate(blocks, start=1):
             if is_cancelled is not None and is_cancelled():
                 raise ExportCancelled()
-            box = QgsRectangle(
-                xmin + col * rx,
-                ymax - (row + height) * ry,
-                xmin + (col + width) * rx,
-                ymax - row * ry,
-            )
-            feedback = QgsRasterBlockFeedback()
-            if rendered:
-                block = _read(provider, 1, box, width, height, feedback, plan.layer_name)
-                channels, mask = _rgb_and_mask(
-                    _values(block, np.uint32, width, height), premultiplied
-                )
-            else:
-                channels, mask = [], np.full((height, width), 255, dtype=np.uint8)
-                for band_number in range(1, count + 1):
-                    block = _read(
-                        provider, band_number, box, width, height, feedback, plan.layer_name
-                    )
-                    dtype = _TYPES[provider.dataType(band_number)][0]
-                    values = _values(block, dtype, width, height)
-                    invalid = _bitmap_nodata(block, width, height)
-                    nodata = plan.nodata[band_number - 1]
-                    if nodata is not None:
-                        invalid |= values == nodata
-                    if values.dtype.kind == "f":
-                        invalid |= ~np.isfinite(values)
-                    mask[invalid] = 0
-                    channels.append(values)
-            errors += [e for e in feedback.errors() if e not in errors]
+            channels, mask, block_errors = _read_block(plan, layout, col, row, width, height)
+            errors += [e for e in block_errors if e not in errors]
             for index, values in enumerate(channels):
                 _check(dataset.GetRasterBand(index + 1).WriteArray(values, col, row), temporary)
             _check(mask_band.WriteArray(mask, col, row), temporary)
@@ -513,6 +452,104 @@ def export_layer(
             f"{errors[0]}{more}"
         )
     return destination
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """The exported file's bands: RGB bytes for a rendered layer, else the layer's bands."""
+
+    rendered: bool
+    count: int
+    gdal_type: int
+    premultiplied: bool  # a rendered layer's ARGB pixels come premultiplied by alpha
+
+
+def _layout(plan: ExportPlan) -> _Layout:
+    provider = plan.provider
+    if plan.kind == RENDERED:
+        premultiplied = provider.dataType(1) == Qgis.ARGB32_Premultiplied
+        return _Layout(True, 3, gdal.GDT_Byte, premultiplied)
+    count = len(plan.band_names)
+    types = {provider.dataType(b) for b in range(1, count + 1)}
+    gdal_type = _TYPES[types.pop()][1] if len(types) == 1 else gdal.GDT_Float64
+    return _Layout(False, count, gdal_type, False)
+
+
+def _pixel_size(grid: ExportGrid) -> tuple[float, float]:
+    return (
+        (grid.extent[2] - grid.extent[0]) / grid.width,
+        (grid.extent[3] - grid.extent[1]) / grid.height,
+    )
+
+
+def _create_geotiff(plan: ExportPlan, layout: _Layout, path: Path) -> gdal.Dataset:
+    """The empty tiled GeoTIFF on the plan's grid, with band names, nodata and one internal
+    mask for all bands (transparent and nodata pixels, which the engine skips)."""
+    rx, ry = _pixel_size(plan.grid)
+    options = ["TILED=YES", "COMPRESS=LZW", "BIGTIFF=IF_SAFER"]
+    if layout.rendered:
+        options.append("PHOTOMETRIC=RGB")
+    dataset = gdal.GetDriverByName("GTiff").Create(
+        str(path), plan.grid.width, plan.grid.height, layout.count, layout.gdal_type, options
+    )
+    if dataset is None:
+        _check(1, path)
+    try:
+        dataset.SetGeoTransform((plan.grid.extent[0], rx, 0.0, plan.grid.extent[3], 0.0, -ry))
+        dataset.SetProjection(plan.crs_wkt)
+        for index in range(layout.count):
+            band = dataset.GetRasterBand(index + 1)
+            if plan.band_names[index]:
+                band.SetDescription(plan.band_names[index])
+            if layout.rendered:
+                band.SetColorInterpretation(gdal.GCI_RedBand + index)
+            elif plan.nodata[index] is not None:
+                band.SetNoDataValue(float(plan.nodata[index]))
+        # A per-dataset mask replaces the nodata values for GDAL readers.
+        gdal.SetThreadLocalConfigOption("GDAL_TIFF_INTERNAL_MASK", "YES")
+        try:
+            _check(dataset.CreateMaskBand(gdal.GMF_PER_DATASET), path)
+        finally:
+            gdal.SetThreadLocalConfigOption("GDAL_TIFF_INTERNAL_MASK", None)
+    except BaseException:
+        dataset = None  # closed before the caller removes the file
+        raise
+    return dataset
+
+
+def _read_block(
+    plan: ExportPlan, layout: _Layout, col: int, row: int, width: int, height: int
+) -> tuple[list[np.ndarray], np.ndarray, list[str]]:
+    """One block of the layer: its bands, its mask (0: no image) and the failed requests."""
+    provider = plan.provider
+    rx, ry = _pixel_size(plan.grid)
+    xmin, ymax = plan.grid.extent[0], plan.grid.extent[3]
+    box = QgsRectangle(
+        xmin + col * rx,
+        ymax - (row + height) * ry,
+        xmin + (col + width) * rx,
+        ymax - row * ry,
+    )
+    feedback = QgsRasterBlockFeedback()
+    if layout.rendered:
+        block = _read(provider, 1, box, width, height, feedback, plan.layer_name)
+        argb = _values(block, np.uint32, width, height)
+        channels, mask = _rgb_and_mask(argb, layout.premultiplied)
+        return channels, mask, feedback.errors()
+    channels, mask = [], np.full((height, width), 255, dtype=np.uint8)
+    for band_number in range(1, layout.count + 1):
+        block = _read(provider, band_number, box, width, height, feedback, plan.layer_name)
+        dtype = _TYPES[provider.dataType(band_number)][0]
+        values = _values(block, dtype, width, height)
+        invalid = _bitmap_nodata(block, width, height)
+        nodata = plan.nodata[band_number - 1]
+        if nodata is not None:
+            invalid |= values == nodata
+        if values.dtype.kind == "f":
+            invalid |= ~np.isfinite(values)
+        mask[invalid] = 0
+        channels.append(values)
+    return channels, mask, feedback.errors()
 
 
 def _read(

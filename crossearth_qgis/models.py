@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from .engine_env import Interpreter, resolve_interpreter, worker_directory, worker_environment
+from .engine_errors import EngineError
 from .process import run_streaming
-from .worker import EngineError, run_engine_json
+from .worker import run_engine_json
 
 # With the official models `crossearth download` installs ("available").
 LIST_MODELS_ARGS = ["models", "--json", "--available"]

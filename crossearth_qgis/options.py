@@ -37,8 +37,9 @@ from .engine_env import (
     resolve_interpreter,
     setup_environment,
 )
+from .engine_errors import EngineError
+from .engine_task import EngineTask
 from .process import ProcessCancelled
-from .worker import EngineError, EngineTask
 
 ICON = PLUGIN_DIR / "icons" / "crossearth.svg"
 PAGE_TITLE = "CrossEarth"
@@ -64,8 +65,8 @@ def check_summary(report: dict[str, Any]) -> str:
 class EnvironmentSetupTask(QgsTask):
     """Creates the engine venv and installs the requirements (see engine_env.setup_environment)."""
 
-    statusChanged = pyqtSignal(str)  # noqa: N815
-    outputLine = pyqtSignal(str)  # noqa: N815
+    statusChanged = pyqtSignal(str)
+    outputLine = pyqtSignal(str)
     completed = pyqtSignal()
 
     def __init__(self, venv_dir: Path, requirements: Path | None = None) -> None:
@@ -299,5 +300,5 @@ class CrossEarthOptionsFactory(QgsOptionsWidgetFactory):
     def icon(self) -> QIcon:
         return QIcon(str(ICON))
 
-    def createWidget(self, parent: QWidget | None) -> CrossEarthOptionsPage:  # noqa: N802
+    def createWidget(self, parent: QWidget | None) -> CrossEarthOptionsPage:
         return CrossEarthOptionsPage(parent, self.iface)

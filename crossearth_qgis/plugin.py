@@ -32,12 +32,12 @@ class CrossEarthPlugin:
         self.options_factory = None
         self.log_handler = None
 
-    def initProcessing(self) -> None:  # noqa: N802 (QGIS calls it by this name)
+    def initProcessing(self) -> None:
         if self.provider is None:
             self.provider = CrossEarthProvider()
             QgsApplication.processingRegistry().addProvider(self.provider)
 
-    def initGui(self) -> None:  # noqa: N802
+    def initGui(self) -> None:
         from .dock import CrossEarthDock
         from .options import PAGE_TITLE, CrossEarthOptionsFactory
 

@@ -86,7 +86,8 @@ def result_layer_name(input_name: str, model_name: str) -> str:
 def apply_class_style(layer: QgsRasterLayer, classes: list[ClassStyle]) -> None:
     """A paletted renderer: one legend entry per class, in the class colour, nodata clear."""
     provider = layer.dataProvider()
-    # The engine writes nodata 255 for pixels it did not classify: keep them transparent.
+    # Pixels the engine did not classify hold the nodata value it wrote into the file (its
+    # choice, not repeated here): keep them transparent.
     provider.setUseSourceNoDataValue(CLASS_BAND, True)
     renderer = QgsPalettedRasterRenderer(
         provider,

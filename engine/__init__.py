@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-__version__ = "0.1.0"
-
 _EXPORTS = {
     "load_model": "loading",
     "segment": "pipeline",
@@ -24,6 +22,11 @@ __all__ = sorted(_EXPORTS)
 
 def __getattr__(name: str) -> Any:
     # Lazy: importing `engine` must stay cheap (no torch) for the CLI's quick commands.
+    if name == "__version__":
+        # pyproject.toml states the version once; see engine/project.py.
+        from .project import version
+
+        return version()
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'engine' has no attribute {name!r}")

@@ -25,12 +25,14 @@ _BUILTIN_MODULES: tuple[str, ...] = ("engine.crossearth",)
 
 
 def register_architecture(name: str, builder: Builder, *, replace: bool = False) -> None:
+    """Makes `name` buildable from cards; a second registration of a name needs `replace`."""
     if name in _BUILDERS and not replace:
         raise ValueError(f"architecture {name!r} is already registered")
     _BUILDERS[name] = builder
 
 
 def unregister_architecture(name: str) -> None:
+    """Forgets `name` (a no-op for an unknown one), so tests and plugins can clean up."""
     _BUILDERS.pop(name, None)
 
 
@@ -41,12 +43,9 @@ def _load_builtins() -> None:
         importlib.import_module(module)
 
 
-def known_architectures() -> list[str]:
-    _load_builtins()
-    return sorted(_BUILDERS)
-
-
 def build_model(card: ModelCard) -> nn.Module:
+    """The card's network, built by its architecture's builder (weights not loaded); an unknown
+    architecture is a CrossEarthError that names the known ones."""
     _load_builtins()
     try:
         builder = _BUILDERS[card.architecture]

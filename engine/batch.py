@@ -40,6 +40,7 @@ from .files import (
     same_file,
     write_error,
 )
+from .gdal_bindings import missing_osgeo_message, osgeo_modules, require_osgeo
 from .output_paths import AUX_SUFFIX, dataset_files
 from .pipeline import CancelFlag, LoadedModel, SegmentOptions, SegmentResult
 from .raster_input import first_line, open_raster
@@ -79,6 +80,7 @@ class BatchInput:
 
     @property
     def is_local(self) -> bool:
+        """Whether the source is a local file (not a /vsi path or URL), which has a folder."""
         return not self.source.startswith("/vsi") and "://" not in self.source
 
 
@@ -97,9 +99,11 @@ class PlannedInput:
     message: str = ""
 
     def outputs(self) -> list[Path]:
+        """The output files of this input's run: classes, then confidence and polygons if asked."""
         return [p for p in (self.classes, self.confidence, self.polygons) if p is not None]
 
     def written(self) -> list[Path]:
+        """Every file the run leaves for this input: the outputs plus their .aux.xml side files."""
         files = self.outputs() + [Path(f"{self.classes}{AUX_SUFFIX}")]
         if self.confidence is not None:
             files.append(Path(f"{self.confidence}{AUX_SUFFIX}"))
@@ -127,6 +131,7 @@ class BatchResult:
     seconds: float
 
     def count(self, status: str) -> int:
+        """How many inputs ended with `status` (for the summary line)."""
         return sum(1 for row in self.rows if row.status == status)
 
 
@@ -284,17 +289,6 @@ def unique_stems(entries: Sequence[BatchInput]) -> list[str]:
 # --- planning ---------------------------------------------------------------------------------
 
 
-def _gdal_modules() -> tuple[Any, Any, Any] | None:
-    try:
-        from osgeo import gdal, ogr, osr
-    except ImportError:
-        return None
-    gdal.UseExceptions()
-    ogr.UseExceptions()
-    osr.UseExceptions()
-    return gdal, ogr, osr
-
-
 def _ring(transform: Any, col0: float, row0: float, cols: float, rows: float) -> list:
     """The pixel window's outline in map coordinates, closed, with points along each edge."""
     n = _EDGE_POINTS
@@ -421,7 +415,7 @@ def plan_batch(
     ]
     for plan in plans:
         _scan(plan, card, options, options.extent)
-    index = output_dir / (INDEX_GPKG if _gdal_modules() else INDEX_CSV)
+    index = output_dir / (INDEX_GPKG if osgeo_modules() else INDEX_CSV)
     mosaic = output_dir / MOSAIC
     _check_destinations(plans, [index, mosaic], overwrite, resume)
     if resume:
@@ -448,6 +442,7 @@ class BatchRequest:
 
     @property
     def sharded(self) -> bool:
+        """Whether each input runs on Ray workers (--workers or --cluster given)."""
         return self.workers is not None or bool(self.cluster)
 
 
@@ -537,10 +532,7 @@ def _check_request(request: BatchRequest, gdal_available: bool) -> tuple[Any, An
     if not gdal_available:
         for wanted, what in ((request.polygons, "--polygons"), (options.extent, "--extent")):
             if wanted:
-                raise CrossEarthError(
-                    f"{what} needs GDAL's Python bindings (osgeo); install python3-gdal or the "
-                    "GDAL package of your Python distribution"
-                )
+                raise CrossEarthError(missing_osgeo_message(what))
     return package.card, package
 
 
@@ -554,7 +546,7 @@ def run_batch(
     SegmentationCancelled when stopped (finished outputs are kept; no index is written)."""
     emit = on_event or (lambda event, fields: None)
     started = time.perf_counter()
-    gdal_available = _gdal_modules() is not None
+    gdal_available = osgeo_modules() is not None
     card, package = _check_request(request, gdal_available)
     plans, index_path, mosaic_path = plan_batch(
         request.items,
@@ -733,12 +725,7 @@ def _segment(
 
 
 def _wrapper_vrt(source: str, target: Path) -> str:
-    modules = _gdal_modules()
-    if modules is None:
-        raise CrossEarthError(
-            f"reading {source} needs GDAL's Python bindings (osgeo); install python3-gdal"
-        )
-    gdal = modules[0]
+    gdal = require_osgeo(f"reading {source}")[0]
     try:
         gdal.Translate(str(target), source, options=gdal.TranslateOptions(format="VRT"))
     except RuntimeError as exc:
@@ -866,7 +853,7 @@ def _write_index_csv(destination: Path, rows: list[BatchRow], crs: Any) -> None:
 
 
 def _write_index_gpkg(destination: Path, rows: list[BatchRow], crs: Any) -> None:
-    _gdal, ogr, osr = _gdal_modules()  # type: ignore[misc]
+    _gdal, ogr, osr = osgeo_modules()  # type: ignore[misc]
     staging = create_temporary_folder(destination)
     temp = staging / destination.name
     try:
@@ -915,7 +902,7 @@ def _previous_rows(index: Path) -> dict[str, tuple[dict[str, int] | None, float 
             with open(index, newline="", encoding="utf-8") as handle:
                 records = list(csv.DictReader(handle))
         else:
-            modules = _gdal_modules()
+            modules = osgeo_modules()
             if modules is not None and index.exists():
                 data = modules[1].Open(str(index))
                 layer = data.GetLayerByName(INDEX_LAYER)
@@ -949,7 +936,7 @@ def _write_mosaic(
         names = sorted({_crs_name(crs) or "none" for crs in crss})
         shown = ", ".join(name if len(name) < 40 else name[:37] + "..." for name in names)
         return None, f"no mosaic: the outputs are in different CRSs ({shown})"
-    modules = _gdal_modules()
+    modules = osgeo_modules()
     if modules is None:
         return None, "no mosaic: it needs GDAL's Python bindings (osgeo)"
     gdal = modules[0]

@@ -53,9 +53,11 @@ class HubFile:
 
     @property
     def source(self) -> str:
+        """The file as an hf:// address pinned to its revision, for cards and messages."""
         return f"hf://{self.repo}/{self.filename}@{self.revision}"
 
     def to_json(self) -> dict[str, Any]:
+        """The file as plain JSON data (`crossearth models --available --json`)."""
         return {
             "repo": self.repo,
             "filename": self.filename,
@@ -77,26 +79,32 @@ class CatalogEntry:
 
     @property
     def name(self) -> str:
+        """The model's name, as `crossearth download` and the plugin know it."""
         return self.preset.name
 
     @property
     def downloadable(self) -> bool:
+        """Whether a checkpoint is published for it (some official models are not released)."""
         return self.checkpoint is not None
 
     @property
     def files(self) -> list[HubFile]:
+        """The files a download fetches: the checkpoint and, if separate, the backbone."""
         return [f for f in (self.checkpoint, self.backbone) if f is not None]
 
     @property
     def download_size(self) -> int | None:
-        sizes = [f.size for f in self.files]
-        return None if not sizes or None in sizes else sum(sizes)  # type: ignore[arg-type]
+        """Bytes to download, or None when any file's size is unknown."""
+        sizes = [f.size for f in self.files if f.size is not None]
+        return sum(sizes) if sizes and len(sizes) == len(self.files) else None
 
     @property
     def size_exact(self) -> bool:
+        """Whether every size is measured rather than estimated (a `~` in messages otherwise)."""
         return all(f.size_exact for f in self.files)
 
     def to_json(self) -> dict[str, Any]:
+        """The entry as plain JSON data for `models --available --json` and the plugin's picker."""
         preset = self.preset
         return {
             "name": self.name,
@@ -202,6 +210,7 @@ def load_catalog(path: Path | str | None = None) -> list[CatalogEntry]:
 
 
 def find_entry(name: str, catalog: list[CatalogEntry] | None = None) -> CatalogEntry:
+    """The catalog entry called `name`, else a CrossEarthError listing the downloadable ones."""
     catalog = load_catalog() if catalog is None else catalog
     for entry in catalog:
         if entry.name == name:
@@ -214,6 +223,7 @@ def find_entry(name: str, catalog: list[CatalogEntry] | None = None) -> CatalogE
 
 
 def format_size(size: int | None, exact: bool = True) -> str:
+    """A byte count for people (e.g. '1.23 GB'); `exact` False marks an estimate with '~'."""
     if size is None:
         return "size unknown"
     prefix = "" if exact else "~"
@@ -296,7 +306,7 @@ def catalog_from_json(data: Any, where: str = "catalog") -> list[CatalogEntry]:
             if checkpoint is not None
             else "(not released)",
             architecture=architecture,
-            classes=ClassList(names, tuple(colors), f"catalog {where}"),  # type: ignore[arg-type]
+            classes=ClassList(names, tuple(colors), f"catalog {where}"),
             bands=tuple(bands),
             gsd_m=float(gsd) if gsd is not None else None,
             description=str(item.get("description", "")),

@@ -13,22 +13,19 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from .cli_messages import cli_message, error_event
 from .errors import CrossEarthError, SegmentationCancelled
 from .files import add_temporary_listener, remove_run_temporaries, remove_temporary_listener
+from .option_values import CONFIDENCE_NODATA, WEIGHTS_DTYPES, parse_band_numbers
 
 log = logging.getLogger("engine.cli")
 
 
 def _int_list(text: str) -> list[int]:
     try:
-        values = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"'{text}' is not a comma-separated list of band numbers (e.g. 3,2,1)"
-        ) from None
-    if not values:
-        raise argparse.ArgumentTypeError("give at least one band number")
-    return values
+        return parse_band_numbers(text)
+    except CrossEarthError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _workers(text: str) -> int | str:
@@ -66,17 +63,39 @@ def _non_negative_int(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The `crossearth` parser: the engine's sub-commands and those of the entry-point group."""
     parser = argparse.ArgumentParser(
         prog="crossearth",
         description="Segment GDAL rasters with CrossEarth model packages.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    seg = _add_segment_command(commands)
+    _add_batch_command(commands, seg)
+    _add_convert_command(commands)
+    _add_models_command(commands)
+    _add_download_command(commands)
+    _add_check_command(commands)
+    _add_plugin_commands(commands)
+    _add_info_command(commands)
+    return parser
 
+
+def _add_segment_command(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     seg = commands.add_parser("segment", help="segment a raster into a class GeoTIFF")
     # str, not Path: a /vsicurl/https://... source must keep its '//'.
     seg.add_argument("input", help="input raster (any GDAL format, /vsi paths and URLs too)")
     seg.add_argument("output", type=Path, help="output class GeoTIFF")
+    # In this order, which --help shows; segment-batch reuses all but the files.
+    _add_model_options(seg)
+    _add_output_options(seg)
+    _add_resolution_options(seg)
+    _add_run_options(seg)
+    return seg
+
+
+def _add_model_options(seg: argparse.ArgumentParser) -> None:
+    """Which model, on which device, and how the raster is tiled and scaled for it."""
     seg.add_argument(
         "--model",
         default=None,
@@ -98,10 +117,14 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="auto (8-bit as is, else 2-98%% stretch), none, or LOW,HIGH",
     )
+
+
+def _add_output_options(seg: argparse.ArgumentParser) -> None:
+    """The files besides the class raster, the area segmented, and replacing outputs."""
     seg.add_argument("--confidence", type=Path, help="also write a per-pixel confidence GeoTIFF")
     seg.add_argument(
         "--confidence-type",
-        choices=["float32", "uint8"],
+        choices=list(CONFIDENCE_NODATA),
         default="float32",
         help="confidence as float 0..1 or uint8 percent (default float32)",
     )
@@ -117,6 +140,10 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="replace existing output files (never the input)",
     )
+
+
+def _add_resolution_options(seg: argparse.ArgumentParser) -> None:
+    """The processing resolution, the output grid, and cleaning up small regions."""
     seg.add_argument(
         "--gsd",
         default="auto",
@@ -143,6 +170,10 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         help="simplify the class polygons to this tolerance in metres (with --polygons)",
     )
+
+
+def _add_run_options(seg: argparse.ArgumentParser) -> None:
+    """Threads, scaling out on Ray, precision and the progress display."""
     seg.add_argument("--threads", type=_positive_int, help="CPU threads for the model")
     seg.add_argument(
         "--workers",
@@ -169,8 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="progress display; json prints one event per line (for the plugin)",
     )
 
-    _add_batch_command(commands, seg)
 
+def _add_convert_command(commands: argparse._SubParsersAction) -> None:
     conv = commands.add_parser(
         "convert",
         help="convert an official CrossEarth checkpoint (.pth) into a model package",
@@ -198,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     conv.add_argument(
         "--dtype",
-        choices=["float32", "float16", "bfloat16"],
+        choices=WEIGHTS_DTYPES,
         default="float32",
         help="weight precision in the package (default float32, exact)",
     )
@@ -208,7 +239,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="replace an existing package this tool wrote (a folder holding only model.json "
         "and weights.safetensors); nothing else is ever replaced",
     )
-
     conv.add_argument(
         "--progress",
         choices=["bar", "json", "none"],
@@ -216,6 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="json prints progress and the temporary files as JSON events (for the plugin)",
     )
 
+
+def _add_models_command(commands: argparse._SubParsersAction) -> None:
     models = commands.add_parser("models", help="list bundled and user model packages")
     models.add_argument("--json", action="store_true", help="print the list as JSON")
     models.add_argument(
@@ -226,6 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
         'list as "available"',
     )
 
+
+def _add_download_command(commands: argparse._SubParsersAction) -> None:
     down = commands.add_parser(
         "download",
         help="download an official CrossEarth model from Hugging Face and install it",
@@ -253,29 +287,73 @@ def build_parser() -> argparse.ArgumentParser:
         help="progress display; json prints one event per line (for the plugin)",
     )
 
+
+def _add_check_command(commands: argparse._SubParsersAction) -> None:
     check = commands.add_parser(
         "check", help="report the engine environment: torch, CUDA, GPUs and their memory"
     )
     check.add_argument("--json", action="store_true", help="print the report as JSON")
 
-    _add_training_commands(commands)
 
+def _add_info_command(commands: argparse._SubParsersAction) -> None:
     info = commands.add_parser("info", help="show a model package's card")
     info.add_argument("model", help="model package folder or installed model name")
     info.add_argument("--json", action="store_true", help="print the card as JSON")
-    return parser
 
 
-def _add_training_commands(commands: argparse._SubParsersAction) -> None:
-    """`train` and `evaluate` live in training/, which builds on the engine; an engine
-    installed without it simply lacks those commands."""
-    try:
-        from training.cli import COMMANDS as TRAINING_COMMANDS
-        from training.cli import add_parsers
-    except ImportError:
-        return
-    add_parsers(commands)
-    COMMANDS.update(TRAINING_COMMANDS)
+# Sub-commands other packages plug in, found like rasterio finds its `rio` plugins: each entry
+# of this group names `register(subparsers) -> handler`, which adds the sub-parser of the
+# entry's name and returns the function that runs it (training/cli.py provides train/evaluate).
+COMMAND_GROUP = "crossearth.commands"
+_HANDLER = "_plugin_handler"
+_UNAVAILABLE = "_plugin_unavailable"
+
+
+def _add_plugin_commands(commands: argparse._SubParsersAction) -> None:
+    """The commands of the entry-point group. One that cannot be loaded (its package not
+    installed, or broken) keeps its name and says why in one line when it is run, so it never
+    stops the engine's own commands."""
+    from .project import entry_points
+
+    for point in entry_points(COMMAND_GROUP):
+        if point.name in commands.choices:
+            continue  # the engine's own commands cannot be replaced
+        try:
+            handler = point.load()(commands)
+            if point.name not in commands.choices or not callable(handler):
+                raise TypeError(f"{point.value} did not add a '{point.name}' command")
+        except Exception as exc:  # a plugin's failure must not break the engine's commands
+            _add_unavailable_command(commands, point.name, _plugin_problem(point, exc))
+            continue
+        commands.choices[point.name].set_defaults(**{_HANDLER: handler})
+
+
+def _plugin_problem(point: Any, exc: Exception) -> str:
+    package = point.value.split(":")[0].split(".")[0]
+    if isinstance(exc, ModuleNotFoundError) and (exc.name or "").split(".")[0] == package:
+        return (
+            f"the '{point.name}' command is not available: {package} is not installed (the "
+            f"package that provides it, entry point {point.name} = {point.value})"
+        )
+    detail = str(exc).splitlines()[0] if str(exc) else ""
+    return (
+        f"the '{point.name}' command is not available: its entry point {point.value} is broken "
+        f"({type(exc).__name__}{': ' + detail if detail else ''}); reinstall the package "
+        "that provides it"
+    )
+
+
+def _add_unavailable_command(
+    commands: argparse._SubParsersAction, name: str, problem: str
+) -> None:
+    if name in commands.choices:  # a register() that failed half-way
+        del commands.choices[name]
+        commands._choices_actions[:] = [a for a in commands._choices_actions if a.dest != name]
+    # No options of its own: whatever follows the name is ignored, the one-line reason shown.
+    placeholder = commands.add_parser(
+        name, add_help=False, help="not available (run it to see why)"
+    )
+    placeholder.set_defaults(**{_UNAVAILABLE: problem})
 
 
 def _json_event(event: str, **fields: Any) -> None:
@@ -620,7 +698,7 @@ def _available_models(packages: list[Any]) -> list[dict[str, Any]]:
     """The catalog as JSON, each entry with `installed` (path of its package, or None)."""
     from .catalog import load_catalog
 
-    installed = {}
+    installed: dict[str, str] = {}
     for package in packages:
         for key in (package.path.name, package.card.name):
             installed.setdefault(key, str(package.path))
@@ -814,10 +892,18 @@ def _safe_streams() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the `crossearth` command line and returns its exit code: 0 done, 2 bad input
+    (one 'crossearth: ...' line on stderr, no traceback), 130 interrupted."""
     _safe_streams()
     warnings.showwarning = _one_line_warning
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    problem = getattr(args, _UNAVAILABLE, None)
+    if problem is not None:
+        print(f"crossearth: {problem}", file=sys.stderr)
+        return 2
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")  # as parse_args() says it
     # Commands that record how they were run (training provenance) read it from here.
     args.argv = list(argv) if argv is not None else sys.argv[1:]
     logging.basicConfig(
@@ -830,18 +916,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     if announce is not None:
         add_temporary_listener(announce)
     try:
-        return COMMANDS[args.command](args)
+        handler = getattr(args, _HANDLER, None) or COMMANDS[args.command]
+        return handler(args)
     except SegmentationCancelled as exc:
         remove_run_temporaries()
-        _report_error(str(exc), json_mode, "cancelled")
+        _report_error(exc, json_mode, "cancelled")
         return 130
     except KeyboardInterrupt:
         remove_run_temporaries()
-        _report_error("interrupted; no output was written", json_mode, "cancelled")
+        _report_error(
+            SegmentationCancelled("interrupted; no output was written"), json_mode, "cancelled"
+        )
         return 130
     except CrossEarthError as exc:
         remove_run_temporaries()
-        _report_error(str(exc), json_mode, "error")
+        _report_error(exc, json_mode, "error")
         return 2
     except BaseException:
         remove_run_temporaries()
@@ -856,10 +945,11 @@ def _announce_temporary(path: Path) -> None:
     _json_event("temporary", path=os.fsdecode(path))
 
 
-def _report_error(message: str, json_mode: bool, event: str) -> None:
+def _report_error(error: CrossEarthError, json_mode: bool, event: str) -> None:
+    # The plugin words the error from its code and fields; a shell user reads the flags.
     if json_mode:
-        _json_event(event, message=message)
-    print(f"crossearth: {message}", file=sys.stderr)
+        print(json.dumps(error_event(error, event)), flush=True)
+    print(f"crossearth: {cli_message(error)}", file=sys.stderr)
 
 
 if __name__ == "__main__":

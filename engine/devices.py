@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypedDict
 
-from .errors import CrossEarthError
+from .errors import CrossEarthError, DeviceError
 
 if TYPE_CHECKING:
     import torch
 
 
 def resolve_device(name: str | None) -> torch.device:
+    """The torch device for 'auto', 'cpu', 'cuda' or 'cuda:N'; one that is not there is a
+    CrossEarthError that says what is available."""
     import torch
 
     name = (name or "auto").strip().lower()
@@ -21,9 +23,14 @@ def resolve_device(name: str | None) -> torch.device:
         return torch.device("cpu")
     if name == "cuda" or name.startswith("cuda:"):
         if not torch.cuda.is_available():
-            raise CrossEarthError(
-                f"device '{name}' requested but CUDA is not available (torch "
-                f"{torch.__version__}, no usable NVIDIA GPU/driver); use --device cpu or auto"
+            reason = (
+                f"CUDA is not available (torch {torch.__version__}, no usable NVIDIA GPU/driver)"
+            )
+            raise DeviceError(
+                f"device '{name}' requested but {reason}; use the device cpu or auto",
+                device=name,
+                reason=reason,
+                option="device",
             )
         index = 0
         if ":" in name:
@@ -58,7 +65,23 @@ def describe_devices() -> list[dict[str, object]]:
     return devices
 
 
-def environment_report() -> dict[str, object]:
+class EnvironmentReport(TypedDict):
+    """`crossearth check --json`: versions, CUDA and the devices."""
+
+    python: str
+    executable: str
+    torch: str
+    timm: str
+    rasterio: str
+    gdal: str
+    cuda_available: bool
+    cuda_version: str | None
+    devices: list[dict[str, object]]
+    cpu_count: int | None
+    ray: str | None  # None: not installed
+
+
+def environment_report() -> EnvironmentReport:
     """What the engine runs with: versions, CUDA and the devices (for the plugin's Check)."""
     import platform
     import sys

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from .catalog import CatalogEntry, HubFile, find_entry, format_size, load_catalog
-from .errors import CrossEarthError
+from .errors import CrossEarthError, OutputError
 from .files import describe_path, write_error
 from .packages import ModelPackage, check_package_output, replace_problem, user_models_dir
 
@@ -160,7 +160,7 @@ def _tqdm_class(report: Callable[[int, int | None], None]) -> type:
     bytes received (also when the library resumes and rolls its counter back)."""
     from tqdm import tqdm
 
-    class _Bytes(tqdm):  # type: ignore[misc]
+    class _Bytes(tqdm):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             kwargs["disable"] = True
             super().__init__(*args, **kwargs)
@@ -353,9 +353,13 @@ def download(
     models_dir = user_models_dir()
     destination = models_dir / entry.name
     if os.path.lexists(destination) and not overwrite and replace_problem(destination) is None:
-        raise CrossEarthError(
-            f"'{entry.name}' is already installed in {describe_path(models_dir)}; pass "
-            "--overwrite to replace it with a new download"
+        raise OutputError(
+            f"'{entry.name}' is already installed in {describe_path(models_dir)}; allow "
+            "overwrite to replace it with a new download",
+            code="model.installed",
+            name=entry.name,
+            folder=describe_path(models_dir),
+            option="overwrite",
         )
     destination = check_package_output(destination, overwrite=overwrite, choose="rename it")
 

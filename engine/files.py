@@ -21,7 +21,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 
 from .errors import CrossEarthError
@@ -49,6 +49,7 @@ def add_temporary_listener(listener: Callable[[Path], None]) -> None:
 
 
 def remove_temporary_listener(listener: Callable[[Path], None]) -> None:
+    """Stops telling `listener` about new temporaries (a no-op if it was not added)."""
     with contextlib.suppress(ValueError):
         _listeners.remove(listener)
 
@@ -68,6 +69,7 @@ def forget_temporary(path: Path) -> None:
 
 
 def registered_temporaries() -> list[Path]:
+    """The temporaries this run made and has not yet published or removed."""
     with _lock:
         return list(_registered)
 
@@ -237,12 +239,3 @@ def describe_path(path: Path | str) -> str:
     """A path for a message, also when it is not valid UTF-8."""
     return os.fsdecode(os.fsencode(path)).encode("utf-8", "backslashreplace").decode("utf-8")
 
-
-def first_collision(written: Iterable[Path], read: Iterable[Path]) -> tuple[Path, Path] | None:
-    """The first (written, read) pair that name the same file, or None."""
-    read = list(read)
-    for target in written:
-        for source in read:
-            if same_file(target, source):
-                return target, source
-    return None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from .errors import CrossEarthError
+from .errors import ResourceError
 
 # Activations of the network beside its inputs and outputs: a generous multiple, so only
 # requests that cannot possibly fit are refused.
@@ -27,22 +27,28 @@ def available_memory_bytes() -> int | None:
 
 
 def segmentation_bytes(
-    *, tile: int, batch: int, bands: int, classes: int, width: int, input_scale: int = 1
+    *, tile: int, batch: int, bands: int, classes: int, width: int, input_scale: float = 1
 ) -> int:
     """Host memory of a segmentation run: the strip of blended scores (one tile tall, raster
     wide) and a batch of tiles in, at the model's scale, and scores out."""
     strip = (4 * classes + 4 + 1) * tile * width
-    model_side = tile * input_scale
+    model_side = round(tile * input_scale)  # the model's tile: a scaled tile may be fractional
     batch_in = 4 * batch * bands * model_side * model_side
     batch_out = 4 * batch * classes * tile * tile
     return strip + _NETWORK_FACTOR * (batch_in + batch_out)
 
 
-def check_fits(needed: int, what: str, fix: str) -> None:
-    """Refuses a request that needs more memory than the machine has available."""
+def check_fits(needed: int, what: str, fix: str, options: tuple[str, ...] = ()) -> None:
+    """Refuses a request that needs more memory than the machine has available; `fix` says
+    how in words, `options` names the options that would lower the need."""
     available = available_memory_bytes()
     if available is not None and needed > available:
-        raise CrossEarthError(
+        raise ResourceError(
             f"{what} needs about {needed / 2**30:.1f} GiB of memory but {available / 2**30:.1f} "
-            f"GiB are available; {fix}"
+            f"GiB are available; {fix}",
+            code="memory",
+            what=what,
+            needed_gib=round(needed / 2**30, 1),
+            available_gib=round(available / 2**30, 1),
+            options=list(options),
         )

@@ -12,9 +12,12 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-from .errors import CrossEarthError
+from .errors import CrossEarthError, ModelError
+
+if TYPE_CHECKING:  # pydantic loads on first use (see _schema)
+    from pydantic_core import ErrorDetails
 
 CARD_FORMAT_VERSION = 1
 
@@ -61,13 +64,16 @@ class ModelCard:
 
     @property
     def num_classes(self) -> int:
+        """How many classes the model predicts."""
         return len(self.classes)
 
     @property
     def class_names(self) -> list[str]:
+        """The class names in index order."""
         return [c.name for c in self.classes]
 
     def to_json_dict(self) -> dict[str, Any]:
+        """The card as model.json data (the inverse of `card_from_dict`)."""
         data = asdict(self)
         data["format_version"] = CARD_FORMAT_VERSION
         data["classes"] = [
@@ -228,7 +234,7 @@ _TYPE_NAMES = {
 }
 
 
-def _describe_error(error: dict[str, Any]) -> str:
+def _describe_error(error: ErrorDetails) -> str:
     kind, value, context = error["type"], error.get("input"), error.get("ctx") or {}
     if kind == "card":
         return f"{context['problem']}, got {context['value']}"
@@ -273,7 +279,7 @@ def _validate(data: dict[str, Any], where: str) -> Any:
         fields_wrong = {_field_path(e["loc"]) for e in errors}
         if len(fields_wrong) > 1:
             message += f" (and {len(fields_wrong) - 1} more problem(s))"
-        raise CrossEarthError(message) from None
+        raise ModelError(message, code="model.card", path=where, field=path) from None
 
 
 def _check_architecture(name: str, config: dict[str, Any], num_classes: int, where: str) -> None:
@@ -287,7 +293,10 @@ def _check_architecture(name: str, config: dict[str, Any], num_classes: int, whe
     try:
         CrossEarthConfig.from_dict(config, num_classes)
     except ConfigFieldError as exc:
-        raise CrossEarthError(f"{where}: architecture.config.{exc.field}: {exc.problem}") from None
+        field = f"architecture.config.{exc.field}"
+        raise ModelError(
+            f"{where}: {field}: {exc.problem}", code="model.card", path=where, field=field
+        ) from None
     except CrossEarthError as exc:
         raise CrossEarthError(f"{where}: architecture.config: {exc}") from None
     except (TypeError, ValueError) as exc:
@@ -383,7 +392,7 @@ def card_from_dict(data: Any, where: str = "model.json") -> ModelCard:
         version=str(card.version),
         architecture=card.architecture.name,
         config=card.architecture.config,
-        classes=tuple(ClassInfo(c.index, c.name, tuple(c.color)) for c in card.classes),  # type: ignore[arg-type]
+        classes=tuple(ClassInfo(c.index, c.name, tuple(c.color)) for c in card.classes),
         input=InputSpec(
             bands=tuple(bands),
             value_range=(low, high),
@@ -403,11 +412,17 @@ def card_from_dict(data: Any, where: str = "model.json") -> ModelCard:
 
 
 def read_card(path: Path) -> ModelCard:
+    """The card in the model.json at `path`, checked; unreadable or invalid JSON is a
+    CrossEarthError naming the file and field."""
     path = Path(path)
     try:
         raw = path.read_bytes()
     except OSError as exc:
-        raise CrossEarthError(f"cannot read model card {path}: {exc.strerror or exc}") from exc
+        raise ModelError(
+            f"cannot read model card {path}: {exc.strerror or exc}",
+            code="model.card_read",
+            path=str(path),
+        ) from exc
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

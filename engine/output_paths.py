@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import CrossEarthError
+from .errors import CrossEarthError, OutputError
 from .files import describe_path, remove_stale_temporaries, same_file
 
 AUX_SUFFIX = ".aux.xml"
@@ -26,6 +26,7 @@ class RunOutputs:
     polygons: Path | None = None
 
     def destinations(self) -> list[Path]:
+        """The files the run will write, classes first."""
         return [p for p in (self.classes, self.confidence, self.polygons) if p is not None]
 
     def written(self) -> list[tuple[str, Path]]:
@@ -87,9 +88,13 @@ def _check_not_existing(outputs: RunOutputs) -> None:
         if what.endswith("style"):
             continue  # the plugin's own style file, replaced with the raster it styles
         if path.exists() or path.is_symlink():
-            raise CrossEarthError(
-                f"{what} {path} already exists; pass --overwrite to replace it, or choose "
-                "another name"
+            raise OutputError(
+                f"{what} {path} already exists; allow overwrite to replace it, or choose "
+                "another name",
+                code="output.exists",
+                what=what,
+                path=str(path),
+                option="overwrite",
             )
 
 

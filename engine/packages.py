@@ -15,11 +15,12 @@ import contextlib
 import logging
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .errors import CrossEarthError
+from .errors import CrossEarthError, ModelError, OutputError
 from .files import (
     create_temporary_folder,
     describe_path,
@@ -35,6 +36,9 @@ from .files import (
 )
 from .model_card import ModelCard, card_from_dict, read_card
 
+if TYPE_CHECKING:  # torch loads only where weights are written
+    import torch
+
 log = logging.getLogger(__name__)
 
 CARD_FILE = "model.json"
@@ -43,10 +47,12 @@ DEFAULT_MODEL_FILE = "DEFAULT"
 
 
 def bundled_models_dir() -> Path:
+    """The folder of the models shipped with the engine."""
     return Path(__file__).resolve().parent.parent / "resources" / "models"
 
 
 def user_models_dir() -> Path:
+    """Where installed models live: $CROSSEARTH_MODELS_DIR, else the platform's user data folder."""
     if env := os.environ.get("CROSSEARTH_MODELS_DIR"):
         return Path(env).expanduser()
     if sys.platform == "win32":
@@ -66,6 +72,7 @@ class ModelPackage:
 
     @property
     def weights_path(self) -> Path:
+        """The package's safetensors weights file."""
         return self.path / WEIGHTS_FILE
 
 
@@ -80,6 +87,7 @@ class PackageProblem:
         return f"{describe_path(self.path)}: {self.problem}"
 
     def to_json(self) -> dict[str, str]:
+        """The problem as JSON data for `models --json`."""
         return {"path": os.fsdecode(self.path), "problem": self.problem}
 
 
@@ -93,6 +101,8 @@ def _problem_text(exc: BaseException, folder: Path) -> str:
 
 
 def open_package(path: Path, source: str = "path") -> ModelPackage:
+    """The package in folder `path` (or the folder of a model.json), its card checked; `source`
+    says where it was found, for messages. A missing or broken one is a CrossEarthError."""
     path = Path(path)
     try:
         if path.is_file() and path.name == CARD_FILE:
@@ -108,9 +118,14 @@ def open_package(path: Path, source: str = "path") -> ModelPackage:
             f"model package {describe_path(path)} does not exist or is not a folder"
         )
     if not has_card:
-        raise CrossEarthError(
-            f"{describe_path(path)} is not a model package: it has no {CARD_FILE}; point --model "
-            f"at a folder holding {CARD_FILE} and {WEIGHTS_FILE}"
+        raise ModelError(
+            f"{describe_path(path)} is not a model package: it has no {CARD_FILE}; choose a "
+            f"folder holding {CARD_FILE} and {WEIGHTS_FILE} as the model",
+            code="model.not_package",
+            path=describe_path(path),
+            card=CARD_FILE,
+            weights=WEIGHTS_FILE,
+            option="model",
         )
     card = read_card(path / CARD_FILE)
     try:
@@ -177,6 +192,7 @@ def list_packages() -> tuple[list[ModelPackage], list[PackageProblem]]:
 
 
 def default_model_name() -> str | None:
+    """The name of the bundled default model, or None when none is marked."""
     marker = bundled_models_dir() / DEFAULT_MODEL_FILE
     if marker.is_file():
         return marker.read_text(encoding="utf-8").strip() or None
@@ -188,9 +204,11 @@ def find_package(name_or_path: str | os.PathLike[str] | None) -> ModelPackage:
     if name_or_path is None or str(name_or_path) == "":
         default = default_model_name()
         if default is None:
-            raise CrossEarthError(
-                "no bundled default model is installed; pass --model with a model package "
-                "folder or the name of an installed model (see 'crossearth models')"
+            raise ModelError(
+                "no bundled default model is installed; choose a model package folder or the "
+                "name of an installed model as the model",
+                code="model.no_default",
+                option="model",
             )
         name_or_path = default
     candidate = Path(name_or_path).expanduser()
@@ -212,16 +230,23 @@ def find_package(name_or_path: str | os.PathLike[str] | None) -> ModelPackage:
         if package.card.name == name:
             return package
     if broken is not None:
-        raise CrossEarthError(
-            f"installed model '{name}' is broken: {broken}; reinstall it or remove the folder"
+        raise ModelError(
+            f"installed model '{name}' is broken: {broken}; reinstall it or remove the folder",
+            code="model.broken",
+            name=name,
         )
     known = ", ".join(sorted(p.card.name for p in packages)) or "none installed"
     skipped = (
         f"; {len(problems)} broken package(s) skipped, see 'crossearth models'" if problems else ""
     )
-    raise CrossEarthError(
+    raise ModelError(
         f"model '{name}' not found: it is neither a package folder nor an installed model "
-        f"(installed: {known}){skipped}"
+        f"(installed: {known}){skipped}",
+        code="model.not_found",
+        name=name,
+        installed=sorted(p.card.name for p in packages),
+        broken=len(problems),
+        option="model",
     )
 
 
@@ -327,9 +352,13 @@ def check_package_output(
     if not os.path.lexists(destination):
         return destination
     if not overwrite:
-        raise CrossEarthError(
-            f"{shown} already exists; remove it, {choose} or pass --overwrite (only a model "
-            "package this tool wrote is ever replaced)"
+        raise OutputError(
+            f"{shown} already exists; remove it, {choose} or allow overwrite (only a model "
+            "package this tool wrote is ever replaced)",
+            code="package.exists",
+            path=shown,
+            choose=choose,
+            option="overwrite",
         )
     problem = replace_problem(destination)
     if problem is not None:
@@ -380,7 +409,7 @@ def _move_into_place(staging: Path, destination: Path) -> None:
 def save_package(
     destination: Path,
     card: ModelCard,
-    state_dict: dict[str, object],
+    state_dict: Mapping[str, torch.Tensor],
     overwrite: bool = False,
     inputs: Iterable[Path | str | None] = (),
 ) -> ModelPackage:
@@ -402,7 +431,7 @@ def save_package(
         log.warning("removed %s, left by an interrupted earlier run", describe_path(leftover))
     staging = create_temporary_folder(destination)
     try:
-        tensors = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}  # type: ignore[attr-defined]
+        tensors = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
         weights = staging / WEIGHTS_FILE
         try:
             save_file(tensors, str(weights), metadata={"format": "pt"})

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import CrossEarthError, SegmentationCancelled
+from .cancel import CancelFlag, cancel_check
+from .errors import ConfigError, CrossEarthError, SegmentationCancelled
 from .files import create_scratch_folder, describe_path, remove_temporary
 from .memory import check_fits, segmentation_bytes
 from .model_card import ModelCard
@@ -53,7 +53,6 @@ from .vectorize import polygonize
 log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[float, str], None]
-CancelFlag = threading.Event | Callable[[], bool] | None
 
 
 @dataclass
@@ -102,14 +101,6 @@ class SegmentResult:
     scaling: str
     warnings: list[str] = field(default_factory=list)
     resolution: str = ""
-
-
-def _cancel_check(cancel: CancelFlag) -> Callable[[], bool]:
-    if cancel is None:
-        return lambda: False
-    if isinstance(cancel, threading.Event):
-        return cancel.is_set
-    return cancel
 
 
 def tile_geometry(card: ModelCard, options: SegmentOptions) -> tuple[int, int]:
@@ -184,6 +175,7 @@ class OutputWriter:
             raise
 
     def write(self, rows: DecidedRows) -> None:
+        """Appends the next decided rows to the files and adds them to the class counts."""
         # Nodata is a value no class has, so one histogram of all pixels counts both.
         self.counts += np.bincount(rows.classes.ravel(), minlength=self.num_classes)[
             : self.num_classes
@@ -208,9 +200,11 @@ class OutputWriter:
             file.finish()
 
     def publish(self) -> list[Path]:
+        """Renames the finished files into place and returns their paths."""
         return [file.publish() for file in self.files]
 
     def discard(self) -> None:
+        """Removes the unfinished files; nothing that existed before the run is touched."""
         for file in self.files:
             file.discard()
 
@@ -269,7 +263,8 @@ def prepare_job(
             input_scale=card.input_scale * model_tile / size,
         ),
         f"segmenting with tiles of {size} px in batches of {options.batch_size}",
-        "use a smaller --tile or --batch",
+        "use a smaller tile size or batch size",
+        ("tile", "batch"),
     )
     if reader_ds.crs is None:
         message = (
@@ -294,7 +289,12 @@ def prepare_job(
     if options.simplify_m is not None and not (
         math.isfinite(options.simplify_m) and options.simplify_m >= 0
     ):
-        raise CrossEarthError(f"--simplify {options.simplify_m} must be a distance in metres >= 0")
+        raise ConfigError(
+            f"simplify {options.simplify_m} must be a distance in metres >= 0",
+            code="option.simplify",
+            option="simplify",
+            value=options.simplify_m,
+        )
     if options.simplify_m and outputs.polygons is None:
         warnings_out.append("--simplify applies to class polygons; add --polygons FILE.gpkg")
     return Job(
@@ -352,7 +352,7 @@ def segment(
     """
     options = options or SegmentOptions()
     report = progress or (lambda fraction, message: None)
-    is_cancelled = _cancel_check(cancel)
+    is_cancelled = cancel_check(cancel)
     started = time.perf_counter()
     input_path = source_path(input_path)
     input_files = input_files_of(input_path)
@@ -402,11 +402,11 @@ def segment(
 
 
 def _on_processing_grid(
-    source: Path,
+    source: Path | str,
     model: str | os.PathLike[str] | ModelPackage | LoadedModel | None,
     options: SegmentOptions,
     scratch: Path,
-) -> Path:
+) -> Path | str:
     """For `output_grid="model"`: a VRT of the source warped to the processing GSD (area
     average when coarsening, bilinear when refining); the run then needs no resampling and
     writes on that grid."""

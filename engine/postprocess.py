@@ -15,8 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import CrossEarthError
+from .errors import ConfigError, CrossEarthError
 from .files import announce_temporary, remove_temporary
+from .gdal_bindings import require_osgeo
 
 _SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*(px|m2|m²|ha)?\s*$")
 _STRIP_ROWS = 256
@@ -68,9 +69,13 @@ def class_indices(names: list[str] | None, class_names: list[str]) -> list[int]:
     lookup = {name.lower(): index for index, name in enumerate(class_names)}
     unknown = [n for n in names if n.strip().lower() not in lookup]
     if unknown:
-        raise CrossEarthError(
-            f"--keep-classes names {', '.join(repr(n) for n in unknown)}, which the model does "
-            f"not have; its classes are {', '.join(class_names)}"
+        raise ConfigError(
+            f"keep-classes names {', '.join(repr(n) for n in unknown)}, which the model does "
+            f"not have; its classes are {', '.join(class_names)}",
+            code="postprocess.keep_classes",
+            option="keep_classes",
+            value=unknown,
+            classes=list(class_names),
         )
     return sorted({lookup[n.strip().lower()] for n in names})
 
@@ -79,9 +84,7 @@ def sieve(path: Path, threshold: int, keep: list[int], num_classes: int) -> np.n
     """Applies the sieve filter to band 1 of `path` in place (nodata pixels are neither
     merged nor merged into) and restores the pixels of kept classes. Returns the new class
     pixel counts."""
-    from osgeo import gdal
-
-    gdal.UseExceptions()
+    gdal = require_osgeo("the minimum region filter")[0]
     original = None
     try:
         dataset = gdal.Open(str(path), gdal.GA_Update)
@@ -110,8 +113,7 @@ def sieve(path: Path, threshold: int, keep: list[int], num_classes: int) -> np.n
 
 
 def _restore_and_count(band, original: Path | None, keep: list[int], num_classes: int):
-    from osgeo import gdal
-
+    gdal = require_osgeo("the minimum region filter")[0]
     counts = np.zeros(num_classes, np.int64)
     # The dataset must outlive its band (GDAL's Python bindings crash otherwise).
     before_dataset = gdal.Open(str(original)) if original is not None else None

@@ -51,5 +51,6 @@ class Prefetcher(Generic[T]):
             yield item
 
     def close(self) -> None:
+        """Stops the reading thread and waits for it (up to 30 s)."""
         self._stop.set()
         self._thread.join(timeout=30)

@@ -14,7 +14,7 @@ from rasterio.enums import ColorInterp
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
-from .errors import CrossEarthError
+from .errors import CrossEarthError, InputError
 from .files import describe_path
 from .model_card import InputSpec
 
@@ -55,11 +55,19 @@ def open_raster(path: str | os.PathLike[str]) -> rasterio.DatasetReader:
     if not is_virtual(path_str):
         file = Path(path_str)
         if not file.exists():
-            raise CrossEarthError(f"input raster {shown} does not exist; check the path")
+            raise InputError(
+                f"input raster {shown} does not exist; check the path",
+                code="input.not_found",
+                path=path_str,
+            )
         if file.is_dir() and not (file / "hdr.adf").exists():
             raise CrossEarthError(f"input {shown} is a folder, not a raster file")
         if not os.access(file, os.R_OK):
-            raise CrossEarthError(f"input raster {shown} is not readable (permission denied)")
+            raise InputError(
+                f"input raster {shown} is not readable (permission denied)",
+                code="input.read",
+                path=path_str,
+            )
     try:
         path_str.encode("utf-8")
     except UnicodeEncodeError:
@@ -93,10 +101,14 @@ def read_error(
     """A failed read after the header (truncated file, corrupt block, missing VRT source) as one
     line naming the file and the window."""
     row, col = int(window.row_off), int(window.col_off)
-    return CrossEarthError(
+    return InputError(
         f"cannot read {describe_path(dataset.name)} at rows {row}..{row + int(window.height)}, "
         f"columns {col}..{col + int(window.width)} ({first_line(exc)}); the file is damaged or "
-        "incomplete (or a file it refers to is missing): copy or export it again"
+        "incomplete (or a file it refers to is missing): copy or export it again",
+        code="input.read",
+        path=str(dataset.name),
+        window={"row": row, "col": col, "height": int(window.height), "width": int(window.width)},
+        reason=first_line(exc),
     )
 
 
@@ -109,6 +121,7 @@ def _finite(values: np.ndarray) -> np.ndarray:
 
 
 def describe_bands(dataset: rasterio.DatasetReader) -> list[str]:
+    """A name per band for messages: its description, else its colour, else 'band N'."""
     names = []
     for index in range(dataset.count):
         description = dataset.descriptions[index]
@@ -130,14 +143,22 @@ def resolve_bands(
     count = dataset.count
     if user_bands is not None:
         if len(user_bands) != len(wanted):
-            raise CrossEarthError(
-                f"--bands lists {len(user_bands)} band(s) but the model takes {len(wanted)} "
-                f"({', '.join(wanted)}); list one source band per model input"
+            raise InputError(
+                f"the band list names {len(user_bands)} band(s) but the model takes "
+                f"{len(wanted)} ({', '.join(wanted)}); list one source band per model input",
+                code="input.bands_count",
+                option="bands",
+                value=list(user_bands),
+                wanted=wanted,
             )
         bad = [b for b in user_bands if not 1 <= b <= count]
         if bad:
-            raise CrossEarthError(
-                f"--bands {','.join(map(str, bad))} out of range: the raster has bands 1..{count}"
+            raise InputError(
+                f"bands {','.join(map(str, bad))} out of range: the raster has bands 1..{count}",
+                code="input.bands_range",
+                option="bands",
+                value=bad,
+                count=count,
             )
         return list(user_bands)
     if count < len(wanted):
@@ -155,10 +176,17 @@ def resolve_bands(
         return [int(b) for b in by_name]  # type: ignore[arg-type]
     if count == len(wanted):
         return list(range(1, count + 1))
-    raise CrossEarthError(
-        f"cannot tell which of the raster's {count} bands ({', '.join(describe_bands(dataset))}) "
-        f"are the model's {', '.join(wanted)}; pass --bands, e.g. --bands "
-        + ",".join(str(i + 1) for i in range(len(wanted)))
+    suggestion = ",".join(str(i + 1) for i in range(len(wanted)))
+    described = ", ".join(describe_bands(dataset))
+    raise InputError(
+        f"cannot tell which of the raster's {count} bands ({described}) are the model's "
+        f"{', '.join(wanted)}; choose the bands, e.g. bands={suggestion}",
+        code="input.bands_ambiguous",
+        option="bands",
+        suggestion=suggestion,
+        count=count,
+        described=described,
+        wanted=wanted,
     )
 
 
@@ -224,6 +252,8 @@ def choose_scaling(
     spec: InputSpec,
     requested: str | tuple[float, float],
 ) -> ValueScaling:
+    """How `bands` are scaled into the model's value range: 'none', an explicit (low, high), or
+    auto (8-bit as stored when the model expects 0..255, else a per-band 2-98 % stretch)."""
     range_low, range_high = spec.value_range
     span = range_high - range_low
     n = len(bands)
@@ -344,5 +374,6 @@ def reflect_pad(array: np.ndarray, height: int, width: int) -> np.ndarray:
     pad_w = width - array.shape[-1]
     pads = [(0, 0)] * (array.ndim - 2) + [(0, pad_h), (0, pad_w)]
     # A one-pixel axis has nothing to mirror; repeat it instead.
-    mode = "reflect" if min(array.shape[-2:]) > 1 else "edge"
-    return np.pad(array, pads, mode=mode)
+    if min(array.shape[-2:]) > 1:
+        return np.pad(array, pads, mode="reflect")
+    return np.pad(array, pads, mode="edge")

@@ -25,14 +25,16 @@ from .files import (
     remove_temporary,
     write_error,
 )
+from .gdal_bindings import osgeo_modules
+from .option_values import CONFIDENCE_NODATA
 
 log = logging.getLogger(__name__)
 
 BLOCK = 256
-CONFIDENCE_NODATA = {"float32": -1.0, "uint8": 255}
 
 
 def overview_factors(height: int, width: int, smallest: int = BLOCK) -> list[int]:
+    """Overview levels (2, 4, 8, ...) until the smallest is about one `smallest`-pixel block."""
     factors = []
     factor = 2
     while max(height, width) / factor >= smallest / 2 and max(height, width) > smallest:
@@ -190,12 +192,11 @@ class StreamingGeoTiff:
         available (the class names are also embedded in the TIFF's own metadata tags)."""
         if not self._category_names:
             return None
-        try:
-            from osgeo import gdal
-        except ImportError:
+        modules = osgeo_modules()
+        if modules is None:
             return None
+        gdal = modules[0]
         aux = announce_temporary(Path(f"{self.temp_path}.aux.xml"))
-        gdal.UseExceptions()
         try:
             handle = gdal.Open(str(self.temp_path), gdal.GA_ReadOnly)
             handle.GetRasterBand(1).SetCategoryNames(self._category_names)
@@ -219,11 +220,8 @@ class StreamingGeoTiff:
             destination_aux.unlink()
         return self.destination
 
-    def commit(self) -> Path:
-        self.finish()
-        return self.publish()
-
     def discard(self) -> None:
+        """Closes and removes the temporary file and its side file; the destination is untouched."""
         if self._dataset is not None:
             with contextlib.suppress(Exception):
                 self._dataset.close()

@@ -99,7 +99,6 @@ class ProcessingResolution:
     """How the run resamples: `factor` = raster GSD / processing GSD (2: the network sees the
     raster upsampled 2x; 0.5: averaged 2x2)."""
 
-    raster_gsd_m: float | None
     processing_gsd_m: float | None
     factor: float
     description: str
@@ -130,17 +129,14 @@ def processing_resolution(
         target = None
     if target is None or raster_gsd is None:
         shown = f"{raster_gsd:g} m" if raster_gsd else "unknown size"
-        return ProcessingResolution(
-            raster_gsd, raster_gsd, 1.0, f"native ({shown} pixels)", tuple(notes)
-        )
+        return ProcessingResolution(raster_gsd, 1.0, f"native ({shown} pixels)", tuple(notes))
     factor = raster_gsd / target
     if abs(factor - 1.0) <= SAME_GSD_TOLERANCE:
         return ProcessingResolution(
-            raster_gsd, raster_gsd, 1.0, f"native ({raster_gsd:g} m, the model's GSD)", tuple(notes)
+            raster_gsd, 1.0, f"native ({raster_gsd:g} m, the model's GSD)", tuple(notes)
         )
     how = "refined" if factor > 1 else "coarsened"
     return ProcessingResolution(
-        raster_gsd,
         target,
         factor,
         f"{target:g} m (raster {raster_gsd:g} m, {how} {max(factor, 1 / factor):.2f}x)",

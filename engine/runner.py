@@ -8,19 +8,26 @@ import logging
 import numpy as np
 import torch
 
-from .errors import CrossEarthError
+from .errors import ConfigError, CrossEarthError, ModelError, ResourceError
 
 log = logging.getLogger(__name__)
 
 
 def set_cpu_threads(threads: int | None) -> None:
+    """Sets torch's CPU thread count (None leaves torch's default); below 1 is a CrossEarthError."""
     if threads is not None:
         if threads < 1:
-            raise CrossEarthError(f"--threads must be at least 1, got {threads}")
+            raise ConfigError(
+                f"threads must be at least 1, got {threads}",
+                code="option.threads",
+                option="threads",
+                value=threads,
+            )
         torch.set_num_threads(threads)
 
 
 def autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for `device`: bfloat16 or float16 on CUDA, None (float32) on CPU."""
     if device.type != "cuda":
         return None
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -62,9 +69,12 @@ class BatchRunner:
             )
         result = scores.float().cpu().numpy()
         if not np.isfinite(result).all():
-            raise CrossEarthError(
+            raise ModelError(
                 "the model produced NaN or infinite scores; its weights are damaged or it "
-                "overflowed in reduced precision: re-install the package, or pass --no-amp"
+                "overflowed in reduced precision: re-install the package, or turn off mixed "
+                "precision (amp)",
+                code="model.nonfinite",
+                option="no_amp",
             )
         return result
 
@@ -78,9 +88,12 @@ class BatchRunner:
             except torch.cuda.OutOfMemoryError:
                 torch.cuda.empty_cache()
                 if self.batch_size == 1:
-                    raise CrossEarthError(
+                    raise ResourceError(
                         f"out of GPU memory on {self.device} even with batch size 1; use a "
-                        "smaller tile size or --device cpu"
+                        "smaller tile size or the device cpu",
+                        code="memory.gpu",
+                        device=str(self.device),
+                        options=["tile", "device"],
                     ) from None
                 self.batch_size = max(1, self.batch_size // 2)
                 log.warning("out of GPU memory: batch size reduced to %d", self.batch_size)

@@ -18,6 +18,7 @@ class ScaledModel(nn.Module):
         self.scale = scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class scores on the source grid for source-resolution tiles."""
         if self.scale == 1:
             return self.network(x)
         upsampled = F.interpolate(x, scale_factor=self.scale, mode="bilinear", align_corners=False)
@@ -44,6 +45,7 @@ class ResampledModel(nn.Module):
         return F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class scores on the source tile's grid, the network run at `model_tile` pixels."""
         source = x.shape[-1]
         # contiguous: resampling a strided view is a slow copy on CPU
         scores = self.network(self._resize(x, self.model_tile).contiguous())

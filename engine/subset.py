@@ -9,6 +9,7 @@ import rasterio
 from rasterio.windows import Window, from_bounds
 
 from .errors import CrossEarthError
+from .gdal_bindings import require_osgeo
 
 Extent = tuple[float, float, float, float]
 
@@ -52,15 +53,9 @@ def extent_window(dataset: rasterio.DatasetReader, extent: Extent) -> Window:
     return Window(col0, row0, col1 - col0, row1 - row0)
 
 
-def subset_vrt(source: Path, window: Window, folder: Path) -> Path:
+def subset_vrt(source: Path | str, window: Window, folder: Path) -> Path:
     """A VRT of `window` of `source` (values, nodata, masks and band names carried over)."""
-    try:
-        from osgeo import gdal
-    except ImportError:
-        raise CrossEarthError(
-            "segmenting an extent needs GDAL's Python bindings (osgeo); install python3-gdal"
-        ) from None
-    gdal.UseExceptions()
+    gdal = require_osgeo("segmenting an extent")[0]
     target = folder / "subset.vrt"
     options = gdal.TranslateOptions(
         format="VRT",
@@ -75,18 +70,14 @@ def subset_vrt(source: Path, window: Window, folder: Path) -> Path:
     return target
 
 
-def warp_to_gsd(source: Path, dataset: rasterio.DatasetReader, resolution, folder: Path) -> Path:
+def warp_to_gsd(
+    source: Path | str, dataset: rasterio.DatasetReader, resolution, folder: Path
+) -> Path:
     """A VRT of `source` resampled to the processing GSD of `resolution` (same CRS): area
     average when coarsening, bilinear when refining."""
     from .resolution import EARTH_RADIUS_M
 
-    try:
-        from osgeo import gdal
-    except ImportError:
-        raise CrossEarthError(
-            "writing on the model's grid needs GDAL's Python bindings (osgeo); install python3-gdal"
-        ) from None
-    gdal.UseExceptions()
+    gdal = require_osgeo("writing on the model's grid")[0]
     target_m = resolution.processing_gsd_m
     if dataset.crs.is_geographic:
         centre_lat = (dataset.transform * (dataset.width / 2, dataset.height / 2))[1]

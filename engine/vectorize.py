@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .errors import CrossEarthError
 from .files import create_temporary_folder, publish, remove_temporary, write_error
+from .gdal_bindings import require_osgeo
 
 LAYER = "classes"
 # World Cylindrical Equal Area: areas of polygons in geographic coordinates, in square metres.
@@ -13,17 +13,7 @@ EQUAL_AREA_EPSG = 6933
 
 
 def _gdal():
-    try:
-        from osgeo import gdal, ogr, osr
-    except ImportError:
-        raise CrossEarthError(
-            "polygon output needs GDAL's Python bindings (osgeo); install python3-gdal or the "
-            "GDAL package of your Python distribution"
-        ) from None
-    gdal.UseExceptions()
-    ogr.UseExceptions()
-    osr.UseExceptions()
-    return gdal, ogr, osr
+    return require_osgeo("polygon output")
 
 
 def polygonize(

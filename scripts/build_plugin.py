@@ -1,10 +1,13 @@
 """`make plugin`: build the installable QGIS plugin zip, dist/crossearth_qgis-<version>.zip.
 
 The zip holds one folder, crossearth_qgis/, with real files (the repository's symlinks to
-metadata.txt and resources/icons are followed): the plugin code, metadata.txt, the icons, and
-runtime/ with the engine's code (engine/, training/), the bundled models (resources/models, so
-the engine's lookup of engine/../resources/models works there too) and requirements.txt, the
-pinned engine requirements that "Set up engine environment" installs.
+metadata.txt and resources/icons are followed): the plugin code, metadata.txt, the icons, the
+code's LICENSE, and runtime/ with the engine's code (engine/, training/), the bundled models
+(resources/models, so the engine's lookup of engine/../resources/models works there too) with
+their license (resources/LICENSE), requirements.txt, the pinned engine requirements that
+"Set up engine environment" installs, and the distribution metadata pip would write
+(crossearth_qgis-<version>.dist-info, from pyproject.toml), through which the worker finds its
+version and its `train`/`evaluate` commands (the entry-point group crossearth.commands).
 
 Entries are sorted and time-stamped 1980-01-01, so the same sources give the same zip.
 Standard library only; runs with any Python >= 3.10.
@@ -16,6 +19,7 @@ import argparse
 import configparser
 import importlib.util
 import os
+import re
 import sys
 import zipfile
 from collections.abc import Iterator
@@ -53,6 +57,29 @@ def plugin_version(requirements) -> str:
     return version
 
 
+def dist_info(version: str) -> dict[str, str]:
+    """{file name: text} of the runtime's .dist-info folder, as pip writes them from
+    pyproject.toml: importlib.metadata reads the version and entry points from there."""
+    text = (REPO / "pyproject.toml").read_text(encoding="utf-8")
+    groups = {"console_scripts": _string_table(text, "project.scripts")}
+    for group in re.findall(r'^\[project\.entry-points\."([^"]+)"\]\s*$', text, re.M):
+        groups[group] = _string_table(text, f'project.entry-points."{group}"')
+    entry_points = "".join(
+        f"[{group}]\n" + "".join(f"{k} = {v}\n" for k, v in sorted(table.items())) + "\n"
+        for group, table in groups.items()
+        if table
+    )
+    metadata = f"Metadata-Version: 2.1\nName: crossearth-qgis\nVersion: {version}\n"
+    return {"METADATA": metadata, "entry_points.txt": entry_points}
+
+
+def _string_table(text: str, header: str) -> dict[str, str]:
+    # Line-based (no tomllib before Python 3.11): these tables hold `name = "value"` lines only.
+    table = re.search(rf"^\[{re.escape(header)}\]\s*$(.*?)(?=^\[|\Z)", text, re.M | re.S)
+    body = table.group(1) if table else ""
+    return dict(re.findall(r'^\s*([A-Za-z0-9_.-]+)\s*=\s*"([^"]*)"\s*$', body, re.M))
+
+
 def _walk(folder: Path) -> Iterator[Path]:
     """Files under `folder`, following symlinked folders (the plugin's icons link)."""
     for root, dirs, files in os.walk(folder, followlinks=True):
@@ -73,6 +100,12 @@ def plugin_files() -> list[tuple[str, Path]]:
         folder = REPO / part
         if folder.is_dir():
             entries += [(f"{runtime}/{p.relative_to(REPO).as_posix()}", p) for p in _walk(folder)]
+    # The code's license, and the bundled model's (CC BY-SA 3.0 with attribution), travel with
+    # what they cover.
+    entries += [
+        (f"{PLUGIN}/LICENSE", REPO / "LICENSE"),
+        (f"{runtime}/resources/LICENSE", REPO / "resources" / "LICENSE"),
+    ]
     return sorted(entries)
 
 
@@ -100,6 +133,9 @@ def build(dist: Path) -> Path:
         archive.writestr(
             _info(f"{PLUGIN}/runtime/requirements.txt", 0o100644), requirements.encode()
         )
+        info_dir = f"{PLUGIN}/runtime/crossearth_qgis-{version}.dist-info"
+        for name, content in dist_info(version).items():
+            archive.writestr(_info(f"{info_dir}/{name}", 0o100644), content.encode())
     os.replace(partial, target)
     return target
 

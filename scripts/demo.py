@@ -34,7 +34,7 @@ ALGORITHM = "crossearth:segmentraster"
 def qgis_environment(profile: Path) -> dict[str, str]:
     """qgis_process in a throw-away profile that has the plugin (from this checkout) enabled,
     with this checkout's engine environment as the worker's Python."""
-    shutil.copytree(REPO / ".qgis-settings", profile)
+    shutil.copytree(REPO / "tests" / "fixtures" / "qgis-settings", profile)
     env = dict(os.environ)
     env.update(
         QGIS_CUSTOM_CONFIG_PATH=str(profile),

@@ -5,6 +5,9 @@ import pytest
 
 # Headless Qt for pytest-qgis (also set by the Makefile).
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+# Every Ray instance the tests start (in this process and in child processes) binds to the
+# loopback interface only, never to the machine's network address.
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -1,14 +1,16 @@
-"""`crossearth train` and `crossearth evaluate`, added to the engine's command line."""
+"""`crossearth train` and `crossearth evaluate`, plugged into the engine's command line."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import shlex
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from engine.errors import CrossEarthError
+from engine.option_values import WEIGHTS_DTYPES, parse_band_numbers
 
 # Numeric settings that the command line can override, as (option, type).
 NUMERIC_OPTIONS = (
@@ -46,15 +48,16 @@ def _label_map(text: str | None) -> dict[Any, Any] | None:
 
 
 def _bands(text: str | None) -> list[int] | None:
-    if not text:
-        return None
-    try:
-        return [int(b) for b in text.split(",")]
-    except ValueError:
-        raise CrossEarthError(f"--bands '{text}' must be band numbers like 1,2,3") from None
+    return parse_band_numbers(text) if text else None
 
 
-def add_parsers(commands: argparse._SubParsersAction) -> None:
+# `crossearth train` and `crossearth evaluate` are found through the entry-point group
+# `crossearth.commands` (pyproject.toml): each entry names a `register(subparsers)` that adds
+# the sub-parser of that name and returns its handler; the engine names nothing in training.
+
+
+def register_train(commands: argparse._SubParsersAction) -> Callable[[argparse.Namespace], int]:
+    """Adds `train` to the engine's sub-commands; returns its handler."""
     train = commands.add_parser(
         "train",
         help="fine-tune a model package (or train an architecture) on local labels",
@@ -92,7 +95,7 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
         train.add_argument(f"--{name}", type=kind)
     train.add_argument("--device", help="auto, cpu, cuda or cuda:N")
     train.add_argument("--name", help="model name in the card")
-    train.add_argument("--weights-dtype", choices=["float32", "float16", "bfloat16"])
+    train.add_argument("--weights-dtype", choices=WEIGHTS_DTYPES)
     train.add_argument("--resume", help="checkpoint file, or 'auto' for the newest of the run")
     train.add_argument(
         "--overwrite",
@@ -100,7 +103,13 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
         help="replace an existing output package this tool wrote (nothing else is replaced)",
     )
     train.add_argument("--progress", choices=["bar", "json", "none"], default="bar")
+    return cmd_train
 
+
+def register_evaluate(
+    commands: argparse._SubParsersAction,
+) -> Callable[[argparse.Namespace], int]:
+    """Adds `evaluate` to the engine's sub-commands; returns its handler."""
     evaluate = commands.add_parser(
         "evaluate", help="score a model on an image against reference labels"
     )
@@ -116,6 +125,7 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--overlap", type=int)
     evaluate.add_argument("--batch", type=int, default=4)
     evaluate.add_argument("--json", type=Path, help="also write the metrics as JSON")
+    return cmd_evaluate
 
 
 def _images(args: argparse.Namespace) -> list[dict[str, Any]] | None:
@@ -179,7 +189,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         extra_inputs=(args.config,) if args.config else (),
     )
     command = shlex.join(["crossearth", *args.argv])
-    result = train(config, progress=args.progress, resume=args.resume, command=command)
+    result = train(
+        config, progress=args.progress, resume=args.resume, command=command, recipe=args.config
+    )
     summary = {
         "package": str(result.package.path) if result.package else None,
         "steps": result.steps,
@@ -234,5 +246,3 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"wrote {args.json}")
     return 0
 
-
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate}

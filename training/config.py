@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import CrossEarthError
+from engine.option_values import WEIGHTS_DTYPES
 
 IGNORE = 255
 
@@ -145,8 +146,8 @@ class TrainConfig:
         for name in ("checkpoint_every", "eval_every"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be at least 1")
-        if self.weights_dtype not in ("float32", "float16", "bfloat16"):
-            problems.append("weights_dtype must be float32, float16 or bfloat16")
+        if self.weights_dtype not in WEIGHTS_DTYPES:
+            problems.append(f"weights_dtype must be one of {', '.join(WEIGHTS_DTYPES)}")
         if not 0 <= self.esi_prob <= 1 or not 0 <= self.mtp_ratio < 1:
             problems.append("esi_prob must lie in 0..1 and mtp_ratio in 0..1")
         if problems:
@@ -156,7 +157,7 @@ class TrainConfig:
         def plain(value: Any) -> Any:
             if isinstance(value, Path):
                 return str(value)
-            if dataclasses.is_dataclass(value):
+            if dataclasses.is_dataclass(value) and not isinstance(value, type):
                 return {k: plain(v) for k, v in dataclasses.asdict(value).items()}
             if isinstance(value, (list, tuple)):
                 return [plain(v) for v in value]
@@ -167,12 +168,26 @@ class TrainConfig:
         return {f.name: plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
 
+def _rgb(color: Any, name: object) -> tuple[int, int, int]:
+    """A class colour as three 0..255 integers; anything else would write a card that cannot be
+    read back."""
+    try:
+        red, green, blue = (int(c) for c in color)
+    except (TypeError, ValueError):
+        red = green = blue = -1
+    if not all(0 <= c <= 255 for c in (red, green, blue)):
+        raise CrossEarthError(
+            f"class {name!r}: color {color!r} must be three integers 0..255, e.g. [255, 0, 0]"
+        )
+    return red, green, blue
+
+
 def _class_spec(item: Any) -> ClassSpec:
     if isinstance(item, str):
         return ClassSpec(item)
     if isinstance(item, dict) and "name" in item:
         color = item.get("color")
-        return ClassSpec(str(item["name"]), tuple(int(c) for c in color) if color else None)
+        return ClassSpec(str(item["name"]), _rgb(color, item["name"]) if color else None)
     raise CrossEarthError(f"class entry {item!r} must be a name or {{name, color}}")
 
 

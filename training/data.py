@@ -167,10 +167,11 @@ class TrainingData:
 def _default_colors(count: int) -> list[tuple[int, int, int]]:
     import colorsys
 
-    return [
-        tuple(round(v * 255) for v in colorsys.hsv_to_rgb((i * 0.618034) % 1, 0.65, 0.95))  # type: ignore[misc]
-        for i in range(count)
-    ]
+    colors = []
+    for i in range(count):
+        red, green, blue = colorsys.hsv_to_rgb((i * 0.618034) % 1, 0.65, 0.95)
+        colors.append((round(red * 255), round(green * 255), round(blue * 255)))
+    return colors
 
 
 def _resolve_classes(
@@ -334,8 +335,9 @@ def split_blocks(data: TrainingData, val_fraction: float, seed: int) -> None:
     if not data.blocks_of(TRAIN):
         data.blocks[order[-1]].split = TRAIN
     for block in data.blocks:
-        assert data.images[block.image].block_split is not None
-        data.images[block.image].block_split[block.row // block.size, block.col // block.size] = (
+        block_split = data.images[block.image].block_split
+        assert block_split is not None
+        block_split[block.row // block.size, block.col // block.size] = (
             1 if block.split == TRAIN else 2
         )
     missing = [

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -16,21 +16,12 @@ from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
 from engine.errors import CrossEarthError
+from engine.gdal_bindings import require_osgeo
 from engine.raster_input import open_raster
 
 from .config import IGNORE
 
 log = logging.getLogger(__name__)
-
-
-class LabelSource(Protocol):
-    def read(self, window: Window) -> np.ndarray:
-        """Raw label values of the image-grid window [h, w] (int64); `nodata` where none."""
-
-    nodata: int
-
-    def values(self) -> list[Any]:
-        """The distinct label values present (for class lists and checks)."""
 
 
 @dataclass(frozen=True)
@@ -84,7 +75,7 @@ class RasterLabels:
                 "resampled onto the image grid by nearest neighbour"
             )
             log.warning(message)
-            self.warning = message
+            self.warning: str | None = message
             self._source = WarpedVRT(
                 self._dataset,
                 crs=grid.crs,
@@ -125,14 +116,7 @@ def _check_overlap(dataset: rasterio.DatasetReader, grid: Grid, name: str, image
 
 
 def _ogr():
-    try:
-        from osgeo import ogr, osr
-    except ImportError:
-        raise CrossEarthError(
-            "polygon labels need GDAL's Python bindings (osgeo); install python3-gdal"
-        ) from None
-    ogr.UseExceptions()
-    osr.UseExceptions()
+    _gdal, ogr, osr = require_osgeo("reading label polygons")
     return ogr, osr
 
 
@@ -201,7 +185,12 @@ class PolygonLabels:
     NO_LABEL = -1
 
     def __init__(
-        self, path: Path, grid: Grid, layer: str | None, field: str, codes: dict[Any, int]
+        self,
+        path: Path,
+        grid: Grid,
+        layer: str | None,
+        field: str | None,  # None: every polygon is 1 (an area mask)
+        codes: dict[Any, int],
     ) -> None:
         self.path = Path(path)
         self.grid = grid
@@ -249,7 +238,7 @@ class AreaMask:
         if is_raster(self.path):
             self._source: Any = RasterLabels(self.path, grid, image_name)
         else:
-            self._source = PolygonLabels(self.path, grid, None, None, {1: 1})  # type: ignore[arg-type]
+            self._source = PolygonLabels(self.path, grid, None, None, {1: 1})
 
     def read(self, window: Window) -> np.ndarray:
         return self._source.read(window) > 0

@@ -213,6 +213,6 @@ class Mask2FormerLoss:
         totals: dict[str, torch.Tensor] = {}
         for cls_logits, mask_logits in zip(all_cls, all_masks, strict=True):
             for name, value in self.layer_loss(cls_logits, mask_logits, targets, generator).items():
-                totals[name] = totals.get(name, 0.0) + value  # type: ignore[assignment]
+                totals[name] = totals.get(name, 0.0) + value
         totals["total"] = totals["cls"] + totals["mask"] + totals["dice"]
         return totals

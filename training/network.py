@@ -60,11 +60,16 @@ def from_package(
     class layer whose rows are copied for classes the base knows (by name or `class_map`) and
     newly initialised for the others; `new_head` re-initialises the whole decode head."""
     base = build_package_model(package, "cpu")
+    if not isinstance(base, CrossEarth):
+        raise CrossEarthError(
+            f"{package.card.name}: architecture '{package.card.architecture}' cannot be "
+            "fine-tuned; training needs a CrossEarth model"
+        )
     base_names = package.card.class_names
     names = [c.name for c in classes]
     warnings: list[str] = []
     if names == base_names and not new_head:
-        return NetworkSetup(base, f"kept the head of {package.card.name}", warnings)  # type: ignore[arg-type]
+        return NetworkSetup(base, f"kept the head of {package.card.name}", warnings)
     config = CrossEarthConfig.from_dict(package.card.config, len(base_names))
     model = CrossEarth(dataclasses.replace(config, num_classes=len(classes)))
     state = base.state_dict()
@@ -84,7 +89,7 @@ def from_package(
             raise CrossEarthError(
                 f"class_map sends '{name}' to '{source}', which {package.card.name} does not have"
             )
-    _copy_class_rows(model.decode_head.cls_embed, base.decode_head.cls_embed, rows)  # type: ignore[arg-type]
+    _copy_class_rows(model.decode_head.cls_embed, base.decode_head.cls_embed, rows)
     mapped = ", ".join(f"{names[n]}<-{base_names[o]}" for n, o in rows.items()) or "none"
     fresh = [names[i] for i in range(len(names)) if i not in rows]
     note = f"class layer of {package.card.name} mapped ({mapped})" + (
@@ -130,7 +135,8 @@ def set_trainable(model: CrossEarth, mode: str, mtp: bool) -> list[str]:
 
 
 def parameter_groups(modules: dict[str, nn.Module], weight_decay: float) -> list[dict[str, object]]:
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for prefix, module in modules.items():
         for name, parameter in module.named_parameters():
             if not parameter.requires_grad:

@@ -4,13 +4,16 @@ what it was trained on, how, and how well it did on the held-out blocks."""
 from __future__ import annotations
 
 import hashlib
+import os
 import platform
+import shlex
 from pathlib import Path
 from typing import Any
 
 import torch
 
 import engine
+from engine.crossearth.model import CrossEarth
 from engine.crossearth.presets import make_card
 from engine.errors import CrossEarthError
 from engine.files import describe_path, is_within
@@ -37,6 +40,71 @@ def file_record(path: Path | None) -> dict[str, Any] | None:
     if path.is_file() and record["bytes"] <= _HASH_LIMIT:
         record["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
     return record
+
+
+def portable_path(path: str | Path, root: Path) -> str:
+    """`path` as a card records it, naming no folder of the machine that trained: relative to
+    `root` (the recipe's folder, or the package's) where both lie below a common folder other
+    than the filesystem root, else the file name alone."""
+    target = Path(path).expanduser().resolve()
+    root = root.expanduser().resolve()
+    try:
+        common = Path(os.path.commonpath([target, root]))
+        relative = os.path.relpath(target, root)
+    except ValueError:  # another drive on Windows
+        return target.name
+    if common == Path(common.anchor):
+        return target.name
+    return Path(relative).as_posix()
+
+
+# Settings of the machine, not of the model: a card does not record them.
+_MACHINE_SETTINGS = ("device", "threads")
+
+
+def recipe_record(config: TrainConfig, recipe: Path | None = None) -> dict[str, Any]:
+    """The recipe as the card records it: its paths portable (relative to the recipe file's
+    folder, or to the output package without a recipe), without device or thread count."""
+    root = recipe.parent if recipe is not None else config.output
+    record = config.to_dict()
+    for key in _MACHINE_SETTINGS:
+        record.pop(key, None)
+
+    def portable(value: Any) -> Any:
+        return portable_path(value, root) if value else value
+
+    image_paths = ("image", "labels", "polygons", "mask")
+    record["images"] = [
+        {k: portable(v) if k in image_paths else v for k, v in source.items()}
+        for source in record["images"]
+    ]
+    record["test"] = [
+        {k: portable(v) if k in ("image", "labels") else v for k, v in entry.items()}
+        for entry in record["test"]
+    ]
+    for key in ("output", "run_dir"):
+        record[key] = portable(record[key])
+    # A base given as a package folder (not an installed package's name).
+    if config.base and Path(config.base).expanduser().exists():
+        record["base"] = portable(config.base)
+    return record
+
+
+def portable_command(command: str | None, root: Path) -> str | None:
+    """The command line with every absolute path in it made portable like the recipe's."""
+    if command is None:
+        return None
+    try:
+        split = shlex.split(command)
+    except ValueError:  # not a command line shlex wrote; recorded as given
+        return command
+    words = []
+    for word in split:
+        option, equals, value = word.partition("=") if word.startswith("-") else ("", "", word)
+        if os.path.isabs(value):
+            word = option + equals + portable_path(value, root)
+        words.append(word)
+    return shlex.join(words)
 
 
 def training_inputs(
@@ -123,7 +191,7 @@ def _gsd(data: TrainingData) -> float | None:
 
 def write_package(
     config: TrainConfig,
-    model: torch.nn.Module,
+    model: CrossEarth,
     data: TrainingData,
     metrics: dict[str, Any],
     base: ModelPackage | None,
@@ -134,18 +202,24 @@ def write_package(
     seconds: float | None,
     command: str | None,
     input_scale: int = 1,
+    recipe: Path | None = None,
 ) -> ModelPackage:
-    classes = tuple(
-        ClassInfo(i, printable_text(c.name), tuple(c.color))  # type: ignore[arg-type]
-        for i, c in enumerate(data.classes)
-    )
+    """Saves the trained weights with their card. `seconds`: the training time, earlier parts of a
+    resumed run included; `recipe`: the YAML file the config came from, if any (the card's
+    paths are relative to it)."""
+    root = recipe.parent if recipe is not None else config.output
+    classes = []
+    for i, c in enumerate(data.classes):
+        assert c.color is not None  # the training data gives every class a colour
+        red, green, blue = c.color
+        classes.append(ClassInfo(i, printable_text(c.name), (red, green, blue)))
     tile = config.tile_size or (base.card.tile_size if base else config.window // input_scale)
     stride = config.tile_stride or (
         base.card.tile_stride if base and not config.tile_size else round(tile * 2 / 3)
     )
-    provenance = {
+    provenance: dict[str, object] = {
         "trained_with": f"crossearth train (crossearth-qgis {engine.__version__})",
-        "command": command,
+        "command": portable_command(command, root),
         "base": (
             {"model": base.card.name, "version": base.card.version}
             if base
@@ -180,18 +254,18 @@ def write_package(
         "best_step": best_step,
         "seconds": round(seconds, 1) if seconds is not None else None,
         "seed": config.seed,
-        "recipe": config.to_dict(),
+        "recipe": recipe_record(config, recipe),
         "software": {"torch": torch.__version__, "python": platform.python_version()},
     }
     card = make_card(
         printable_text(config.name or config.output.name),
-        model.config,  # type: ignore[attr-defined]
-        classes,
+        model.config,
+        tuple(classes),
         bands=tuple(printable_text(b) for b in data.spec.bands),
         tile=(tile, stride),
         mean=tuple(data.spec.mean),
         std=tuple(data.spec.std),
-        value_range=tuple(data.spec.value_range),  # type: ignore[arg-type]
+        value_range=(float(data.spec.value_range[0]), float(data.spec.value_range[1])),
         gsd_m=config.gsd_m or (base.card.gsd_m if base else _gsd(data)),
         description=printable_text(
             config.description

@@ -13,9 +13,8 @@ import dataclasses
 import logging
 import math
 import os
-import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,14 +23,16 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from engine.cancel import CancelFlag, cancel_check
 from engine.devices import resolve_device
 from engine.errors import CrossEarthError
 from engine.model_card import InputSpec
 from engine.packages import ModelPackage, find_package
 from engine.raster_input import describe_bands, open_raster
+from engine.runner import autocast_dtype
 from engine.scaled_model import ScaledModel
 
-from .batches import BatchMaker, batches_ahead, step_seed
+from .batches import Batch, BatchMaker, batches_ahead, step_seed
 from .checkpoints import CheckpointStore
 from .config import ClassSpec, TrainConfig
 from .data import TRAIN, VAL, TrainingData, WindowSampler, load_training_data
@@ -52,9 +53,15 @@ log = logging.getLogger(__name__)
 
 
 class TrainingCancelled(CrossEarthError):
+    default_code = "cancelled"
+
     def __init__(self, step: int, checkpoint: Path | None) -> None:
         where = f"; resume from {checkpoint}" if checkpoint else ""
-        super().__init__(f"training cancelled at step {step}{where}")
+        super().__init__(
+            f"training cancelled at step {step}{where}",
+            step=step,
+            checkpoint=str(checkpoint) if checkpoint else None,
+        )
         self.step = step
         self.checkpoint = checkpoint
 
@@ -136,25 +143,39 @@ def measured_spec(data: TrainingData, config: TrainConfig, windows: int = 128) -
 def _amp(
     device: torch.device, enabled: bool
 ) -> tuple[torch.dtype | None, torch.amp.GradScaler | None]:
-    if device.type != "cuda" or not enabled:
-        return None, None
-    if torch.cuda.is_bf16_supported():
-        return torch.bfloat16, None
-    return torch.float16, torch.amp.GradScaler("cuda")
+    # The engine's choice of autocast dtype; float16 (no bfloat16 on this GPU) needs a scaler.
+    dtype = autocast_dtype(device) if enabled else None
+    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
+    return dtype, scaler
 
 
 def train(
     config: TrainConfig,
     progress: str = "bar",
     resume: str | Path | None = None,
-    cancel: threading.Event | Callable[[], bool] | None = None,
+    cancel: CancelFlag = None,
     command: str | None = None,
+    recipe: Path | None = None,
 ) -> TrainResult:
     """Trains as the config says. `resume`: a checkpoint file, or "auto" for the newest in the
-    run folder. `cancel`: checked every step; on cancel or Ctrl-C a checkpoint is written."""
-    is_cancelled = (cancel.is_set if isinstance(cancel, threading.Event) else cancel) or (
-        lambda: False
+    run folder. `cancel`: checked every step; on cancel or Ctrl-C a checkpoint is written.
+    `recipe`: the YAML file the config came from; the card records paths relative to it."""
+    is_cancelled = cancel_check(cancel)
+    dist_info, device = _start_processes(config)
+    package, data, warnings = _load_data(config, resume, dist_info)
+    network = _build_network(config, package, data, device, dist_info, warnings)
+    trainer = _Trainer(config, data, network, device, dist_info)
+    trainer.resume(resume)
+    stopped_early = trainer.run(progress, is_cancelled)
+    result_package, final = trainer.finish(package, command, recipe)
+    return TrainResult(
+        result_package, final, trainer.step, stopped_early, trainer.run_dir, warnings
     )
+
+
+def _start_processes(config: TrainConfig) -> tuple[_Distributed, torch.device]:
+    """This process's rank and device (joining the process group under torchrun), threads and
+    the seed every rank starts from."""
     dist_info = _distributed()
     device = resolve_device(config.device)
     if dist_info.world > 1:
@@ -166,8 +187,14 @@ def train(
     if config.threads:
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
+    return dist_info, device
 
-    # --- what to train on, checked before anything heavy happens
+
+def _load_data(
+    config: TrainConfig, resume: str | Path | None, dist_info: _Distributed
+) -> tuple[ModelPackage | None, TrainingData, list[str]]:
+    """What to train on, checked before anything heavy happens: the base package (if any), the
+    training data, and the run folder with the split that was drawn."""
     # The package at the end replaces only a package of ours, never an input.
     check_training_paths(config, overwrite=True, resume=resume)
     package = find_package(config.base) if config.base else None
@@ -176,16 +203,41 @@ def train(
     data = load_training_data(config, spec, base_classes)
     if package is None:
         data.set_input_spec(measured_spec(data, config))
-    warnings = list(data.warnings)
-    run_dir = config.run_dir
-    assert run_dir is not None
+    assert config.run_dir is not None
     if dist_info.main:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        config.run_dir.mkdir(parents=True, exist_ok=True)
         # Made now, not when the package is written: a missing folder must not cost a run.
         config.output.parent.mkdir(parents=True, exist_ok=True)
-        data.save_split(run_dir / "split.geojson")
+        data.save_split(config.run_dir / "split.geojson")
+    return package, data, list(data.warnings)
 
-    # --- the network
+
+@dataclass
+class _Network:
+    """The model being trained and everything that updates it."""
+
+    network: TrainingNetwork
+    forward: torch.nn.Module  # the network, or its DistributedDataParallel wrapper
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler | None
+    amp_dtype: torch.dtype | None
+    criterion: Mask2FormerLoss
+    trainable: list[str]
+    head_note: str
+    patch: int
+    input_scale: int
+
+
+def _build_network(
+    config: TrainConfig,
+    package: ModelPackage | None,
+    data: TrainingData,
+    device: torch.device,
+    dist_info: _Distributed,
+    warnings: list[str],
+) -> _Network:
+    """The network (from the base package or from scratch), which parts train, the optimizer
+    and the loss. Appends to `warnings` what the recipe asked for and cannot have."""
     if package is not None:
         setup = from_package(package, data.classes, config.class_map, config.new_head)
         mode = config.mode
@@ -205,15 +257,7 @@ def train(
             log.warning(message)
     model = setup.model
     patch = model.config.backbone.patch_size
-    if config.window % patch:
-        raise CrossEarthError(
-            f"window {config.window} must be a multiple of the patch size {patch}"
-        )
-    input_scale = config.input_scale or (package.card.input_scale if package else 1)
-    if patch % input_scale:
-        raise CrossEarthError(
-            f"input_scale {input_scale} must divide the patch size {patch} (1, 2, 4, .. {patch})"
-        )
+    input_scale = _input_scale(config, package, patch)
     trainable = set_trainable(model, mode, config.mtp)
     reconstruction = (
         ReconstructionHeads(model.config.backbone.embed_dim, len(data.bands))
@@ -234,206 +278,300 @@ def train(
             network, device_ids=[device.index] if device.type == "cuda" else None
         )
     criterion = Mask2FormerLoss(len(data.classes), num_points=config.num_points)
-    store = CheckpointStore(run_dir / "checkpoints", config.keep_checkpoints)
-
-    # --- resume
-    start_step, best = 0, {"mIoU": -1.0, "step": 0}
-    if resume:
-        state = store.load(resume, trainable_names=trainable)
-        network.load_state_dict(state["network"], strict=False)
-        optimizer.load_state_dict(state["optimizer"])
-        if scaler is not None and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        start_step, best = state["step"], state["best"]
-        stale = state.get("evaluations_without_gain", 0)
-        # Checkpoints written before training time was recorded leave the total unknown.
-        seconds_before = state.get("seconds")
-    else:
-        stale, seconds_before = 0, 0.0
-    # A checkpoint at the last step resumes into no training at all and writes the package
-    # again (say the first attempt failed to write it).
-    if start_step > config.steps:
-        raise CrossEarthError(
-            f"the checkpoint is at step {start_step}, beyond steps = {config.steps}; "
-            "raise steps to train further"
-        )
-
-    logbook = (
-        TrainingLog(run_dir, progress if dist_info.main else "none", config.steps, start_step)
-        if dist_info.main
-        else None
+    return _Network(
+        network,
+        forward,
+        optimizer,
+        scaler,
+        amp_dtype,
+        criterion,
+        trainable,
+        setup.head_note,
+        patch,
+        input_scale,
     )
-    # Validation tiles in source pixels: the training window's ground extent, at least a block.
-    multiple = patch // input_scale
-    tile = max(config.window // input_scale, math.ceil(config.block_size / multiple) * multiple)
-    source_grid_model = ScaledModel(network.model, input_scale)
-    maker = BatchMaker(data, config, dist_info.rank, input_scale)
-    prefetch = batches_ahead(maker, start_step + 1, config.steps, config.accumulate)
-    step = start_step
-    stopped_early = False
-    last_saved = start_step
-    started = time.perf_counter()
 
-    def training_seconds() -> float | None:
-        if seconds_before is None:
+
+def _input_scale(config: TrainConfig, package: ModelPackage | None, patch: int) -> int:
+    """The recipe's input scale (else the base package's), checked against the patch size."""
+    if config.window % patch:
+        raise CrossEarthError(
+            f"window {config.window} must be a multiple of the patch size {patch}"
+        )
+    input_scale = config.input_scale or (package.card.input_scale if package else 1)
+    if patch % input_scale:
+        raise CrossEarthError(
+            f"input_scale {input_scale} must divide the patch size {patch} (1, 2, 4, .. {patch})"
+        )
+    return input_scale
+
+
+class _Trainer:
+    """One run's loop state: the step, the best score so far, checkpoints and the logs."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        data: TrainingData,
+        net: _Network,
+        device: torch.device,
+        dist_info: _Distributed,
+    ) -> None:
+        assert config.run_dir is not None
+        self.config, self.data, self.net = config, data, net
+        self.device, self.dist_info = device, dist_info
+        self.run_dir = config.run_dir
+        self.store = CheckpointStore(self.run_dir / "checkpoints", config.keep_checkpoints)
+        self.step = 0
+        self.best: dict[str, Any] = {"mIoU": -1.0, "step": 0}
+        self.stale = 0  # evaluations without a better mIoU, for early stopping
+        # None when resumed from a checkpoint written before training time was recorded.
+        self.seconds_before: float | None = 0.0
+        self.last_saved = 0
+        self.started = time.perf_counter()
+        self.logbook: TrainingLog | None = None
+        # Validation tiles in source pixels: the training window's ground extent, at least a block.
+        multiple = net.patch // net.input_scale
+        self.tile = max(
+            config.window // net.input_scale,
+            math.ceil(config.block_size / multiple) * multiple,
+        )
+        self.source_grid_model = ScaledModel(net.network.model, net.input_scale)
+
+    def resume(self, resume: str | Path | None) -> None:
+        """Continues from a checkpoint: weights, optimizer, loss scaler, step and best score."""
+        if resume:
+            net = self.net
+            state = self.store.load(resume, trainable_names=net.trainable)
+            net.network.load_state_dict(state["network"], strict=False)
+            net.optimizer.load_state_dict(state["optimizer"])
+            if net.scaler is not None and state.get("scaler"):
+                net.scaler.load_state_dict(state["scaler"])
+            self.step, self.best = state["step"], state["best"]
+            self.stale = state.get("evaluations_without_gain", 0)
+            # Checkpoints written before training time was recorded leave the total unknown.
+            self.seconds_before = state.get("seconds")
+        self.last_saved = self.step
+        # A checkpoint at the last step resumes into no training at all and writes the package
+        # again (say the first attempt failed to write it).
+        if self.step > self.config.steps:
+            raise CrossEarthError(
+                f"the checkpoint is at step {self.step}, beyond steps = {self.config.steps}; "
+                "raise steps to train further"
+            )
+
+    def training_seconds(self) -> float | None:
+        if self.seconds_before is None:
             return None
-        return seconds_before + time.perf_counter() - started
+        return self.seconds_before + time.perf_counter() - self.started
 
-    def save(step_now: int) -> Path | None:
-        nonlocal last_saved
+    def save(self, step: int) -> Path | None:
+        """A checkpoint of the trainable weights and the loop state (written by rank 0)."""
         path = None
-        if dist_info.main:
-            path = store.save(
-                step_now,
+        if self.dist_info.main:
+            net = self.net
+            path = self.store.save(
+                step,
                 {
                     "network": {
-                        k: v for k, v in network.state_dict().items() if _trains(k, trainable)
+                        k: v
+                        for k, v in net.network.state_dict().items()
+                        if _trains(k, net.trainable)
                     },
-                    "optimizer": optimizer.state_dict(),
-                    "scaler": scaler.state_dict() if scaler is not None else None,
-                    "best": best,
-                    "evaluations_without_gain": stale,
-                    "seconds": training_seconds(),
-                    "config": config.to_dict(),
+                    "optimizer": net.optimizer.state_dict(),
+                    "scaler": net.scaler.state_dict() if net.scaler is not None else None,
+                    "best": self.best,
+                    "evaluations_without_gain": self.stale,
+                    "seconds": self.training_seconds(),
+                    "config": self.config.to_dict(),
                 },
             )
-        last_saved = step_now
+        self.last_saved = step
         return path
 
-    try:
-        network.train()
-        batches = iter(prefetch)
-        while step < config.steps:
-            step += 1
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate(config, step)
-            parts: dict[str, float] = {}
-            for micro in range(config.accumulate):
-                batch = next(batches)
-                assert batch.step == step and batch.micro == micro
-                generator = torch.Generator().manual_seed(
-                    step_seed(config.seed, dist_info.rank, step, micro, 1)
-                )
-                x = batch.inputs.to(device, non_blocking=True)
-                masks = pixel_mask = None
-                if config.mtp:
-                    masks, pixel_mask = block_masks(
-                        x.shape[0],
-                        x.shape[2],
-                        x.shape[3],
-                        patch,
-                        config.mtp_block,
-                        config.mtp_ratio,
-                        generator,
-                    )
-                    masks, pixel_mask = masks.to(device), pixel_mask.to(device)
-                sync = (
-                    forward.no_sync()
-                    if dist_info.world > 1 and micro < config.accumulate - 1
-                    else contextlib.nullcontext()
-                )
-                with sync:
-                    with torch.autocast(
-                        device.type, dtype=amp_dtype, enabled=amp_dtype is not None
-                    ):
-                        all_cls, all_masks, rebuilt = forward(x, masks)
-                    losses = criterion(all_cls, all_masks, batch.labels.to(device), generator)
-                    total = losses["total"]
-                    if rebuilt is not None:
-                        losses["reconstruction"] = config.mtp_weight * reconstruction_loss(
-                            rebuilt, x, pixel_mask
-                        )
-                        total = total + losses["reconstruction"]
-                    scaled = total / config.accumulate
-                    (scaler.scale(scaled) if scaler is not None else scaled).backward()
-                for key, value in losses.items():
-                    parts[key] = parts.get(key, 0.0) + float(value.detach()) / config.accumulate
-            if scaler is not None:
-                scaler.unscale_(optimizer)
-            if config.clip_grad > 0:
-                torch.nn.utils.clip_grad_norm_(
-                    [p for p in network.parameters() if p.requires_grad], config.clip_grad
-                )
-            if scaler is not None:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            if not all(math.isfinite(v) for v in parts.values()):
-                raise CrossEarthError(
-                    f"the loss became {parts['total']} at step {step}; lower lr or switch amp off"
-                )
-            if logbook is not None:
-                logbook.step(
-                    step,
-                    {
-                        "loss": parts.pop("total"),
-                        **{f"loss_{k}": v for k, v in parts.items()},
-                        "lr": learning_rate(config, step),
-                    },
-                )
+    def run(self, progress: str, is_cancelled: Callable[[], bool]) -> bool:
+        """Steps until the last step, an early stop (returns True) or a cancel; a cancel or
+        Ctrl-C leaves a checkpoint to resume from."""
+        config, main = self.config, self.dist_info.main
+        first = self.step
+        if main:
+            self.logbook = TrainingLog(self.run_dir, progress, config.steps, first)
+        maker = BatchMaker(self.data, config, self.dist_info.rank, self.net.input_scale)
+        prefetch = batches_ahead(maker, first + 1, config.steps, config.accumulate)
+        self.started = time.perf_counter()
+        try:
+            self.net.network.train()
+            batches = iter(prefetch)
+            while self.step < config.steps:
+                self.step += 1
+                self.optimisation_step(batches)
+                stop = self.validate_if_due()
+                step = self.step
+                if step % config.checkpoint_every == 0 or stop or step == config.steps:
+                    self.save(step)
+                if stop:
+                    return True
+                if is_cancelled():
+                    checkpoint = self.save(step) if self.last_saved != step else self.store.latest()
+                    raise TrainingCancelled(step, checkpoint)
+        except KeyboardInterrupt:
+            step = self.step
+            checkpoint = self.save(step) if step > self.last_saved else self.store.latest()
+            if self.logbook is not None:
+                self.logbook.message(f"interrupted at step {step}; checkpoint {checkpoint}")
+            raise
+        finally:
+            prefetch.close()
+            if self.logbook is not None:
+                self.logbook.close()
+        return False
 
-            stop = torch.zeros(1)
-            if step % config.eval_every == 0 or step == config.steps:
-                if dist_info.main:
-                    result = validate(source_grid_model, data, tile, device, amp_dtype=amp_dtype)
-                    assert logbook is not None
-                    logbook.validation(step, result)
-                    score = result["mIoU"] if result["mIoU"] is not None else -1.0
-                    if score > best["mIoU"]:
-                        best = {"mIoU": score, "step": step}
-                        stale = 0
-                        store.save_best(network.model.state_dict(), best)
-                    else:
-                        stale += 1
-                        if config.patience and stale >= config.patience:
-                            stop[0] = 1
-                            logbook.message(f"early stop: no better mIoU for {stale} evaluations")
-                if dist_info.world > 1:
-                    dist.broadcast(stop, 0)
-            if step % config.checkpoint_every == 0 or stop[0] or step == config.steps:
-                save(step)
-            if stop[0]:
-                stopped_early = True
-                break
-            if is_cancelled():
-                raise TrainingCancelled(step, save(step) if last_saved != step else store.latest())
-    except KeyboardInterrupt:
-        checkpoint = save(step) if step > last_saved else store.latest()
-        if logbook is not None:
-            logbook.message(f"interrupted at step {step}; checkpoint {checkpoint}")
-        raise
-    finally:
-        prefetch.close()
-        if logbook is not None:
-            logbook.close()
+    def optimisation_step(self, batches: Iterator[Batch]) -> None:
+        """One optimizer step over `accumulate` micro-batches, logged on rank 0."""
+        config, net, step = self.config, self.net, self.step
+        for group in net.optimizer.param_groups:
+            group["lr"] = learning_rate(config, step)
+        parts: dict[str, float] = {}
+        for micro in range(config.accumulate):
+            batch = next(batches)
+            assert batch.step == step and batch.micro == micro
+            losses = self._backward(batch, micro)
+            for key, value in losses.items():
+                parts[key] = parts.get(key, 0.0) + float(value.detach()) / config.accumulate
+        if net.scaler is not None:
+            net.scaler.unscale_(net.optimizer)
+        if config.clip_grad > 0:
+            torch.nn.utils.clip_grad_norm_(
+                [p for p in net.network.parameters() if p.requires_grad], config.clip_grad
+            )
+        if net.scaler is not None:
+            net.scaler.step(net.optimizer)
+            net.scaler.update()
+        else:
+            net.optimizer.step()
+        net.optimizer.zero_grad(set_to_none=True)
+        if not all(math.isfinite(v) for v in parts.values()):
+            raise CrossEarthError(
+                f"the loss became {parts['total']} at step {step}; lower lr or switch amp off"
+            )
+        if self.logbook is not None:
+            self.logbook.step(
+                step,
+                {
+                    "loss": parts.pop("total"),
+                    **{f"loss_{k}": v for k, v in parts.items()},
+                    "lr": learning_rate(config, step),
+                },
+            )
 
-    result_package = None
-    final: dict[str, Any] = {}
-    if dist_info.main:
-        best_state = store.load_best()
-        if best_state is not None:
-            network.model.load_state_dict(best_state)
-        final = validate(source_grid_model, data, tile, device, amp_dtype=amp_dtype)
-        result_package = write_package(
-            config,
-            network.model,
-            data,
-            final,
-            package,
-            setup.head_note,
-            steps_done=step,
-            best_step=best["step"],
-            input_scale=input_scale,
-            seconds=training_seconds(),
-            command=command,
+    def _backward(self, batch: Batch, micro: int) -> dict[str, torch.Tensor]:
+        """Forward and backward of one micro-batch; gradients are synchronised across
+        processes only on the last micro-batch of the step."""
+        config, net, device = self.config, self.net, self.device
+        generator = torch.Generator().manual_seed(
+            step_seed(config.seed, self.dist_info.rank, self.step, micro, 1)
         )
-    if result_package is not None and config.test:
-        result_package = record_test_scores(result_package, config, device)
-    if dist_info.world > 1:
-        dist.barrier()
-    return TrainResult(result_package, final, step, stopped_early, run_dir, warnings)
+        x = batch.inputs.to(device, non_blocking=True)
+        masks = pixel_mask = None
+        if config.mtp:
+            masks, pixel_mask = block_masks(
+                x.shape[0],
+                x.shape[2],
+                x.shape[3],
+                net.patch,
+                config.mtp_block,
+                config.mtp_ratio,
+                generator,
+            )
+            masks, pixel_mask = masks.to(device), pixel_mask.to(device)
+        # DistributedDataParallel wraps the network exactly when there are several processes.
+        ddp = net.forward
+        sync = (
+            ddp.no_sync()
+            if isinstance(ddp, torch.nn.parallel.DistributedDataParallel)
+            and micro < config.accumulate - 1
+            else contextlib.nullcontext()
+        )
+        with sync:
+            with torch.autocast(
+                device.type, dtype=net.amp_dtype, enabled=net.amp_dtype is not None
+            ):
+                all_cls, all_masks, rebuilt = net.forward(x, masks)
+            losses = net.criterion(all_cls, all_masks, batch.labels.to(device), generator)
+            total = losses["total"]
+            if rebuilt is not None:
+                assert pixel_mask is not None  # the heads rebuild only masked (mtp) batches
+                losses["reconstruction"] = config.mtp_weight * reconstruction_loss(
+                    rebuilt, x, pixel_mask
+                )
+                total = total + losses["reconstruction"]
+            scaled = total / config.accumulate
+            (net.scaler.scale(scaled) if net.scaler is not None else scaled).backward()
+        return losses
+
+    def validate_if_due(self) -> bool:
+        """Validates every `eval_every` steps and at the last; keeps the best weights. True when
+        early stopping ends the run (rank 0 decides, the others follow)."""
+        config, step = self.config, self.step
+        stop = torch.zeros(1)
+        if step % config.eval_every == 0 or step == config.steps:
+            if self.dist_info.main:
+                result = self._validate()
+                assert self.logbook is not None
+                self.logbook.validation(step, result)
+                score = result["mIoU"] if result["mIoU"] is not None else -1.0
+                if score > self.best["mIoU"]:
+                    self.best = {"mIoU": score, "step": step}
+                    self.stale = 0
+                    self.store.save_best(self.net.network.model.state_dict(), self.best)
+                else:
+                    self.stale += 1
+                    if config.patience and self.stale >= config.patience:
+                        stop[0] = 1
+                        self.logbook.message(
+                            f"early stop: no better mIoU for {self.stale} evaluations"
+                        )
+            if self.dist_info.world > 1:
+                dist.broadcast(stop, 0)
+        return bool(stop[0])
+
+    def _validate(self) -> dict[str, Any]:
+        return validate(
+            self.source_grid_model, self.data, self.tile, self.device, amp_dtype=self.net.amp_dtype
+        )
+
+    def finish(
+        self, package: ModelPackage | None, command: str | None, recipe: Path | None = None
+    ) -> tuple[ModelPackage | None, dict[str, Any]]:
+        """Rank 0 writes the model package with the best validated weights (and scores it on
+        the test images, if any); every rank waits for it."""
+        result_package = None
+        final: dict[str, Any] = {}
+        if self.dist_info.main:
+            model = self.net.network.model
+            best_state = self.store.load_best()
+            if best_state is not None:
+                model.load_state_dict(best_state)
+            final = self._validate()
+            result_package = write_package(
+                self.config,
+                model,
+                self.data,
+                final,
+                package,
+                self.net.head_note,
+                steps_done=self.step,
+                best_step=self.best["step"],
+                input_scale=self.net.input_scale,
+                seconds=self.training_seconds(),
+                command=command,
+                recipe=recipe,
+            )
+        if result_package is not None and self.config.test:
+            result_package = record_test_scores(result_package, self.config, self.device)
+        if self.dist_info.world > 1:
+            dist.barrier()
+        return result_package, final
 
 
 def record_test_scores(

@@ -14,6 +14,6 @@ class CrossEarthAlgorithm(QgsProcessingAlgorithm):
     def icon(self) -> QIcon:
         return QIcon(str(ICON))
 
-    def createInstance(self) -> CrossEarthAlgorithm:  # noqa: N802
+    def createInstance(self) -> CrossEarthAlgorithm:
         # Processing runs copies (batch mode, models, background tasks); none holds state.
         return type(self)()

@@ -17,11 +17,9 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
-from ..worker import ConvertRequest
+from ..requests import WEIGHTS_DTYPES, ConvertRequest
 from .base import CrossEarthAlgorithm
 from .engine_run import run_engine_for_feedback
-
-DTYPES = ["float32", "float16", "bfloat16"]
 
 
 class ConvertCheckpointAlgorithm(CrossEarthAlgorithm):
@@ -38,10 +36,10 @@ class ConvertCheckpointAlgorithm(CrossEarthAlgorithm):
     def name(self) -> str:
         return "convertcheckpoint"
 
-    def displayName(self) -> str:  # noqa: N802
+    def displayName(self) -> str:
         return "Convert official checkpoint"
 
-    def shortHelpString(self) -> str:  # noqa: N802
+    def shortHelpString(self) -> str:
         return (
             "Converts an official CrossEarth checkpoint (.pth, mmseg layout) into a model "
             "package folder (model.json + weights.safetensors) that 'Segment raster' and the "
@@ -52,7 +50,7 @@ class ConvertCheckpointAlgorithm(CrossEarthAlgorithm):
             "Put the package in the user models folder to find it by name."
         )
 
-    def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:  # noqa: N802
+    def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:
         self.addParameter(
             QgsProcessingParameterFile(
                 self.CHECKPOINT, "Official checkpoint (.pth)", extension="pth"
@@ -89,14 +87,16 @@ class ConvertCheckpointAlgorithm(CrossEarthAlgorithm):
             )
         )
         self.addParameter(
-            QgsProcessingParameterEnum(self.DTYPE, "Weight precision", DTYPES, defaultValue=0)
+            QgsProcessingParameterEnum(
+                self.DTYPE, "Weight precision", WEIGHTS_DTYPES, defaultValue=0
+            )
         )
         self.addParameter(
             QgsProcessingParameterFolderDestination(self.OUTPUT, "Model package folder")
         )
         self.addOutput(QgsProcessingOutputString(self.MODEL_NAME, "Model name"))
 
-    def processAlgorithm(  # noqa: N802
+    def processAlgorithm(
         self,
         parameters: dict[str, Any],
         context: QgsProcessingContext,
@@ -121,7 +121,7 @@ class ConvertCheckpointAlgorithm(CrossEarthAlgorithm):
             backbone=self.parameterAsFile(parameters, self.BACKBONE, context).strip() or None,
             name=self.parameterAsString(parameters, self.NAME, context).strip() or None,
             classes=[c.strip() for c in classes.split(",")] if classes else None,
-            dtype=DTYPES[self.parameterAsEnum(parameters, self.DTYPE, context)],
+            dtype=WEIGHTS_DTYPES[self.parameterAsEnum(parameters, self.DTYPE, context)],
             # A destination parameter comes with QGIS's overwrite confirmation; the engine
             # still replaces only a model package it wrote itself.
             overwrite=True,

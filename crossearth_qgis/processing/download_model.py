@@ -15,7 +15,7 @@ from qgis.core import (
 )
 
 from ..catalog_events import catalog_events
-from ..worker import DownloadRequest
+from ..requests import DownloadRequest
 from .base import CrossEarthAlgorithm
 from .engine_run import run_engine_for_feedback
 
@@ -30,10 +30,10 @@ class DownloadModelAlgorithm(CrossEarthAlgorithm):
     def name(self) -> str:
         return "downloadmodel"
 
-    def displayName(self) -> str:  # noqa: N802
+    def displayName(self) -> str:
         return "Download model"
 
-    def shortHelpString(self) -> str:  # noqa: N802
+    def shortHelpString(self) -> str:
         return (
             "Downloads a released CrossEarth checkpoint from Hugging Face (Cusyoung/CrossEarth) "
             "and installs it as a model package in the user models folder, where 'Segment "
@@ -46,7 +46,7 @@ class DownloadModelAlgorithm(CrossEarthAlgorithm):
             "HF_ENDPOINT, HF_HUB_OFFLINE, HF_TOKEN and proxy settings apply."
         )
 
-    def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:  # noqa: N802
+    def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:
         self.addParameter(
             QgsProcessingParameterString(self.MODEL, "Model name (e.g. potsdam-r-source)")
         )
@@ -67,7 +67,7 @@ class DownloadModelAlgorithm(CrossEarthAlgorithm):
         self.addOutput(QgsProcessingOutputFolder(self.OUTPUT, "Model package folder"))
         self.addOutput(QgsProcessingOutputString(self.MODEL_NAME, "Model name"))
 
-    def processAlgorithm(  # noqa: N802
+    def processAlgorithm(
         self,
         parameters: dict[str, Any],
         context: QgsProcessingContext,

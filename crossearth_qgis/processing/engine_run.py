@@ -12,14 +12,9 @@ from collections.abc import Sequence
 from qgis.core import QgsProcessingException, QgsProcessingFeedback
 
 from ..engine_env import EngineEnvironmentError, Interpreter
-from ..worker import (
-    EngineCancelled,
-    EngineError,
-    EngineOutcome,
-    EtaEstimator,
-    run_engine,
-    status_text,
-)
+from ..engine_errors import EngineCancelled, EngineError
+from ..eta import EtaEstimator, status_text
+from ..worker import EngineOutcome, run_engine
 
 
 def run_engine_for_feedback(

@@ -3,7 +3,6 @@ polygons), written as a new package into the user models folder (or a folder you
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +26,23 @@ from qgis.core import (
 )
 
 from ..catalog_events import catalog_events
-from ..inputs import InputProblem, local_raster_source
-from ..worker import FineTuneRequest, run_engine_json
+from ..inputs import InputProblem, local_raster_source, parse_bands
+from ..requests import FineTuneRequest
+from ..worker import run_engine_json
 from .base import CrossEarthAlgorithm
 from .engine_run import run_engine_for_feedback
 
 MODES = ["reins", "full"]
+# The numbers of a training run have one default, the engine's training recipe
+# (training/config.py); left empty here, they are not passed, so that default holds.
+RECIPE_DEFAULT = "(empty = the training recipe's default)"
+
+
+def _given(parameters: dict[str, Any], name: str, read: Any, context: Any) -> Any:
+    """A number the analyst gave, or None when the parameter was left empty."""
+    if parameters.get(name) in (None, ""):
+        return None
+    return read(parameters, name, context)
 
 
 def _vector_file(layer: QgsVectorLayer | None, what: str) -> str | None:
@@ -81,10 +91,10 @@ class FineTuneAlgorithm(CrossEarthAlgorithm):
     def name(self) -> str:
         return "finetune"
 
-    def displayName(self) -> str:  # noqa: N802
+    def displayName(self) -> str:
         return "Fine-tune model"
 
-    def shortHelpString(self) -> str:  # noqa: N802
+    def shortHelpString(self) -> str:
         return (
             "Fine-tunes a CrossEarth model package on your imagery and labels: a label raster "
             "(class ids, on any grid; resampled by nearest neighbour) or polygons with a class "
@@ -98,7 +108,7 @@ class FineTuneAlgorithm(CrossEarthAlgorithm):
             "everything. Training runs in the engine's worker; cancel keeps the last checkpoint."
         )
 
-    def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:  # noqa: N802
+    def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:
         self.addParameter(
             QgsProcessingParameterString(
                 self.BASE,
@@ -157,29 +167,33 @@ class FineTuneAlgorithm(CrossEarthAlgorithm):
         )
         self.addParameter(
             QgsProcessingParameterNumber(
-                self.STEPS, "Training steps", QgsProcessingParameterNumber.Integer, 1000, minValue=1
+                self.STEPS,
+                f"Training steps {RECIPE_DEFAULT}",
+                QgsProcessingParameterNumber.Integer,
+                optional=True,
+                minValue=1,
             )
         )
         advanced = [
             QgsProcessingParameterNumber(
                 self.BATCH_SIZE,
-                "Windows per step",
+                f"Windows per step {RECIPE_DEFAULT}",
                 QgsProcessingParameterNumber.Integer,
-                4,
+                optional=True,
                 minValue=1,
             ),
             QgsProcessingParameterNumber(
                 self.LEARNING_RATE,
-                "Learning rate",
+                f"Learning rate {RECIPE_DEFAULT}",
                 QgsProcessingParameterNumber.Double,
-                1e-4,
+                optional=True,
                 minValue=0.0,
             ),
             QgsProcessingParameterNumber(
                 self.VAL_FRACTION,
-                "Share of labelled pixels held out for validation",
+                f"Share of labelled pixels held out for validation {RECIPE_DEFAULT}",
                 QgsProcessingParameterNumber.Double,
-                0.2,
+                optional=True,
                 minValue=0.01,
                 maxValue=0.9,
             ),
@@ -202,7 +216,7 @@ class FineTuneAlgorithm(CrossEarthAlgorithm):
         self.addOutput(QgsProcessingOutputString(self.MODEL_NAME, "Model name"))
         self.addOutput(QgsProcessingOutputNumber(self.MIOU, "Validation mIoU"))
 
-    def processAlgorithm(  # noqa: N802
+    def processAlgorithm(
         self,
         parameters: dict[str, Any],
         context: QgsProcessingContext,
@@ -232,9 +246,10 @@ class FineTuneAlgorithm(CrossEarthAlgorithm):
         class_field = text(self.CLASS_FIELD)
         if polygons and not class_field:
             raise QgsProcessingException("Choose the class field of the label polygons.")
-        bands_text = text(self.BANDS)
-        if bands_text and not re.fullmatch(r"\d+(,\d+)*", bands_text.replace(" ", "")):
-            raise QgsProcessingException(f"Bands '{bands_text}' must be band numbers like 3,2,1.")
+        try:
+            bands = parse_bands(text(self.BANDS))
+        except InputProblem as exc:
+            raise QgsProcessingException(str(exc)) from None
 
         catalog = run_engine_json(["models", "--json"])
         base = text(self.BASE) or catalog.get("default") or ""
@@ -266,12 +281,12 @@ class FineTuneAlgorithm(CrossEarthAlgorithm):
             mask=mask,
             classes=[c.strip() for c in classes.split(",")] if classes else None,
             label_map=text(self.LABEL_MAP) or None,
-            bands=[int(b) for b in bands_text.replace(" ", "").split(",")] if bands_text else None,
+            bands=bands,
             mode=MODES[self.parameterAsEnum(parameters, self.MODE, context)],
-            steps=self.parameterAsInt(parameters, self.STEPS, context),
-            batch=self.parameterAsInt(parameters, self.BATCH_SIZE, context),
-            lr=self.parameterAsDouble(parameters, self.LEARNING_RATE, context),
-            val_fraction=self.parameterAsDouble(parameters, self.VAL_FRACTION, context),
+            steps=_given(parameters, self.STEPS, self.parameterAsInt, context),
+            batch=_given(parameters, self.BATCH_SIZE, self.parameterAsInt, context),
+            lr=_given(parameters, self.LEARNING_RATE, self.parameterAsDouble, context),
+            val_fraction=_given(parameters, self.VAL_FRACTION, self.parameterAsDouble, context),
             device=text(self.DEVICE) or "auto",
             name=name,
             # A folder given as the destination parameter comes with QGIS's overwrite

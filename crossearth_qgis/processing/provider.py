@@ -26,34 +26,34 @@ class CrossEarthProvider(QgsProcessingProvider):
     def name(self) -> str:
         return "CrossEarth"
 
-    def longName(self) -> str:  # noqa: N802
+    def longName(self) -> str:
         return "CrossEarth remote-sensing segmentation"
 
     def icon(self) -> QIcon:
         return QIcon(str(ICON))
 
-    def svgIconPath(self) -> str:  # noqa: N802
+    def svgIconPath(self) -> str:
         return str(ICON)
 
-    def versionInfo(self) -> str:  # noqa: N802
+    def versionInfo(self) -> str:
         return _plugin_version()
 
-    def loadAlgorithms(self) -> None:  # noqa: N802
+    def loadAlgorithms(self) -> None:
         for algorithm in ALGORITHMS:
             self.addAlgorithm(algorithm())
 
     # The engine writes GeoTIFF rasters and GeoPackage polygons, always to files.
-    def supportsNonFileBasedOutput(self) -> bool:  # noqa: N802
+    def supportsNonFileBasedOutput(self) -> bool:
         return False
 
-    def supportedOutputRasterLayerExtensions(self) -> list[str]:  # noqa: N802
+    def supportedOutputRasterLayerExtensions(self) -> list[str]:
         return ["tif"]
 
-    def supportedOutputVectorLayerExtensions(self) -> list[str]:  # noqa: N802
+    def supportedOutputVectorLayerExtensions(self) -> list[str]:
         return ["gpkg"]
 
-    def defaultRasterFileExtension(self) -> str:  # noqa: N802
+    def defaultRasterFileExtension(self) -> str:
         return "tif"
 
-    def defaultVectorFileExtension(self, hasGeometry: bool = True) -> str:  # noqa: N802, N803
+    def defaultVectorFileExtension(self, hasGeometry: bool = True) -> str:
         return "gpkg"

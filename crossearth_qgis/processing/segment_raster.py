@@ -28,6 +28,7 @@ from qgis.core import (
 
 from .. import styling
 from ..engine_env import EngineEnvironmentError
+from ..engine_errors import EngineError
 from ..inputs import InputProblem, extent_in_layer_crs, local_raster_source
 from ..layer_export import (
     FILE,
@@ -43,7 +44,8 @@ from ..layer_export import (
     remove_export,
 )
 from ..models import list_models, model_card
-from ..worker import EngineError, EngineOutcome, SegmentRequest
+from ..requests import SegmentRequest
+from ..worker import EngineOutcome
 from .base import CrossEarthAlgorithm
 from .engine_run import run_engine_for_feedback
 
@@ -68,7 +70,7 @@ class _StyleOnLoad(QgsProcessingLayerPostProcessorInterface):
         cls.pending[key] = cls(key, name, classes)
         return cls.pending[key]
 
-    def postProcessLayer(  # noqa: N802
+    def postProcessLayer(
         self,
         layer: QgsMapLayer,
         context: QgsProcessingContext,
@@ -167,10 +169,10 @@ class SegmentRasterAlgorithm(CrossEarthAlgorithm):
     def name(self) -> str:
         return "segmentraster"
 
-    def displayName(self) -> str:  # noqa: N802
+    def displayName(self) -> str:
         return "Segment raster"
 
-    def shortHelpString(self) -> str:  # noqa: N802
+    def shortHelpString(self) -> str:
         return (
             "Segments a raster into land-cover classes with a CrossEarth model package. The "
             "model runs in the engine's own Python process (see Settings > Options > "
@@ -202,17 +204,68 @@ class SegmentRasterAlgorithm(CrossEarthAlgorithm):
     def tags(self) -> list[str]:
         return ["segmentation", "classification", "land cover", "deep learning", "crossearth"]
 
-    def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:  # noqa: N802
-        self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, "Input raster"))
-        self.addParameter(
+    def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:
+        for parameter in self._source_parameters() + self._region_parameters():
+            self.addParameter(parameter)
+        for parameter in self._advanced_parameters():
+            parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+            self.addParameter(parameter)
+        for parameter in self._output_parameters():
+            self.addParameter(parameter)
+
+    def _source_parameters(self) -> list[QgsProcessingParameterDefinition]:
+        """What to segment, with which model, on which device."""
+        return [
+            QgsProcessingParameterRasterLayer(self.INPUT, "Input raster"),
             QgsProcessingParameterString(
                 self.MODEL, "Model (name or package folder; empty = default)", "", optional=True
-            )
-        )
-        self.addParameter(
-            QgsProcessingParameterString(self.DEVICE, "Device (auto, cpu, cuda, cuda:N)", "auto")
-        )
-        advanced = [
+            ),
+            QgsProcessingParameterString(self.DEVICE, "Device (auto, cpu, cuda, cuda:N)", "auto"),
+            QgsProcessingParameterBand(
+                self.BANDS,
+                "Bands in the model's input order (empty = by band names)",
+                None,
+                self.INPUT,
+                optional=True,
+                allowMultiple=True,
+            ),
+            QgsProcessingParameterExtent(self.EXTENT, "Segment only this extent", optional=True),
+        ]
+
+    def _region_parameters(self) -> list[QgsProcessingParameterDefinition]:
+        """Post-processing: merging small regions and simplifying the polygons."""
+        return [
+            QgsProcessingParameterNumber(
+                self.MIN_REGION,
+                "Minimum region size (smaller regions are merged; empty = keep all)",
+                QgsProcessingParameterNumber.Double,
+                optional=True,
+                minValue=0,
+            ),
+            QgsProcessingParameterEnum(
+                self.MIN_REGION_UNIT,
+                "Unit of the minimum region size",
+                ["pixels", "m²", "ha"],
+                defaultValue=0,
+            ),
+            QgsProcessingParameterString(
+                self.KEEP_CLASSES,
+                "Keep small regions of classes (names, comma separated)",
+                "",
+                optional=True,
+            ),
+            QgsProcessingParameterNumber(
+                self.SIMPLIFY,
+                "Simplify polygons: tolerance in metres (empty = not simplified)",
+                QgsProcessingParameterNumber.Double,
+                optional=True,
+                minValue=0,
+            ),
+        ]
+
+    def _advanced_parameters(self) -> list[QgsProcessingParameterDefinition]:
+        """Tiling, the processing resolution and grid, and scaling out on Ray."""
+        return [
             QgsProcessingParameterNumber(
                 self.TILE_SIZE,
                 "Tile size in pixels (empty = the model's)",
@@ -234,21 +287,6 @@ class SegmentRasterAlgorithm(CrossEarthAlgorithm):
                 4,
                 minValue=1,
             ),
-        ]
-        self.addParameter(
-            QgsProcessingParameterBand(
-                self.BANDS,
-                "Bands in the model's input order (empty = by band names)",
-                None,
-                self.INPUT,
-                optional=True,
-                allowMultiple=True,
-            )
-        )
-        self.addParameter(
-            QgsProcessingParameterExtent(self.EXTENT, "Segment only this extent", optional=True)
-        )
-        advanced += [
             QgsProcessingParameterString(
                 self.GSD,
                 "Processing resolution (GSD): auto (the model's), native, or metres per pixel",
@@ -273,60 +311,23 @@ class SegmentRasterAlgorithm(CrossEarthAlgorithm):
                 optional=True,
             ),
         ]
-        self.addParameter(
-            QgsProcessingParameterNumber(
-                self.MIN_REGION,
-                "Minimum region size (smaller regions are merged; empty = keep all)",
-                QgsProcessingParameterNumber.Double,
-                optional=True,
-                minValue=0,
-            )
-        )
-        self.addParameter(
-            QgsProcessingParameterEnum(
-                self.MIN_REGION_UNIT,
-                "Unit of the minimum region size",
-                ["pixels", "m²", "ha"],
-                defaultValue=0,
-            )
-        )
-        self.addParameter(
-            QgsProcessingParameterString(
-                self.KEEP_CLASSES,
-                "Keep small regions of classes (names, comma separated)",
-                "",
-                optional=True,
-            )
-        )
-        self.addParameter(
-            QgsProcessingParameterNumber(
-                self.SIMPLIFY,
-                "Simplify polygons: tolerance in metres (empty = not simplified)",
-                QgsProcessingParameterNumber.Double,
-                optional=True,
-                minValue=0,
-            )
-        )
-        for parameter in advanced:
-            parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
-            self.addParameter(parameter)
-        self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, "Classes"))
-        self.addParameter(
+
+    def _output_parameters(self) -> list[QgsProcessingParameterDefinition]:
+        return [
+            QgsProcessingParameterRasterDestination(self.OUTPUT, "Classes"),
             QgsProcessingParameterRasterDestination(
                 self.CONFIDENCE, "Confidence", optional=True, createByDefault=False
-            )
-        )
-        self.addParameter(
+            ),
             QgsProcessingParameterVectorDestination(
                 self.POLYGONS,
                 "Class polygons",
                 QgsProcessing.TypeVectorPolygon,
                 optional=True,
                 createByDefault=False,
-            )
-        )
+            ),
+        ]
 
-    def processAlgorithm(  # noqa: N802
+    def processAlgorithm(
         self,
         parameters: dict[str, Any],
         context: QgsProcessingContext,

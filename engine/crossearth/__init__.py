@@ -19,6 +19,8 @@ ARCHITECTURE = "crossearth"
 
 
 def build(config: dict[str, Any], card: ModelCard) -> CrossEarth:
+    """The CrossEarth network for a card's `config`, after checking that the card's bands and
+    sizes fit the backbone."""
     from .model import CrossEarth
 
     parsed = CrossEarthConfig.from_dict(config, card.num_classes)

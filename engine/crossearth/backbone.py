@@ -83,7 +83,8 @@ class ReinsDinoVisionTransformer(nn.Module):
                 qkv_bias=True,
                 proj_bias=True,
                 init_values=cfg.layerscale_init,
-                norm_layer=LayerNorm6,
+                # timm types it as a class but only calls it (its own models pass partials).
+                norm_layer=LayerNorm6,  # type: ignore[arg-type]
                 act_layer=nn.GELU,
             )
             for _ in range(cfg.depth)
@@ -94,6 +95,7 @@ class ReinsDinoVisionTransformer(nn.Module):
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
+        """Initialises as DINOv2 does; skipped on the meta device, where weights load later."""
         if self.pos_embed.is_meta:
             return
         nn.init.trunc_normal_(self.pos_embed, std=0.02)

@@ -10,14 +10,19 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from ..errors import CrossEarthError
+from ..errors import ConfigError, CrossEarthError
 
 
-class ConfigFieldError(CrossEarthError):
+class ConfigFieldError(ConfigError):
     """One field of a CrossEarth config is not usable; `field` is its path (backbone.depth)."""
 
     def __init__(self, field: str, problem: str) -> None:
-        super().__init__(f"invalid CrossEarth config: {field}: {problem}")
+        super().__init__(
+            f"invalid CrossEarth config: {field}: {problem}",
+            code="config.field",
+            field=field,
+            problem=problem,
+        )
         self.field = field
         self.problem = problem
 
@@ -109,6 +114,7 @@ class CrossEarthConfig:
         self.validate()
 
     def validate(self) -> None:
+        """Raises a ConfigFieldError naming the field when the sizes cannot build a network."""
         b, r, h = self.backbone, self.reins, self.head
         if not isinstance(self.num_classes, int) or self.num_classes < 1:
             raise ConfigFieldError(
@@ -152,9 +158,11 @@ class CrossEarthConfig:
 
     @property
     def grid_size(self) -> int:
+        """Patches per side of the configured image size (the position-embedding grid)."""
         return self.backbone.img_size // self.backbone.patch_size
 
     def to_dict(self) -> dict[str, Any]:
+        """The config as the plain data a card stores (the inverse of `from_dict`)."""
         data = asdict(self)
         data["backbone"]["out_indices"] = list(self.backbone.out_indices)
         return data

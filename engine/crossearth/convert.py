@@ -22,10 +22,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..errors import CrossEarthError
+from ..errors import ConfigError, CrossEarthError, InputError, ModelError
 from ..files import describe_path
 from ..loading import check_state_dict_keys
 from ..model_card import ModelCard, printable_text
+from ..option_values import WEIGHTS_DTYPES
 from ..packages import ModelPackage, check_package_output, save_package
 from .config import CrossEarthConfig
 from .from_mmseg import card_from_config
@@ -185,16 +186,24 @@ def _check_is_crossearth(tensors: dict[str, torch.Tensor], path: Path) -> None:
     elif any(k.startswith(BACKBONE) for k in tensors):
         kind = "a segmentation model without Rein tokens"
     elif "pos_embed" in tensors and "blocks.0.attn.qkv.weight" in tensors:
-        kind = "a bare ViT/DINOv2 backbone (pass it with --backbone)"
+        kind = "a bare ViT/DINOv2 backbone"
     else:
         kind = "another architecture"
-    raise CrossEarthError(
+    # A bare backbone is an input of conversion, only given as the backbone.
+    hint = " (give it as the backbone)" if kind == "a bare ViT/DINOv2 backbone" else ""
+    raise InputError(
         f"{path} is not a CrossEarth checkpoint: no backbone.reins.* and decode_head.* weights; "
-        f"it looks like {kind} (keys such as {sample})"
+        f"it looks like {kind}{hint} (keys such as {sample})",
+        code="input.not_crossearth",
+        path=str(path),
+        kind=kind,
+        keys=sample,
+        option="backbone" if hint else None,
     )
 
 
 def expected_shapes(card: ModelCard) -> dict[str, tuple[int, ...]]:
+    """The tensor shapes of the card's network, without allocating it, to check a checkpoint."""
     config = CrossEarthConfig.from_dict(card.config, card.num_classes)
     with torch.device("meta"):
         model = CrossEarth(config)
@@ -235,9 +244,13 @@ def convert(
     card's provenance (e.g. where the checkpoint was downloaded from)."""
     report = progress or (lambda fraction, message: None)
     if (preset is None) == (mmseg_config is None):
-        raise CrossEarthError("give exactly one of --preset NAME or --mmseg-config CONFIG.py")
-    if dtype not in ("float32", "float16", "bfloat16"):
-        raise CrossEarthError(f"dtype '{dtype}' is not valid; use float32, float16 or bfloat16")
+        raise ConfigError(
+            "give exactly one of a preset or an mmseg config",
+            code="config.source",
+            options=["preset", "mmseg_config"],
+        )
+    if dtype not in WEIGHTS_DTYPES:
+        raise CrossEarthError(f"dtype '{dtype}' is not valid; use {', '.join(WEIGHTS_DTYPES)}")
     inputs = [checkpoint, backbone, mmseg_config]
     # Before the (possibly 4 GB) checkpoint is read: the output is new or a package of ours,
     # and none of the inputs.
@@ -249,61 +262,22 @@ def convert(
     tensors = read_checkpoint(checkpoint)
     _check_is_crossearth(tensors, checkpoint)
     warnings: list[str] = []
-    package_name = printable_text(name or output.name)
-
-    if preset is not None:
-        chosen = preset if isinstance(preset, CheckpointPreset) else checkpoint_preset(preset)
-        card = preset_card(chosen, package_name)
-        if class_names is not None:
-            raise CrossEarthError(
-                "--classes only applies with --mmseg-config; presets name their classes"
-            )
-    else:
-        card, config_warnings = card_from_config(
-            mmseg_config,
-            package_name,
-            _checkpoint_classes(tensors, checkpoint),
-            class_names,
-            bands,  # type: ignore[arg-type]
-        )
-        warnings += config_warnings
-    if bands is not None and preset is not None:
-        card = replace(card, input=replace(card.input, bands=tuple(bands)))
+    card = _conversion_card(
+        tensors,
+        checkpoint,
+        printable_text(name or output.name),
+        preset,
+        mmseg_config,
+        class_names,
+        bands,
+        warnings,
+    )
     config = CrossEarthConfig.from_dict(card.config, card.num_classes)
-
-    frozen = [k for k in tensors if k.startswith(BACKBONE) and not k.startswith(REINS)]
     if backbone is not None:
         report(0.2, f"reading backbone {Path(backbone).name}")
-        base = convert_dinov2_backbone(read_checkpoint(Path(backbone), "backbone file"), config)
-        if frozen:
-            warnings.append(
-                f"{checkpoint.name} already holds backbone weights; those of {Path(backbone).name} "
-                "replace them"
-            )
-        tensors = {**{k: v for k, v in tensors.items() if k not in base}, **base}
-    elif not frozen:
-        raise CrossEarthError(
-            f"{checkpoint.name} holds only the Rein tokens and the head (a training checkpoint); "
-            "pass the frozen DINOv2 weights with --backbone dinov2_converted.pth"
-        )
-
+    tensors = _with_backbone(tensors, checkpoint, backbone, config, warnings)
     expected = expected_shapes(card)
-    unexpected = sorted(set(tensors) - set(expected))
-    found = {k: tuple(v.shape) for k, v in tensors.items() if k in expected}
-    cls_shape = found.get("decode_head.cls_embed.weight")
-    if cls_shape and cls_shape != expected["decode_head.cls_embed.weight"]:
-        raise CrossEarthError(
-            f"{checkpoint.name} predicts {cls_shape[0] - 1} classes but the "
-            f"{'preset' if preset else 'config'} describes {card.num_classes} "
-            f"({', '.join(card.class_names)}); choose the matching preset or config"
-        )
-    check_state_dict_keys(expected, found, checkpoint.name)
-    if unexpected:
-        warnings.append(
-            f"ignored {len(unexpected)} key(s) the architecture does not use: "
-            + ", ".join(unexpected[:8])
-            + (" ..." if len(unexpected) > 8 else "")
-        )
+    unexpected = _check_shapes(tensors, expected, checkpoint, card, preset is not None, warnings)
 
     report(0.5, "writing the package")
     target = getattr(torch, dtype)
@@ -324,3 +298,101 @@ def convert(
     package = save_package(output, card, state, overwrite=overwrite, inputs=inputs)
     report(1.0, f"wrote {output}")
     return ConversionReport(package, unexpected, warnings)
+
+
+def _conversion_card(
+    tensors: dict[str, torch.Tensor],
+    checkpoint: Path,
+    package_name: str,
+    preset: str | CheckpointPreset | None,
+    mmseg_config: Path | None,
+    class_names: list[str] | None,
+    bands: tuple[str, ...] | None,
+    warnings: list[str],
+) -> ModelCard:
+    """The package's card: the preset's, or one read from the mmseg config (whose class count
+    the checkpoint's head gives)."""
+    if preset is not None:
+        chosen = preset if isinstance(preset, CheckpointPreset) else checkpoint_preset(preset)
+        card = preset_card(chosen, package_name)
+        if class_names is not None:
+            raise ConfigError(
+                "class names only apply with an mmseg config; presets name their classes",
+                code="config.classes_with_preset",
+                option="classes",
+            )
+        if bands is not None:
+            card = replace(card, input=replace(card.input, bands=tuple(bands)))
+        return card
+    assert mmseg_config is not None  # convert() asks for exactly one of the two
+    card, config_warnings = card_from_config(
+        mmseg_config,
+        package_name,
+        _checkpoint_classes(tensors, checkpoint),
+        class_names,
+        bands,
+    )
+    warnings += config_warnings
+    return card
+
+
+def _with_backbone(
+    tensors: dict[str, torch.Tensor],
+    checkpoint: Path,
+    backbone: Path | None,
+    config: CrossEarthConfig,
+    warnings: list[str],
+) -> dict[str, torch.Tensor]:
+    """The checkpoint's tensors with the frozen DINOv2 backbone: the separate backbone file's
+    (which wins over any in the checkpoint), or the checkpoint's own."""
+    frozen = [k for k in tensors if k.startswith(BACKBONE) and not k.startswith(REINS)]
+    if backbone is None:
+        if not frozen:
+            problem = (
+                f"{checkpoint.name} holds only the Rein tokens and the head (a training "
+                "checkpoint)"
+            )
+            raise ModelError(
+                f"{problem}; give the frozen DINOv2 weights (dinov2_converted.pth) as the backbone",
+                code="model.backbone_missing",
+                problem=problem,
+                option="backbone",
+                suggestion="dinov2_converted.pth",
+            )
+        return tensors
+    base = convert_dinov2_backbone(read_checkpoint(Path(backbone), "backbone file"), config)
+    if frozen:
+        warnings.append(
+            f"{checkpoint.name} already holds backbone weights; those of {Path(backbone).name} "
+            "replace them"
+        )
+    return {**{k: v for k, v in tensors.items() if k not in base}, **base}
+
+
+def _check_shapes(
+    tensors: dict[str, torch.Tensor],
+    expected: dict[str, tuple[int, ...]],
+    checkpoint: Path,
+    card: ModelCard,
+    from_preset: bool,
+    warnings: list[str],
+) -> list[str]:
+    """Checks the tensors against the architecture's shapes (the class count first, the most
+    likely mismatch); returns the keys the architecture does not use."""
+    unexpected = sorted(set(tensors) - set(expected))
+    found = {k: tuple(v.shape) for k, v in tensors.items() if k in expected}
+    cls_shape = found.get("decode_head.cls_embed.weight")
+    if cls_shape and cls_shape != expected["decode_head.cls_embed.weight"]:
+        raise CrossEarthError(
+            f"{checkpoint.name} predicts {cls_shape[0] - 1} classes but the "
+            f"{'preset' if from_preset else 'config'} describes {card.num_classes} "
+            f"({', '.join(card.class_names)}); choose the matching preset or config"
+        )
+    check_state_dict_keys(expected, found, checkpoint.name)
+    if unexpected:
+        warnings.append(
+            f"ignored {len(unexpected)} key(s) the architecture does not use: "
+            + ", ".join(unexpected[:8])
+            + (" ..." if len(unexpected) > 8 else "")
+        )
+    return unexpected

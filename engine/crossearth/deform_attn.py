@@ -68,6 +68,7 @@ class MultiScaleDeformableAttention(nn.Module):
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
+        """Initialises as Deformable DETR does; skipped on the meta device (weights load later)."""
         # Deformable DETR's init: offsets start on rings around the reference point, one
         # direction per head, so untrained heads already look in different places.
         if self.sampling_offsets.weight.is_meta:

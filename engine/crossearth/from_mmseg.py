@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from ..errors import CrossEarthError
+from ..errors import ConfigError, CrossEarthError
 from ..model_card import ClassInfo, ModelCard
 from .config import BackboneConfig, CrossEarthConfig, HeadConfig, ReinsConfig
 from .mmseg_config import lookup, read_config, short_repr
@@ -68,6 +68,8 @@ def _mapping(value: Any, field: str, source: str, example: str) -> dict[str, Any
 
 
 def network_config(cfg: dict[str, Any], source: str, num_classes: int) -> CrossEarthConfig:
+    """The CrossEarthConfig an mmseg config describes; anything this engine would build
+    differently is a CrossEarthError naming the config key (`source` names the file)."""
     def get(path: str, default: Any = ...) -> Any:
         return lookup(cfg, path, default, source)
 
@@ -245,8 +247,13 @@ def card_from_config(
     known = [DATASET_CLASSES[t] for t in dataset_types if t in DATASET_CLASSES]
     if class_names is not None:
         if len(class_names) != classes_count:
-            raise CrossEarthError(
-                f"--classes names {len(class_names)} classes but the model has {classes_count}"
+            raise ConfigError(
+                f"the class names name {len(class_names)} classes but the model has "
+                f"{classes_count}",
+                code="config.classes_count",
+                option="classes",
+                given=len(class_names),
+                count=classes_count,
             )
         palette = _palette(classes_count)
         infos = tuple(ClassInfo(i, n, palette[i]) for i, n in enumerate(class_names))

@@ -34,6 +34,7 @@ class Attention(nn.Module):
         key_pos: torch.Tensor,
         attn_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """Attention with positional encodings added to query and key, plus the residual."""
         out = self.attn(
             query + query_pos, key + key_pos, value, attn_mask=attn_mask, need_weights=False
         )[0]
@@ -58,6 +59,7 @@ class DecoderLayer(nn.Module):
         memory_pos: torch.Tensor,
         attn_mask: torch.Tensor,
     ) -> torch.Tensor:
+        """A Mask2Former decoder layer: masked cross-attention, self-attention, FFN (post-norm)."""
         query = self.norms[0](
             self.cross_attn(query, memory, memory, query_pos, memory_pos, attn_mask)
         )
@@ -98,6 +100,7 @@ class ReinMask2FormerHead(nn.Module):
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
+        """Initialises as mmdet does; skipped on the meta device, where weights load later."""
         if self.querys2feat.weight.is_meta:
             return
         for parameter in self.transformer_decoder.parameters():

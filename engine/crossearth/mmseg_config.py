@@ -20,6 +20,7 @@ from __future__ import annotations
 import ast
 import operator
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
@@ -71,7 +72,7 @@ _COMPARE = {
     ast.Is: operator.is_,
     ast.IsNot: operator.is_not,
 }
-_BUILTINS = {
+_BUILTINS: dict[str, Callable[..., Any]] = {
     "dict": dict,
     "list": list,
     "tuple": tuple,
@@ -592,7 +593,7 @@ class _Evaluator:
 
 def _describe(node: ast.AST) -> str:
     """A short text of an expression for messages (ast.unparse recurses on deep trees)."""
-    parts = []
+    parts: list[str] = []
     while isinstance(node, ast.Attribute) and len(parts) < 8:
         parts.append(node.attr)
         node = node.value

@@ -33,6 +33,7 @@ class CrossEarth(nn.Module):
 
     @property
     def size_multiple(self) -> int:
+        """What tile sides must be a multiple of: the backbone's patch size."""
         return self.config.backbone.patch_size
 
     def predictions(
@@ -44,8 +45,9 @@ class CrossEarth(nn.Module):
         return self.decode_head(feats, queries)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-class scores [B, K, H, W] for images [B, C, H, W] (the engine's model contract)."""
         all_cls, all_masks = self.predictions(x)
-        return semantic_scores(all_cls[-1], all_masks[-1], tuple(x.shape[-2:]))
+        return semantic_scores(all_cls[-1], all_masks[-1], (x.shape[-2], x.shape[-1]))
 
     def _check_size(self, x: torch.Tensor) -> None:
         patch = self.size_multiple

@@ -49,6 +49,7 @@ class FFN(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The feed-forward block with its residual."""
         return x + self.layers(x)
 
 
@@ -68,6 +69,7 @@ class EncoderLayer(nn.Module):
         reference_points: torch.Tensor,
         spatial_shapes: list[tuple[int, int]],
     ) -> torch.Tensor:
+        """An encoder layer: deformable self-attention over all levels, then the FFN (post-norm)."""
         query = self.norms[0](self.self_attn(query, query_pos, reference_points, spatial_shapes))
         return self.norms[1](self.ffn(query))
 
@@ -93,6 +95,7 @@ class Encoder(nn.Module):
         reference_points: torch.Tensor,
         spatial_shapes: list[tuple[int, int]],
     ) -> torch.Tensor:
+        """The flattened multi-level features after every encoder layer."""
         for layer in self.layers:
             query = layer(query, query_pos, reference_points, spatial_shapes)
         return query
@@ -133,14 +136,19 @@ class MSDeformAttnPixelDecoder(nn.Module):
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
+        """Initialises as mmdet does; skipped on the meta device, where weights load later."""
         if self.mask_feature.weight.is_meta:
             return
         # mmdet's init: xavier for the input projections, caffe2-xavier for the FPN part,
         # xavier-normal for the encoder, then deformable attention's own ring init.
         for module in self.input_convs:
+            assert isinstance(module, ConvNorm)  # a ModuleList types its items as Module
             nn.init.xavier_uniform_(module.conv.weight)
-            nn.init.zeros_(module.conv.bias)
-        for conv in (self.lateral_convs[0].conv, self.output_convs[0].conv, self.mask_feature):
+            if module.conv.bias is not None:  # always: built with bias=True
+                nn.init.zeros_(module.conv.bias)
+        lateral, output = self.lateral_convs[0], self.output_convs[0]
+        assert isinstance(lateral, ConvNorm) and isinstance(output, ConvNorm)
+        for conv in (lateral.conv, output.conv, self.mask_feature):
             nn.init.kaiming_uniform_(conv.weight, a=1)
             if conv.bias is not None:
                 nn.init.zeros_(conv.bias)
@@ -149,6 +157,7 @@ class MSDeformAttnPixelDecoder(nn.Module):
             if parameter.dim() > 1:
                 nn.init.xavier_normal_(parameter)
         for layer in self.encoder.layers:
+            assert isinstance(layer, EncoderLayer)
             layer.self_attn.reset_parameters()
 
     def forward(self, feats: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:

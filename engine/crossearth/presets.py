@@ -9,7 +9,9 @@ stride of the official sliding-window test, ground sample distance of the source
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypedDict
 
 from ..errors import CrossEarthError
 from ..model_card import ClassInfo, InputSpec, ModelCard
@@ -28,7 +30,15 @@ OFFICIAL_LICENSE = (
 )
 
 
-def _official(img_size: int) -> dict[str, object]:
+class _Sections(TypedDict):
+    """The sections of an architecture preset: CrossEarthConfig's arguments but the classes."""
+
+    backbone: BackboneConfig
+    reins: ReinsConfig
+    head: HeadConfig
+
+
+def _official(img_size: int) -> _Sections:
     return {
         "backbone": BackboneConfig(img_size=img_size),
         "reins": ReinsConfig(),
@@ -36,7 +46,7 @@ def _official(img_size: int) -> dict[str, object]:
     }
 
 
-def _vit_s() -> dict[str, object]:
+def _vit_s() -> _Sections:
     return {
         "backbone": BackboneConfig(
             embed_dim=384, depth=12, num_heads=6, out_indices=(3, 5, 7, 11), img_size=512
@@ -56,7 +66,7 @@ def _vit_s() -> dict[str, object]:
     }
 
 
-def _vit_ti() -> dict[str, object]:
+def _vit_ti() -> _Sections:
     return {
         "backbone": BackboneConfig(
             embed_dim=192, depth=12, num_heads=3, out_indices=(3, 5, 7, 11), img_size=512
@@ -76,7 +86,7 @@ def _vit_ti() -> dict[str, object]:
     }
 
 
-def _tiny() -> dict[str, object]:
+def _tiny() -> _Sections:
     """The sizes of the official reduced reference (tests/fixtures/official/tiny_config.py)."""
     return {
         "backbone": BackboneConfig(
@@ -97,7 +107,7 @@ def _tiny() -> dict[str, object]:
     }
 
 
-ARCHITECTURES = {
+ARCHITECTURES: dict[str, Callable[[], _Sections]] = {
     "vit-l-512": lambda: _official(512),
     "vit-l-1024": lambda: _official(1024),
     "vit-s": _vit_s,
@@ -107,13 +117,15 @@ ARCHITECTURES = {
 
 
 def architecture_config(name: str, num_classes: int) -> CrossEarthConfig:
+    """The config of the architecture preset `name` for `num_classes` classes; an unknown name is
+    a CrossEarthError listing the presets."""
     try:
         parts = ARCHITECTURES[name]()
     except KeyError:
         raise CrossEarthError(
             f"unknown CrossEarth architecture preset '{name}'; known: {', '.join(ARCHITECTURES)}"
         ) from None
-    return CrossEarthConfig(num_classes=num_classes, **parts)  # type: ignore[arg-type]
+    return CrossEarthConfig(num_classes=num_classes, **parts)
 
 
 @dataclass(frozen=True)
@@ -123,6 +135,7 @@ class ClassList:
     source: str
 
     def infos(self) -> tuple[ClassInfo, ...]:
+        """The classes as the card's ClassInfo entries, indexed in order."""
         return tuple(
             ClassInfo(i, n, c) for i, (n, c) in enumerate(zip(self.names, self.colors, strict=True))
         )
@@ -201,8 +214,9 @@ class CheckpointPreset:
 
     @property
     def tile(self) -> tuple[int, int]:
+        """The tile (size, stride) the official checkpoint was run with."""
         # The configured image size with the official 2/3 stride: 512/341, 1024/683.
-        size = ARCHITECTURES[self.architecture]()["backbone"].img_size  # type: ignore[attr-defined]
+        size = ARCHITECTURES[self.architecture]()["backbone"].img_size
         return (size, round(size * 2 / 3))
 
 
@@ -343,6 +357,7 @@ CHECKPOINTS = {
 
 
 def checkpoint_preset(name: str) -> CheckpointPreset:
+    """The official checkpoint preset `name`; an unknown name is a CrossEarthError listing them."""
     try:
         return CHECKPOINTS[name]
     except KeyError:
@@ -406,6 +421,8 @@ def make_card(
 
 
 def preset_card(preset: CheckpointPreset, name: str | None = None) -> ModelCard:
+    """The card of an official checkpoint (classes, bands, tile, GSD, license); `name` overrides
+    the package name."""
     config = architecture_config(preset.architecture, len(preset.classes.names))
     return make_card(
         name or f"crossearth-{preset.name}",
@@ -417,7 +434,3 @@ def preset_card(preset: CheckpointPreset, name: str | None = None) -> ModelCard:
         description=f"CrossEarth ViT-L ({preset.checkpoint}): {preset.description}",
         license=OFFICIAL_LICENSE,
     )
-
-
-def with_classes(config: CrossEarthConfig, num_classes: int) -> CrossEarthConfig:
-    return replace(config, num_classes=num_classes)

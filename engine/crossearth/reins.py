@@ -41,6 +41,7 @@ class LoRAReins(nn.Module):
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
+        """Initialises as Rein does; skipped on the meta device, where weights load later."""
         if self.scale.is_meta:
             return
         self.scale.fill_(self.scale_init)

@@ -86,6 +86,7 @@ class ShardWorker:
         self.name = f"{socket.gethostname()}:{os.getpid()}"
 
     def pid(self) -> int:
+        """The worker's process id, so the driver can tell workers apart in messages."""
         return os.getpid()
 
     def progress(self) -> int:
@@ -210,4 +211,8 @@ def remote_worker_class(num_cpus: float, num_gpus: float) -> Any:
     """ShardWorker as a Ray actor class holding `num_cpus` CPUs and `num_gpus` GPUs."""
     import ray
 
-    return ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_concurrency=2)(ShardWorker)
+    # Ray's overloads list task options only; actor options such as max_concurrency are valid.
+    decorator = ray.remote(  # type: ignore[call-overload]
+        num_cpus=num_cpus, num_gpus=num_gpus, max_concurrency=2
+    )
+    return decorator(ShardWorker)

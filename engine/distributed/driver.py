@@ -23,7 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import CrossEarthError, SegmentationCancelled
+from ..cancel import cancel_check
+from ..errors import ConfigError, CrossEarthError, SegmentationCancelled
 from ..files import create_temporary_folder, describe_path, real_path, remove_temporary
 from ..memory import check_fits, segmentation_bytes
 from ..output_paths import plan_outputs
@@ -36,7 +37,6 @@ from ..pipeline import (
     ProgressCallback,
     SegmentOptions,
     SegmentResult,
-    _cancel_check,
     _on_processing_grid,
     input_files_of,
     prepare_job,
@@ -157,7 +157,12 @@ def _check_options(model: Any, options: SegmentOptions) -> None:
     if options.batch_size < 1:
         raise CrossEarthError(f"batch size must be at least 1, got {options.batch_size}")
     if options.threads is not None and options.threads < 1:
-        raise CrossEarthError(f"--threads must be at least 1, got {options.threads}")
+        raise ConfigError(
+            f"threads must be at least 1, got {options.threads}",
+            code="option.threads",
+            option="threads",
+            value=options.threads,
+        )
     if options.output_grid not in ("source", "model"):
         raise CrossEarthError(
             f"output grid '{options.output_grid}' is not valid; use source or model"
@@ -184,7 +189,8 @@ def _check_workers_fit(job: Job, options: SegmentOptions, plan: Any, width: int)
     check_fits(
         plan.count * per_worker,
         f"segmenting with {plan.count} workers",
-        "use fewer --workers (or a smaller --tile or --batch)",
+        "use fewer workers (or a smaller tile size or batch size)",
+        ("workers", "tile", "batch"),
     )
 
 
@@ -251,11 +257,11 @@ def segment_sharded(
     Raises CrossEarthError for bad input (one line) and SegmentationCancelled when `cancel` is
     set; then no output, no part file and no Ray process of this run is left.
     """
-    from .session import RaySession, cluster_plan, local_plan, parse_workers
+    from .session import RaySession, parse_workers
 
     options = options or SegmentOptions()
     report = progress or (lambda fraction, message: None)
-    is_cancelled = _cancel_check(cancel)
+    is_cancelled = cancel_check(cancel)
     started = time.perf_counter()
     input_path = Path(input_path)
     requested_workers = parse_workers(workers)
@@ -264,163 +270,68 @@ def segment_sharded(
         raise CrossEarthError(f"shards must be at least 1, got {shards}")
     input_files = input_files_of(input_path)
 
-    session = RaySession()
-    scheduler: Any = None
-    work: WorkFolder | None = None
-    owns_work = False
-    scratch: Path | None = None
+    run = _RunResources(RaySession())
     succeeded = False
     try:
-        source, window = input_path, None
-        if options.extent is not None or options.output_grid == "model":
-            # The VRTs of an extent or a processing grid go beside the output, where every
-            # worker that can write the output can also read them (not /tmp, which is per node).
-            planned = plan_outputs(
-                Path(output_path),
-                input_files,
-                confidence=options.confidence,
-                polygons=options.polygons,
-                overwrite=options.overwrite,
-            )
-            scratch = create_temporary_folder(planned.classes)
-        if options.extent is not None:
-            assert scratch is not None
-            with open_raster(input_path) as dataset:
-                window = extent_window(dataset, options.extent)
-            source = subset_vrt(input_path, window, scratch)
-        if options.output_grid == "model":
-            assert scratch is not None
-            source = _on_processing_grid(source, model, options, scratch)
-        with open_raster(source) as reader_ds:
-            job = prepare_job(reader_ds, input_path, Path(output_path), model, options, input_files)
-            height, width = reader_ds.height, reader_ds.width
-            profile = {
-                "height": height,
-                "width": width,
-                "crs": reader_ds.crs,
-                "transform": reader_ds.transform,
-            }
-        card, package = job.card, job.package
-        assert package is not None
-        # The same tags as a single-process run's outputs (engine.pipeline._run).
-        tags = {
-            "CROSSEARTH_MODEL": card.name,
-            "CROSSEARTH_MODEL_VERSION": card.version,
-            "CROSSEARTH_SOURCE": describe_path(input_path.name),
-        }
+        source = _read_source(run, input_path, Path(output_path), model, options, input_files)
+        job = source.job
         confidence_dtype = options.confidence_dtype if job.outputs.confidence else None
-        tiles = plan_tiles(height, width, job.size, job.stride)
-        parameters = job_parameters(input_path, input_files, job, options, height, width, window)
-        work = WorkFolder(job.outputs.classes)
+        tiles = plan_tiles(source.height, source.width, job.size, job.stride)
+        parameters = job_parameters(
+            input_path, input_files, job, options, source.height, source.width, source.window
+        )
+        work = run.work = WorkFolder(job.outputs.classes)
         manifest = _open_work_folder(work, parameters, resume, options.overwrite)
-        owns_work = True
-
-        plan: list[Shard] | None = None
-        parts: dict[int, PartInfo] = {}
-        if manifest is not None:
-            rows = [tuple(r) for r in manifest.get("shards", [])]
-            plan = shards_from_rows(tiles, height, job.size, rows)  # type: ignore[arg-type]
-            if plan is None:
-                raise CrossEarthError(
-                    f"the shard plan in {describe_path(work.path)} does not fit this raster; "
-                    "remove the folder to start again"
-                )
-            for shard in plan:
-                part = work.finished_part(
-                    shard.index, shard.first, shard.end, width, confidence_dtype
-                )
-                if part is not None:
-                    parts[shard.index] = part
-            work.remove_temporaries()
+        run.owns_work = True
+        plan, parts = _finished_parts(work, manifest, tiles, source, confidence_dtype)
 
         worker_plan = None
         ray = None
         if plan is None or len(parts) < len(plan):
             if is_cancelled():
                 raise SegmentationCancelled()
-            report(0.0, "starting Ray" if cluster is None else f"connecting to Ray at {cluster}")
-            local = (
-                local_plan(options.device, requested_workers, options.threads)
-                if cluster is None
-                else None
+            ray, worker_plan = _start_ray(
+                run.session, cluster, options, requested_workers, job, source.width, report
             )
-            if local is not None and not local.gpu:
-                _check_workers_fit(job, options, local, width)
-            ray = session.open(cluster, local)
-            worker_plan = local if session.opened and cluster is None else None
-            if worker_plan is None:
-                worker_plan = cluster_plan(ray, options.device, requested_workers, options.threads)
         if plan is None:
             assert worker_plan is not None
-            count = shards or default_shard_count(
-                len(tile_row_starts(tiles)), worker_plan.count, job.size, job.stride, height, width
-            )
-            plan = plan_shards(tiles, height, job.size, count)
-            work.create(
-                {
-                    "fingerprint": fingerprint(parameters),
-                    "parameters": parameters,
-                    "shards": [[shard.first, shard.end] for shard in plan],
-                }
-            )
+            plan = _new_shard_plan(work, parameters, tiles, source, shards, worker_plan.count)
         todo = [shard for shard in plan if shard.index not in parts]
         reused = len(plan) - len(todo)
-        total_tiles = sum(len(shard.tiles) for shard in plan)
-        done_tiles = sum(len(shard.tiles) for shard in plan if shard.index in parts)
         if reused:
             report(WORK_START, f"resuming: {reused} of {len(plan)} shard(s) already done")
 
         stats = None
         if todo:
-            from .scheduler import ShardScheduler
-
             assert ray is not None and worker_plan is not None
-            spec = WorkerSpec(
-                source=os.fsdecode(source if _is_remote(str(source)) else Path(source).absolute()),
-                height=height,
-                width=width,
-                # Workers may run in another folder: every path they get is absolute.
-                package=dataclasses.replace(package, path=package.path.absolute()),
-                bands=tuple(job.bands),
-                scaling=job.scaling,
-                size=job.size,
-                model_tile=job.model_tile if job.resolution.factor != 1.0 else None,
-                batch_size=options.batch_size,
-                confidence_dtype=confidence_dtype,
-                device="cuda" if worker_plan.gpu else "cpu",
-                threads=worker_plan.threads,
-                amp=options.amp,
-                work_folder=os.fsdecode(work.path),
-            )
-            scheduler = ShardScheduler(
+            spec = _worker_spec(source, options, worker_plan, confidence_dtype, work)
+            stats = _run_shards(
+                run,
                 ray,
                 spec,
                 worker_plan,
-                lambda f, m: report(WORK_START + (WORK_END - WORK_START) * f, m),
-                is_cancelled,
-                total_tiles=total_tiles,
-                done_tiles=done_tiles,
+                todo,
+                total_tiles=sum(len(shard.tiles) for shard in plan),
+                done_tiles=sum(len(shard.tiles) for shard in plan if shard.index in parts),
+                report=report,
+                is_cancelled=is_cancelled,
             )
-            stats = scheduler.run(todo)
             parts.update(stats.parts)
-            # The workers are done: free their memory (and the Ray instance) before writing.
-            scheduler.stop()
-            scheduler = None
-            session.close()
 
         counts, nodata_pixels = _assemble(
-            job, work, plan, parts, profile, tags, options, report, is_cancelled
+            job,
+            work,
+            plan,
+            parts,
+            source.profile,
+            _tags(job, input_path),
+            options,
+            report,
+            is_cancelled,
         )
         succeeded = True
     finally:
-        if scheduler is not None:
-            scheduler.stop()
-        session.close()
-        if not succeeded and owns_work and work is not None:
-            work.remove_temporaries()
-            work.remove()
-        if scratch is not None:
-            remove_temporary(scratch)
+        run.close(succeeded)
 
     left = work.remove()
     if left:
@@ -429,6 +340,25 @@ def segment_sharded(
         )
     seconds = time.perf_counter() - started
     report(1.0, f"done in {seconds:.1f} s")
+    return _result(
+        job, tiles, plan, parts, todo, worker_plan, stats, counts, nodata_pixels, seconds
+    )
+
+
+def _result(
+    job: Job,
+    tiles: list[Any],
+    plan: list[Shard],
+    parts: dict[int, PartInfo],
+    todo: list[Shard],
+    worker_plan: Any,
+    stats: Any,
+    counts: Any,
+    nodata_pixels: int,
+    seconds: float,
+) -> ShardedResult:
+    """What the run wrote and did, for the caller and the CLI's done event."""
+    card = job.card
     return ShardedResult(
         output=job.outputs.classes,
         confidence=job.outputs.confidence,
@@ -447,11 +377,238 @@ def segment_sharded(
         workers=min(worker_plan.count, len(todo)) if worker_plan else 0,
         shards=len(plan),
         shards_run=len(todo),
-        shards_reused=reused,
+        shards_reused=len(plan) - len(todo),
         retries=stats.retries if stats else 0,
         tiles_computed=stats.tiles_computed if stats else 0,
         worker_throughput=stats.throughput if stats else {},
     )
+
+
+class _RunResources:
+    """What a sharded run started and must not leave behind: the Ray session, the shard
+    scheduler (its workers), the work folder of part files and the scratch folder of VRTs."""
+
+    def __init__(self, session: Any) -> None:
+        self.session = session
+        self.scheduler: Any = None
+        self.work: WorkFolder | None = None
+        self.owns_work = False  # once the work folder was checked as ours to remove
+        self.scratch: Path | None = None
+
+    def close(self, succeeded: bool) -> None:
+        """Stops the workers and Ray; after a failure also removes the part files."""
+        if self.scheduler is not None:
+            self.scheduler.stop()
+        self.session.close()
+        if not succeeded and self.owns_work and self.work is not None:
+            self.work.remove_temporaries()
+            self.work.remove()
+        if self.scratch is not None:
+            remove_temporary(self.scratch)
+
+
+@dataclass
+class _Source:
+    """The raster the workers read (the input, or a VRT of its extent or its processing grid)
+    and the job decided on it."""
+
+    path: Path | str
+    window: Any  # the extent's window of the input, or None
+    job: Job
+    height: int
+    width: int
+    profile: dict[str, Any]
+
+
+def _read_source(
+    run: _RunResources,
+    input_path: Path,
+    output_path: Path,
+    model: Any,
+    options: SegmentOptions,
+    input_files: list[Path],
+) -> _Source:
+    """Decides the job as `segment` does, on the input or on a VRT of it (in `run.scratch`)."""
+    source: Path | str = input_path
+    window = None
+    if options.extent is not None or options.output_grid == "model":
+        # The VRTs of an extent or a processing grid go beside the output, where every
+        # worker that can write the output can also read them (not /tmp, which is per node).
+        planned = plan_outputs(
+            output_path,
+            input_files,
+            confidence=options.confidence,
+            polygons=options.polygons,
+            overwrite=options.overwrite,
+        )
+        run.scratch = create_temporary_folder(planned.classes)
+    if options.extent is not None:
+        assert run.scratch is not None
+        with open_raster(input_path) as dataset:
+            window = extent_window(dataset, options.extent)
+        source = subset_vrt(input_path, window, run.scratch)
+    if options.output_grid == "model":
+        assert run.scratch is not None
+        source = _on_processing_grid(source, model, options, run.scratch)
+    with open_raster(source) as reader_ds:
+        job = prepare_job(reader_ds, input_path, output_path, model, options, input_files)
+        height, width = reader_ds.height, reader_ds.width
+        profile = {
+            "height": height,
+            "width": width,
+            "crs": reader_ds.crs,
+            "transform": reader_ds.transform,
+        }
+    assert job.package is not None
+    return _Source(source, window, job, height, width, profile)
+
+
+def _tags(job: Job, input_path: Path) -> dict[str, str]:
+    """The same tags as a single-process run's outputs (engine.pipeline._run)."""
+    return {
+        "CROSSEARTH_MODEL": job.card.name,
+        "CROSSEARTH_MODEL_VERSION": job.card.version,
+        "CROSSEARTH_SOURCE": describe_path(input_path.name),
+    }
+
+
+def _finished_parts(
+    work: WorkFolder,
+    manifest: dict[str, Any] | None,
+    tiles: list[Any],
+    source: _Source,
+    confidence_dtype: str | None,
+) -> tuple[list[Shard] | None, dict[int, PartInfo]]:
+    """A resumed run's shard plan and the parts its workers finished (none for a new run)."""
+    parts: dict[int, PartInfo] = {}
+    if manifest is None:
+        return None, parts
+    rows = [tuple(r) for r in manifest.get("shards", [])]
+    plan = shards_from_rows(tiles, source.height, source.job.size, rows)
+    if plan is None:
+        raise CrossEarthError(
+            f"the shard plan in {describe_path(work.path)} does not fit this raster; "
+            "remove the folder to start again"
+        )
+    for shard in plan:
+        part = work.finished_part(
+            shard.index, shard.first, shard.end, source.width, confidence_dtype
+        )
+        if part is not None:
+            parts[shard.index] = part
+    work.remove_temporaries()
+    return plan, parts
+
+
+def _start_ray(
+    session: Any,
+    cluster: str | None,
+    options: SegmentOptions,
+    requested_workers: int | None,
+    job: Job,
+    width: int,
+    report: ProgressCallback,
+) -> tuple[Any, Any]:
+    """Starts (or joins) Ray; returns it and the worker plan (count, device, threads)."""
+    from .session import cluster_plan, local_plan
+
+    report(0.0, "starting Ray" if cluster is None else f"connecting to Ray at {cluster}")
+    local = (
+        local_plan(options.device, requested_workers, options.threads) if cluster is None else None
+    )
+    if local is not None and not local.gpu:
+        _check_workers_fit(job, options, local, width)
+    ray = session.open(cluster, local)
+    worker_plan = local if session.opened and cluster is None else None
+    if worker_plan is None:
+        worker_plan = cluster_plan(ray, options.device, requested_workers, options.threads)
+    return ray, worker_plan
+
+
+def _new_shard_plan(
+    work: WorkFolder,
+    parameters: dict[str, Any],
+    tiles: list[Any],
+    source: _Source,
+    shards: int | None,
+    workers: int,
+) -> list[Shard]:
+    """Splits the tile plan into shards and records them in the work folder's manifest."""
+    job = source.job
+    count = shards or default_shard_count(
+        len(tile_row_starts(tiles)), workers, job.size, job.stride, source.height, source.width
+    )
+    plan = plan_shards(tiles, source.height, job.size, count)
+    work.create(
+        {
+            "fingerprint": fingerprint(parameters),
+            "parameters": parameters,
+            "shards": [[shard.first, shard.end] for shard in plan],
+        }
+    )
+    return plan
+
+
+def _worker_spec(
+    source: _Source,
+    options: SegmentOptions,
+    worker_plan: Any,
+    confidence_dtype: str | None,
+    work: WorkFolder,
+) -> WorkerSpec:
+    """What every worker needs to segment its shards; all paths absolute, as workers may run
+    in another folder."""
+    job = source.job
+    assert job.package is not None
+    path = source.path
+    return WorkerSpec(
+        source=os.fsdecode(path if _is_remote(str(path)) else Path(path).absolute()),
+        height=source.height,
+        width=source.width,
+        package=dataclasses.replace(job.package, path=job.package.path.absolute()),
+        bands=tuple(job.bands),
+        scaling=job.scaling,
+        size=job.size,
+        model_tile=job.model_tile if job.resolution.factor != 1.0 else None,
+        batch_size=options.batch_size,
+        confidence_dtype=confidence_dtype,
+        device="cuda" if worker_plan.gpu else "cpu",
+        threads=worker_plan.threads,
+        amp=options.amp,
+        work_folder=os.fsdecode(work.path),
+    )
+
+
+def _run_shards(
+    run: _RunResources,
+    ray: Any,
+    spec: WorkerSpec,
+    worker_plan: Any,
+    todo: list[Shard],
+    *,
+    total_tiles: int,
+    done_tiles: int,
+    report: ProgressCallback,
+    is_cancelled: Any,
+) -> Any:
+    """Runs the shards on the workers; returns the scheduler's statistics and the parts."""
+    from .scheduler import ShardScheduler
+
+    run.scheduler = ShardScheduler(
+        ray,
+        spec,
+        worker_plan,
+        lambda f, m: report(WORK_START + (WORK_END - WORK_START) * f, m),
+        is_cancelled,
+        total_tiles=total_tiles,
+        done_tiles=done_tiles,
+    )
+    stats = run.scheduler.run(todo)
+    # The workers are done: free their memory (and the Ray instance) before writing.
+    run.scheduler.stop()
+    run.scheduler = None
+    run.session.close()
+    return stats
 
 
 def _assemble(

@@ -55,6 +55,7 @@ def fingerprint(parameters: dict[str, Any]) -> str:
 
 
 def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file in hex, read in chunks (parts can be large)."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         while chunk := handle.read(_HASH_CHUNK):
@@ -104,10 +105,12 @@ class PartInfo:
     worker: str
 
     def to_json(self) -> dict[str, Any]:
+        """The part's record as JSON data, tagged with the part format."""
         return {"format": FORMAT, **asdict(self)}
 
     @classmethod
     def from_json(cls, data: Any) -> PartInfo | None:
+        """The record back from JSON data; None when it is not a part record of this format."""
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             return None
         fields = {k: v for k, v in data.items() if k != "format"}
@@ -212,6 +215,7 @@ class PartWriter:
             raise
 
     def write(self, rows: DecidedRows) -> None:
+        """Appends the next decided rows and counts their classes; rows out of order are a bug."""
         expected = self.first + self.classes.rows
         if rows.top != expected:
             raise RuntimeError(f"rows from {rows.top} arrived where row {expected} was due")
@@ -249,11 +253,13 @@ class PartWriter:
         return info
 
     def discard(self) -> None:
+        """Removes the part's unfinished files."""
         for stream in self._streams:
             stream.discard()
 
 
 def part_names(folder: Path, index: int) -> dict[str, Path]:
+    """The files of part `index` in `folder`: its record and its class and confidence arrays."""
     stem = f"part-{index:05d}"
     return {
         "json": folder / f"{stem}.json",
@@ -269,6 +275,7 @@ class WorkFolder:
         self.path = work_folder_for(output)
 
     def exists(self) -> bool:
+        """Whether anything is at the work folder's path (a dangling link included)."""
         return self.path.exists() or self.path.is_symlink()
 
     def read_manifest(self) -> dict[str, Any] | None:
@@ -371,6 +378,7 @@ class WorkFolder:
         return array
 
     def remove_part(self, index: int) -> None:
+        """Removes part `index`'s files, so the shard runs again."""
         for path in part_names(self.path, index).values():
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()

@@ -40,7 +40,6 @@ INPUT_HINT = (
 class _Slot:
     """One worker position: the actor now filling it and what it does."""
 
-    number: int
     actor: Any
     host: str = ""
     pid: int = 0
@@ -107,7 +106,6 @@ class ShardScheduler:
         self._numbers = 0
         self._token = secrets.token_hex(4)
         self._deaths_before_ready = 0
-        self._started = time.perf_counter()
         self._death = _death_errors(ray)
 
     # -- workers ---------------------------------------------------------------------------
@@ -115,7 +113,7 @@ class ShardScheduler:
     def _start_worker(self) -> _Slot:
         # Named (crossearth-worker-<run>-<n>) so that `ray list actors` shows whose they are.
         name = f"{WORKER_NAME_PREFIX}{self._token}-{self._numbers}"
-        slot = _Slot(self._numbers, self.actor_class.options(name=name).remote(self.spec))
+        slot = _Slot(self.actor_class.options(name=name).remote(self.spec))
         self._numbers += 1
         self.slots.append(slot)
         self.inflight[slot.actor.prepare.remote()] = ("prepare", slot)
@@ -143,6 +141,8 @@ class ShardScheduler:
     # -- the run ---------------------------------------------------------------------------
 
     def run(self, shards: list[Shard]) -> RunStats:
+        """Runs every shard on the workers, retrying a shard whose worker failed, and returns what
+        they made; raises SegmentationCancelled when the run is cancelled."""
         pending = deque(shards)
         attempts = {shard.index: 0 for shard in shards}
         for _ in range(min(self.plan.count, len(shards))):

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import CrossEarthError
+from ..errors import ConfigError, CrossEarthError, DeviceError
 from ..raster_input import first_line
 
 # The object store carries only shard descriptions and small results, never image data.
@@ -41,15 +41,24 @@ def parse_workers(value: int | str | None) -> int | None:
         try:
             number = int(text)
         except ValueError:
-            raise CrossEarthError(
-                f"--workers '{value}' is not valid; give a number of workers (e.g. 2) or auto"
+            raise ConfigError(
+                f"workers '{value}' is not valid; give a number of workers (e.g. 2) or auto",
+                code="workers.invalid",
+                option="workers",
+                value=value,
             ) from None
     if number < 1:
-        raise CrossEarthError(f"--workers {number} must be at least 1 (or auto)")
+        raise ConfigError(
+            f"workers {number} must be at least 1 (or auto)",
+            code="workers.too_few",
+            option="workers",
+            value=number,
+        )
     return number
 
 
 def local_cores() -> int:
+    """The CPU cores this process may use (its affinity on Linux)."""
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux
@@ -73,13 +82,16 @@ class WorkerPlan:
 
     @property
     def num_cpus(self) -> float:
+        """The CPUs Ray reserves for each worker."""
         return 1 if self.gpu else float(self.threads or 1)
 
     @property
     def num_gpus(self) -> float:
+        """The GPUs Ray reserves for each worker (one or none)."""
         return 1 if self.gpu else 0
 
     def describe(self) -> str:
+        """The placement in words, for the progress message."""
         if self.gpu:
             return f"{self.count} worker(s), one GPU each"
         return f"{self.count} worker(s) on CPU, {self.threads} thread(s) each"
@@ -106,16 +118,25 @@ def local_plan(device: str, workers: int | None, threads: int | None) -> WorkerP
 
         gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if gpu and not gpus:
-            raise CrossEarthError(
-                f"device '{device}' requested but CUDA is not available (torch "
-                f"{torch.__version__}, no usable NVIDIA GPU/driver); use --device cpu or auto"
+            reason = (
+                f"CUDA is not available (torch {torch.__version__}, no usable NVIDIA GPU/driver)"
+            )
+            raise DeviceError(
+                f"device '{device}' requested but {reason}; use the device cpu or auto",
+                device=device,
+                reason=reason,
+                option="device",
             )
     if gpus:
         count = workers or gpus
         if count > gpus:
-            raise CrossEarthError(
-                f"--workers {count} needs {count} GPUs but this machine has {gpus}; use "
-                f"--workers {gpus} (or auto), or --device cpu"
+            raise ConfigError(
+                f"{count} workers need {count} GPUs but this machine has {gpus}; use {gpus} "
+                "workers (or auto), or the device cpu",
+                code="workers.gpus",
+                option="workers",
+                value=count,
+                gpus=gpus,
             )
         return WorkerPlan(count, True, threads)
     cores = local_cores()
@@ -131,8 +152,12 @@ def cluster_plan(ray: Any, device: str, workers: int | None, threads: int | None
     nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
     gpus = int(sum(n.get("GPU", 0) for n in nodes))
     if gpu and not gpus:
-        raise CrossEarthError(
-            f"device '{device}' requested but the Ray cluster has no GPUs; use --device cpu or auto"
+        raise DeviceError(
+            f"device '{device}' requested but the Ray cluster has no GPUs; use the device cpu "
+            "or auto",
+            device=device,
+            reason="the Ray cluster has no GPUs",
+            option="device",
         )
     if gpu is not False and gpus:
         return WorkerPlan(workers or gpus, True, threads)
@@ -155,6 +180,8 @@ class RaySession:
         self.opened = False
 
     def open(self, cluster: str | None, local: WorkerPlan | None) -> Any:
+        """The `ray` module, connected: an existing connection, a local instance sized by `local`,
+        or the cluster at `cluster`; a failed start is a CrossEarthError."""
         import ray
 
         self.ray = ray
@@ -164,10 +191,11 @@ class RaySession:
         # ray.init replaces the SIGTERM handler with sys.exit; the CLI's turns SIGTERM into
         # KeyboardInterrupt, which the run's clean-up (and exit code 130) relies on.
         previous = signal.getsignal(signal.SIGTERM) if in_main else None
-        quiet = {"logging_level": logging.ERROR, "log_to_driver": False}
+        quiet: dict[str, Any] = {"logging_level": logging.ERROR, "log_to_driver": False}
         try:
             if cluster is None:
                 assert local is not None
+                _loopback_only(ray)
                 path = os.pathsep.join(
                     p for p in (str(ENGINE_ROOT), os.environ.get("PYTHONPATH", "")) if p
                 )
@@ -175,6 +203,8 @@ class RaySession:
                     address="local",
                     num_cpus=max(1, round(local.count * local.num_cpus)),
                     include_dashboard=False,
+                    # A local instance talks over the loopback interface only.
+                    _node_ip_address="127.0.0.1",
                     object_store_memory=OBJECT_STORE_BYTES,
                     # Workers import this very engine, also when it is not installed.
                     runtime_env={"env_vars": {"PYTHONPATH": path}},
@@ -205,6 +235,17 @@ class RaySession:
         return ray
 
     def close(self) -> None:
+        """Shuts down or disconnects what `open` started; a connection it found is left alone."""
         if self.opened and self.ray is not None:
             self.ray.shutdown()
             self.opened = False
+
+
+def _loopback_only(ray: Any) -> None:
+    """A local instance serves this process only: Ray binds it to the loopback interface
+    (its own "laptop" mode) instead of the machine's network address, for the processes it
+    starts too."""
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    from ray._private import ray_constants
+
+    ray_constants.ENABLE_RAY_CLUSTER = False

@@ -37,6 +37,7 @@ class Shard:
 
     @property
     def rows(self) -> int:
+        """How many output rows the shard writes."""
         return self.end - self.first
 
     def own_tiles(self) -> int:

@@ -1,5 +1,7 @@
 """The bundled default model: a valid package with an honest card, and the quality it states."""
 
+import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +43,44 @@ def test_card_states_classes_bands_gsd_license_provenance_and_metrics(package):
     assert set(validation["iou"]) == set(CLASSES)
     assert 0.3 < validation["mIoU"] <= 1.0
     assert card.metrics["test"]["raleigh_landsat7_sample.tif"]["pixels"] == 27521
+    # Recorded as the recipe file wrote them, without the training machine's device or threads.
+    recipe = provenance["recipe"]
+    assert recipe["images"][0]["image"] == "../../resources/data/raleigh/landsat7_2000.tif"
+    assert recipe["output"] == "../../resources/models/crossearth-landsat-lc"
+    assert "device" not in recipe and "threads" not in recipe
+    # The run predates timed checkpoints: the time is the measured rate times the steps.
+    assert provenance["seconds"] == 5440 and "3.4 s per step" in provenance["seconds_source"]
+
+
+# A path as a word of its own: /folder/..., C:\..., C:/..., ~/...
+_ABSOLUTE = re.compile(r"(?:^|[\s=\"'(])(?:/[^\s/]+|[A-Za-z]:[\\/]|~/)")
+
+
+def _strings(value):
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield str(key)
+            yield from _strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
+
+
+def test_no_model_card_in_the_repository_names_a_folder_of_a_machine():
+    cards = [
+        path
+        for folder in ("resources", "tests/fixtures")
+        for path in sorted((REPO / folder).rglob("model.json"))
+    ]
+    assert REPO / "resources/models/crossearth-landsat-lc/model.json" in cards
+    for card in cards:
+        card_data = json.loads(card.read_text(encoding="utf-8"))
+        absolute = [text for text in _strings(card_data) if _ABSOLUTE.search(text)]
+        assert not absolute, f"{card.relative_to(REPO)} holds absolute paths: {absolute}"
+    assert _ABSOLUTE.search("/work/main/x.tif") and _ABSOLUTE.search("--image=C:\\data\\x.tif")
+    assert not _ABSOLUTE.search("herbaceous / agriculture, ViT-Ti/16, ../../resources/x.tif")
 
 
 def test_weights_are_float16_and_under_50_mb(package):

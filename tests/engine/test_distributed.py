@@ -24,6 +24,7 @@ import pytest
 import rasterio
 import torch
 
+from engine.cli_messages import cli_message
 from engine.distributed.parts import PartWriter, WorkFolder, work_folder_for
 from engine.distributed.session import WorkerPlan, cluster_plan, parse_workers
 from engine.distributed.shards import (
@@ -87,8 +88,10 @@ def test_default_shard_count_bounds_the_halo_work():
 
 def test_worker_plans():
     assert parse_workers("auto") is None and parse_workers(" 3 ") == 3
-    with pytest.raises(CrossEarthError, match="--workers 'x' is not valid"):
+    with pytest.raises(CrossEarthError, match="workers 'x' is not valid") as caught:
         parse_workers("x")
+    assert caught.value.code == "workers.invalid" and caught.value.fields["value"] == "x"
+    assert cli_message(caught.value).startswith("--workers 'x' is not valid")
     with pytest.raises(CrossEarthError, match="must be at least 1"):
         parse_workers(0)
 
@@ -200,8 +203,10 @@ def ray_cluster():
     if ray.is_initialized():
         ray.shutdown()
     ray.init(
+        address="local",  # a new instance, never a cluster someone started on this machine
         num_cpus=2,
         include_dashboard=False,
+        _node_ip_address="127.0.0.1",  # loopback only
         log_to_driver=False,
         object_store_memory=128 << 20,
         logging_level="ERROR",

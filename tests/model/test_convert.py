@@ -40,8 +40,11 @@ def test_rein_and_head_checkpoint_with_separate_backbone(tmp_path, tiny_state, t
     ckpt = save(tmp_path / "iter_30000.pth", rein_head)
     base = save(tmp_path / "dinov2_converted.pth", backbone, wrap=False)
 
-    with pytest.raises(CrossEarthError, match="pass the frozen DINOv2 weights with --backbone"):
+    with pytest.raises(CrossEarthError, match="give the frozen DINOv2 weights") as caught:
         convert(ckpt, tmp_path / "a", mmseg_config=TINY_CONFIG)
+    # The library names the option, the CLI its flag.
+    assert caught.value.code == "model.backbone_missing"
+    assert caught.value.fields["option"] == "backbone"
     report = convert(ckpt, tmp_path / "b", mmseg_config=TINY_CONFIG, backbone=base)
     assert report.package.card.provenance["backbone_file"] == "dinov2_converted.pth"
     torch.testing.assert_close(

@@ -71,14 +71,15 @@ def qgis_process(args: list[str], env: dict[str, str], timeout: float = 300) -> 
 
 def fresh_qgis_config(target: Path) -> Path:
     """A temporary copy of the repository's QGIS profile folder (never modified by tests)."""
-    shutil.copytree(REPO / ".qgis-settings", target)
+    shutil.copytree(REPO / "tests" / "fixtures" / "qgis-settings", target)
     return target
 
 
 @pytest.fixture(scope="session", autouse=True)
 def isolated_qgis_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """pytest-qgis points QSettings at the checked-in .qgis-settings; the plugin saves its
-    choices there, so these tests write to a temporary copy instead."""
+    """pytest-qgis points QSettings at REPO/.qgis-settings (a name it fixes; ignored by git);
+    the plugin saves its choices there, so these tests write to a temporary copy of
+    tests/fixtures/qgis-settings instead."""
     config = fresh_qgis_config(tmp_path_factory.mktemp("qgis") / "config")
     QSettings.setPath(
         QSettings.IniFormat, QSettings.UserScope, str(config / "profiles" / "default")
@@ -204,9 +205,12 @@ def add_raster(project: QgsProject) -> Callable[[Path], QgsRasterLayer]:
 def dock(qgis_iface, project, catalog_json, engine_check):
     """The real dock, with the model list and devices the engine reported (asked once per
     session; test_dock_asks_the_engine_for_models_and_devices covers the asking itself)."""
+    from crossearth_qgis import settings
     from crossearth_qgis.dock import CrossEarthDock
     from crossearth_qgis.models import catalog_from_json
 
+    # Each test starts from the default device: a test that chose CUDA saved it.
+    settings.set_value(settings.DEVICE, "auto")
     widget = CrossEarthDock(qgis_iface, qgis_iface.mainWindow())
     widget.set_catalog(catalog_from_json(catalog_json), select=MODEL_NAME)
     widget._devices_checked(engine_check)

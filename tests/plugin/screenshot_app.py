@@ -38,23 +38,23 @@ def wait_for(condition, timeout: float = 300.0) -> None:
 class Interface(QObject):
     """The part of QgisInterface the dock uses."""
 
-    currentLayerChanged = pyqtSignal(object)  # noqa: N815
+    currentLayerChanged = pyqtSignal(object)
 
     def __init__(self, window, canvas, bar) -> None:
         super().__init__()
         self._window, self._canvas, self._bar = window, canvas, bar
         self.active = None
 
-    def mainWindow(self):  # noqa: N802
+    def mainWindow(self):
         return self._window
 
-    def mapCanvas(self):  # noqa: N802
+    def mapCanvas(self):
         return self._canvas
 
-    def messageBar(self):  # noqa: N802
+    def messageBar(self):
         return self._bar
 
-    def activeLayer(self):  # noqa: N802
+    def activeLayer(self):
         return self.active
 
 

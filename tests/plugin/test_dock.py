@@ -29,7 +29,7 @@ from qgis.PyQt.QtGui import QColor, QImage
 
 from crossearth_qgis import settings
 from crossearth_qgis.dock import ADD_MODEL, ADD_MODEL_TEXT, AREA_CANVAS, AREA_SELECTION
-from crossearth_qgis.worker import ConvertRequest
+from crossearth_qgis.requests import ConvertRequest
 
 from .conftest import (
     CLASSES,

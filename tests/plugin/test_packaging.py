@@ -81,6 +81,9 @@ def test_zip_holds_real_files_with_the_engine_runtime(plugin_zip):
             assert archive.read(f"{PLUGIN}/runtime/{module}") == (REPO / module).read_bytes()
         assert f"{PLUGIN}/runtime/training/__init__.py" in names
         assert f"{PLUGIN}/runtime/resources/models/" in names
+        assert archive.read(f"{PLUGIN}/LICENSE") == (REPO / "LICENSE").read_bytes()
+        model_license = archive.read(f"{PLUGIN}/runtime/resources/LICENSE")
+        assert model_license == (REPO / "resources" / "LICENSE").read_bytes()
         for plugin_module in ("plugin.py", "dock.py", "worker.py", "processing/provider.py"):
             assert f"{PLUGIN}/{plugin_module}" in names
         requirements = archive.read(f"{PLUGIN}/runtime/requirements.txt").decode().splitlines()

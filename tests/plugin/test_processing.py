@@ -50,7 +50,8 @@ SEGMENT = "crossearth:segmentraster"
 @pytest.fixture(scope="module")
 def provider():
     # Without pytest-qgis's qgis_processing: Processing.initialize() would create folders in
-    # the checked-in .qgis-settings profile. processing.run needs only the registry.
+    # the .qgis-settings profile pytest-qgis starts QGIS with. processing.run needs only the
+    # registry.
     registry = QgsApplication.processingRegistry()
     added = CrossEarthProvider()
     assert registry.addProvider(added)
@@ -74,7 +75,7 @@ class RecordingFeedback(QgsProcessingFeedback):
         self.cancel_at_tile = cancel_at_tile
         self.progressChanged.connect(self.progress.append)
 
-    def setProgressText(self, text: str) -> None:  # noqa: N802
+    def setProgressText(self, text: str) -> None:
         self.texts.append(text)
         if self.cancel_at_tile and "tile " in text:
             self.cancel()

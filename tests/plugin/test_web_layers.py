@@ -286,7 +286,7 @@ def test_cancel_and_failure_leave_nothing(tiles, xyz_layer, project, tmp_path, m
     assert list(tmp_path.iterdir()) == []
 
 
-class socket_port:  # noqa: N801 (used as a context manager, like a function)
+class socket_port:
     """A free TCP port on 127.0.0.1, closed again: nothing listens there."""
 
     def __enter__(self) -> int:
@@ -544,7 +544,7 @@ class TextFeedback(QgsProcessingFeedback):
         super().__init__()
         self.texts: list[str] = []
 
-    def setProgressText(self, text: str) -> None:  # noqa: N802
+    def setProgressText(self, text: str) -> None:
         self.texts.append(text)
         super().setProgressText(text)
 

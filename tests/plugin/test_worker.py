@@ -9,15 +9,16 @@ from pathlib import Path
 import pytest
 
 from crossearth_qgis.engine_env import Interpreter
-from crossearth_qgis.worker import (
+from crossearth_qgis.engine_errors import (
     EngineCancelled,
     EngineError,
-    EtaEstimator,
-    SegmentRequest,
-    format_eta,
-    plain,
-    run_engine,
+    analyst_message,
+    reported_error,
+    sentence,
 )
+from crossearth_qgis.eta import EtaEstimator, format_eta
+from crossearth_qgis.requests import SegmentRequest
+from crossearth_qgis.worker import run_engine
 
 from .conftest import MODEL_NAME, assert_plain
 
@@ -47,10 +48,13 @@ def test_engine_errors_arrive_as_plain_sentences(rasters, tmp_path):
     with pytest.raises(EngineError) as caught:
         run_engine(request.args())
     message = str(caught.value)
-    # The engine said "...pass --bands, e.g. --bands 1,2,3"; the analyst reads the setting.
+    # The engine said "...pass --bands, e.g. --bands 1,2,3"; the analyst reads the setting,
+    # worded from the error's code and fields.
     assert message.startswith("Cannot tell which of the raster's 6 bands")
     assert "set Bands to 1,2,3" in message
     assert_plain(message)
+    assert caught.value.code == "input.bands_ambiguous"
+    assert caught.value.fields["suggestion"] == "1,2,3" and caught.value.fields["count"] == 6
     assert "crossearth:" in caught.value.details  # the raw stderr is kept for the log
     assert not (tmp_path / "x.tif").exists()
 
@@ -105,15 +109,52 @@ def test_eta_starts_with_the_first_tile_and_counts_down():
     assert format_eta(4000) == "about 1 h 7 min left"
 
 
-def test_plain_words_for_engine_messages():
-    assert plain(
-        "crossearth: device 'cuda' requested but CUDA is not available (torch 2.1, no usable "
-        "NVIDIA GPU/driver); use --device cpu or auto"
-    ) == (
+def test_plain_words_for_engine_messages_come_from_code_and_fields():
+    # The CLI's wording is never read for a known code: only the code and the fields count.
+    reason = "CUDA is not available (torch 2.1, no usable NVIDIA GPU/driver)"
+    fields = {"device": "cuda", "reason": reason, "option": "device"}
+    assert analyst_message("device.unavailable", fields, "ignored") == (
         "Device 'cuda' requested but CUDA is not available (torch 2.1, no usable NVIDIA "
         "GPU/driver); choose the device cpu or auto."
     )
-    assert plain("--bands lists 2 band(s)") == "Bands lists 2 band(s)."
+    fields = {"option": "bands", "value": [1, 2], "wanted": ["red", "green", "blue"]}
+    assert analyst_message("input.bands_count", fields, "ignored") == (
+        "Bands lists 2 band(s) but the model takes 3 (red, green, blue); list one source band "
+        "per model input."
+    )
+    fields = {"name": "potsdam", "folder": "/m", "option": "overwrite"}
+    assert analyst_message("model.installed", fields, "ignored") == (
+        "'potsdam' is already installed in /m; confirm replacing it with a new download."
+    )
+    # An unknown code, or a known one without its fields (another engine version): the
+    # engine's message, without the CLI's prefix, as a sentence.
+    assert analyst_message("input.read", {}, "crossearth: cannot read x.tif") == (
+        "Cannot read x.tif."
+    )
+    assert analyst_message("output.exists", {}, "crossearth: out.tif exists") == (
+        "Out.tif exists."
+    )
+    assert sentence("crossearth: done already.") == "Done already."
+
+
+def test_a_reported_error_event_becomes_an_engine_error_with_its_code_and_fields():
+    event = {
+        "event": "error",
+        "code": "workers.gpus",
+        "message": "--workers 4 needs 4 GPUs but this machine has 1; use --workers 1 (or auto)",
+        "fields": {"option": "workers", "value": 4, "gpus": 1},
+    }
+    error = reported_error(event, ["crossearth: --workers 4 needs 4 GPUs"], "stderr")
+    assert isinstance(error, EngineError) and error.details == "stderr"
+    assert error.code == "workers.gpus" and error.fields == event["fields"]
+    assert str(error) == (
+        "4 workers need 4 GPUs but this machine has 1; set Workers to 1 (or auto), or choose "
+        "the device cpu."
+    )
+    assert_plain(str(error))
+    # Without an event (an argparse usage error): the stderr line, generic code.
+    error = reported_error(None, ["usage: ...", "crossearth segment: error: bad --tile"], "")
+    assert error.code == "" and str(error) == "Bad --tile."
 
 
 def test_segment_request_command_line(tmp_path, monkeypatch):
@@ -178,7 +219,4 @@ def test_segment_request_workers_and_cluster():
     assert not any(
         a.startswith(("--workers", "--cluster"))
         for a in SegmentRequest("/d/in.tif", "/d/out.tif").args()
-    )
-    assert plain("--workers 4 needs 4 GPUs; use --workers 1") == (
-        "Workers 4 needs 4 GPUs; use Workers 1."
     )

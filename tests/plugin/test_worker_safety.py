@@ -22,18 +22,10 @@ from qgis.core import Qgis, QgsApplication, QgsProcessingException
 
 from crossearth_qgis import dock as dock_module
 from crossearth_qgis.engine_env import Interpreter
+from crossearth_qgis.engine_errors import EngineCancelled, EngineError, analyst_message
 from crossearth_qgis.processing.provider import CrossEarthProvider
-from crossearth_qgis.worker import (
-    SCRATCH_PREFIX,
-    TEMP_PREFIX,
-    ConvertRequest,
-    EngineCancelled,
-    EngineError,
-    FineTuneRequest,
-    SegmentRequest,
-    plain,
-    run_engine,
-)
+from crossearth_qgis.requests import ConvertRequest, FineTuneRequest, SegmentRequest
+from crossearth_qgis.worker import SCRATCH_PREFIX, TEMP_PREFIX, run_engine
 
 from .conftest import (
     CLASSES,
@@ -169,13 +161,16 @@ def test_values_starting_with_a_dash_reach_the_engine_as_values(tmp_path, monkey
 
 
 def test_overwrite_in_engine_messages_is_said_in_plain_words():
-    assert plain(
-        "crossearth: /d/p already exists; remove it, choose another --output or pass --overwrite"
-    ) == "/d/p already exists; remove it, choose another output folder or confirm replacing it."
-    assert plain(
-        "crossearth: output /d/o.tif already exists; pass --overwrite to replace it, or choose "
-        "another name"
-    ) == "Output /d/o.tif already exists; confirm replacing it, or choose another name."
+    # Worded from the code and the fields; the CLI's message (with its flags) is not read.
+    cli = "crossearth: ... pass --overwrite ..."
+    fields = {"path": "/d/p", "choose": "choose another name", "option": "overwrite"}
+    assert analyst_message("package.exists", fields, cli) == (
+        "/d/p already exists; remove it, choose another name or confirm replacing it."
+    )
+    fields = {"what": "output", "path": "/d/o.tif", "option": "overwrite"}
+    assert analyst_message("output.exists", fields, cli) == (
+        "Output /d/o.tif already exists; confirm replacing it, or choose another name."
+    )
 
 
 # --- 2. west of Greenwich, end to end -------------------------------------------------------
@@ -523,7 +518,7 @@ def test_dock_passes_no_overwrite_for_new_files(dock, add_raster, west_raster, t
 def test_dock_default_output_is_a_new_name(dock, add_raster, west_raster, tmp_path, monkeypatch):
     class TempFolder:
         @staticmethod
-        def tempFolder() -> str:  # noqa: N802 (QGIS's name)
+        def tempFolder() -> str:
             return str(tmp_path)
 
     monkeypatch.setattr(dock_module, "QgsProcessingUtils", TempFolder)

@@ -227,6 +227,8 @@ def test_command_line_with_yaml_recipe_then_evaluate(tmp_path, capsys):
     assert events[-1]["event"] == "done" and events[-1]["steps"] == 2
     package = open_package(tmp_path / "pkg")
     assert package.card.provenance["command"].startswith("crossearth train --config ")
+    # Paths relative to the recipe file, which the command line passed on.
+    assert package.card.provenance["recipe"]["output"] == "pkg"
 
     code = main(
         [

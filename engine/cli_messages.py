@@ -1,0 +1,153 @@
+"""Errors worded for the command line: the library's code and fields, said with its flags.
+
+The engine's errors (engine/errors.py) name options as the Python API does ("bands",
+"overwrite"); here they become the flags a shell user types ("--bands", "--overwrite").
+An error without a wording of its own is shown with its message as it is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from .errors import CrossEarthError
+
+# Option names whose flag is not simply "--" + the name with dashes.
+OPTION_FLAGS: dict[str, str] = {
+    "tile_size": "--tile",
+    "batch_size": "--batch",
+    "mmseg_config": "--mmseg-config",
+    "no_amp": "--no-amp",
+}
+
+
+def flag(option: str) -> str:
+    """The command-line flag of a library option name."""
+    return OPTION_FLAGS.get(option, "--" + option.replace("_", "-"))
+
+
+def _bands(values: Any) -> str:
+    return ",".join(str(v) for v in values)
+
+
+Wording = Callable[[dict[str, Any]], str]
+
+# code -> the line the CLI prints (without "crossearth: "), from the error's fields.
+CLI_WORDING: dict[str, Wording] = {
+    "output.exists": lambda f: (
+        f"{f['what']} {f['path']} already exists; pass --overwrite to replace it, or choose "
+        "another name"
+    ),
+    "package.exists": lambda f: (
+        f"{f['path']} already exists; remove it, {f['choose']} or pass --overwrite (only a model "
+        "package this tool wrote is ever replaced)"
+    ),
+    "model.installed": lambda f: (
+        f"'{f['name']}' is already installed in {f['folder']}; pass --overwrite to replace it "
+        "with a new download"
+    ),
+    "input.bands_count": lambda f: (
+        f"--bands lists {len(f['value'])} band(s) but the model takes {len(f['wanted'])} "
+        f"({', '.join(f['wanted'])}); list one source band per model input"
+    ),
+    "input.bands_range": lambda f: (
+        f"--bands {_bands(f['value'])} out of range: the raster has bands 1..{f['count']}"
+    ),
+    "input.bands_ambiguous": lambda f: (
+        f"cannot tell which of the raster's {f['count']} bands ({f['described']}) are the "
+        f"model's {', '.join(f['wanted'])}; pass --bands, e.g. --bands {f['suggestion']}"
+    ),
+    "device.unavailable": lambda f: (
+        f"device '{f['device']}' requested but {f['reason']}; use --device cpu or auto"
+    ),
+    "model.not_package": lambda f: (
+        f"{f['path']} is not a model package: it has no {f['card']}; point --model at a folder "
+        f"holding {f['card']} and {f['weights']}"
+    ),
+    "model.no_default": lambda f: (
+        "no bundled default model is installed; pass --model with a model package folder or "
+        "the name of an installed model (see 'crossearth models')"
+    ),
+    "model.nonfinite": lambda f: (
+        "the model produced NaN or infinite scores; its weights are damaged or it overflowed "
+        "in reduced precision: re-install the package, or pass --no-amp"
+    ),
+    "memory.gpu": lambda f: (
+        f"out of GPU memory on {f['device']} even with batch size 1; use a smaller tile size "
+        "or --device cpu"
+    ),
+    "memory": lambda f: (
+        f"{f['what']} needs about {f['needed_gib']:.1f} GiB of memory but "
+        f"{f['available_gib']:.1f} GiB are available; use "
+        + (
+            f"fewer --workers (or a smaller {flag('tile')} or {flag('batch')})"
+            if "workers" in f.get("options", ())
+            else f"a smaller {flag('tile')} or {flag('batch')}"
+        )
+    ),
+    "input.not_crossearth": lambda f: (
+        f"{f['path']} is not a CrossEarth checkpoint: no backbone.reins.* and decode_head.* "
+        f"weights; it looks like {f['kind']}"
+        + (" (pass it with --backbone)" if f.get("option") == "backbone" else "")
+        + f" (keys such as {f['keys']})"
+    ),
+    "config.source": lambda f: "give exactly one of --preset NAME or --mmseg-config CONFIG.py",
+    "config.classes_with_preset": lambda f: (
+        "--classes only applies with --mmseg-config; presets name their classes"
+    ),
+    "config.classes_count": lambda f: (
+        f"--classes names {f['given']} classes but the model has {f['count']}"
+    ),
+    "model.backbone_missing": lambda f: (
+        f"{f['problem']}; pass the frozen DINOv2 weights with --backbone dinov2_converted.pth"
+    ),
+    "workers.invalid": lambda f: (
+        f"--workers '{f['value']}' is not valid; give a number of workers (e.g. 2) or auto"
+    ),
+    "workers.too_few": lambda f: f"--workers {f['value']} must be at least 1 (or auto)",
+    "workers.gpus": lambda f: (
+        f"--workers {f['value']} needs {f['value']} GPUs but this machine has {f['gpus']}; use "
+        f"--workers {f['gpus']} (or auto), or --device cpu"
+    ),
+    "postprocess.keep_classes": lambda f: (
+        f"--keep-classes names {', '.join(repr(n) for n in f['value'])}, which the model does "
+        f"not have; its classes are {', '.join(f['classes'])}"
+    ),
+    "option.threads": lambda f: f"--threads must be at least 1, got {f['value']}",
+    "option.simplify": lambda f: (
+        f"--simplify {f['value']} must be a distance in metres >= 0"
+    ),
+}
+
+
+def cli_message(error: CrossEarthError) -> str:
+    """The error as the CLI prints it (after "crossearth: "): one line, flags included."""
+    wording = CLI_WORDING.get(error.code)
+    if wording is not None:
+        try:
+            return wording(error.fields)
+        except (KeyError, TypeError, ValueError):
+            pass  # a raise site without the fields its code promises: its message still holds
+    return str(error)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_jsonable(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if hasattr(value, "item"):  # numpy scalars
+        return _jsonable(value.item())
+    return str(value)  # paths, devices, numpy scalars: their text
+
+
+def error_event(error: CrossEarthError, event: str = "error") -> dict[str, Any]:
+    """The `--progress json` event for an error: code, the CLI's message and the fields."""
+    return {
+        "event": event,
+        "code": error.code,
+        "message": cli_message(error),
+        "fields": _jsonable(error.fields),
+    }

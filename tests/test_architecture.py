@@ -1,0 +1,184 @@
+"""The layers of the house: engine <- training, and the QGIS plugin apart from both.
+
+The engine names nothing in training (training plugs its commands in through the entry-point
+group `crossearth.commands`) and nothing of the plugin; the plugin imports neither torch nor the
+engine nor training, at any level: it talks to the engine worker through the command line.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+# package -> top-level modules it must never import
+FORBIDDEN = {
+    "engine": {"training", "crossearth_qgis", "qgis", "PyQt5"},
+    "crossearth_qgis": {"torch", "engine", "training"},
+}
+
+
+def imported_modules(source: str, module: str, is_package: bool) -> list[tuple[int, str]]:
+    """(line, absolute module name) of every import in `source`, wherever it stands (inside
+    functions too), relative imports resolved, and importlib.import_module/__import__ calls
+    with a literal name."""
+    package = module.split(".") if is_package else module.split(".")[:-1]
+    found: list[tuple[int, str]] = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package[: len(package) - (node.level - 1)]
+                name = ".".join([*base, *([node.module] if node.module else [])])
+            else:
+                name = node.module or ""
+            found.append((node.lineno, name))
+        elif isinstance(node, ast.Call) and node.args:
+            func = node.func
+            called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            name = getattr(node.args[0], "value", None)
+            literal = isinstance(node.args[0], ast.Constant) and isinstance(name, str)
+            if called in ("import_module", "__import__") and literal and name[0] != ".":
+                found.append((node.lineno, name))
+    return found
+
+
+def violations(package: str) -> list[str]:
+    forbidden = FORBIDDEN[package]
+    problems = []
+    for path in sorted((REPO / package).rglob("*.py")):
+        relative = path.relative_to(REPO)
+        module = ".".join(relative.with_suffix("").parts)
+        is_package = path.name == "__init__.py"
+        if is_package:
+            module = module.removesuffix(".__init__")
+        source = path.read_text(encoding="utf-8")
+        for line, name in imported_modules(source, module, is_package):
+            if name.split(".")[0] in forbidden:
+                problems.append(f"{relative}:{line} imports {name}")
+    return problems
+
+
+def test_engine_imports_neither_training_nor_the_plugin():
+    assert violations("engine") == []
+
+
+def test_plugin_imports_neither_torch_nor_engine_nor_training():
+    assert violations("crossearth_qgis") == []
+
+
+def test_the_import_check_finds_imports_anywhere():
+    source = textwrap.dedent(
+        """
+        import os
+        from . import files
+        from .. import training
+        def later():
+            import torch.nn
+            from training.cli import register_train
+            importlib.import_module("engine.cli")
+        """
+    )
+    names = [name for _, name in imported_modules(source, "engine.sub.module", False)]
+    assert names == ["os", "engine.sub", "engine", "torch.nn", "training.cli", "engine.cli"]
+    assert [n for _, n in imported_modules("from ..x import y", "engine.cli", False)] == ["x"]
+
+
+# --- an engine without training --------------------------------------------------------------
+
+# Runs the CLI with `training` unimportable, as in an engine-only install.
+WITHOUT_TRAINING = textwrap.dedent(
+    """
+    import sys
+
+    class NoTraining:
+        def find_spec(self, name, path=None, target=None):
+            if name == "training" or name.startswith("training."):
+                raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+            return None
+
+    sys.meta_path.insert(0, NoTraining())
+    from engine.cli import main
+    sys.exit(main(sys.argv[1:]))
+    """
+)
+
+
+def run_cli(args: list[str], tmp_path: Path, code: str = WITHOUT_TRAINING, pythonpath: str = ""):
+    env = {**os.environ, "CROSSEARTH_MODELS_DIR": str(tmp_path / "models")}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (pythonpath, str(REPO)) if p)
+    return subprocess.run(
+        [sys.executable, "-c", code, *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_engine_commands_run_without_training(tmp_path):
+    helped = run_cli(["segment", "--help"], tmp_path)
+    assert helped.returncode == 0, helped.stderr
+    assert "usage: crossearth segment" in helped.stdout
+    listed = run_cli(["models", "--json"], tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    assert '"models"' in listed.stdout
+    assert listed.stderr == ""
+
+
+@pytest.mark.parametrize("args", [["train", "--config", "recipe.yaml"], ["evaluate", "--help"]])
+def test_a_training_command_without_training_says_so_in_one_line(tmp_path, args):
+    result = run_cli(args, tmp_path)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"crossearth: the '{args[0]}' command is not available: ")
+    assert "training is not installed" in lines[0]
+
+
+def test_commands_come_from_the_entry_point_group(tmp_path):
+    """A third-party package plugs a command in; a broken entry point speaks only when run."""
+    site = tmp_path / "site"
+    info = site / "extra_commands-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: extra-commands\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(
+        "[crossearth.commands]\n"
+        "hello = extra_hello:register\n"
+        "broken = extra_hello:no_such_function\n"
+        "segment = extra_hello:register\n"
+    )
+    (site / "extra_hello.py").write_text(
+        textwrap.dedent(
+            """
+            def register(commands):
+                parser = commands.add_parser("hello", help="say hello")
+                parser.add_argument("who")
+                return lambda args: print(f"hello {args.who}") or 0
+            """
+        )
+    )
+    plain = "import sys\nfrom engine.cli import main\nsys.exit(main(sys.argv[1:]))\n"
+    hello = run_cli(["hello", "world"], tmp_path, plain, str(site))
+    assert (hello.returncode, hello.stdout, hello.stderr) == (0, "hello world\n", "")
+    # The engine's own command keeps its meaning; the broken entry stays silent until asked.
+    helped = run_cli(["segment", "--help"], tmp_path, plain, str(site))
+    assert helped.returncode == 0 and "usage: crossearth segment" in helped.stdout
+    assert helped.stderr == ""
+    broken = run_cli(["broken"], tmp_path, plain, str(site))
+    assert broken.returncode == 2
+    assert broken.stderr.splitlines() == [
+        "crossearth: the 'broken' command is not available: its entry point "
+        "extra_hello:no_such_function is broken (AttributeError: module 'extra_hello' has no "
+        "attribute 'no_such_function'); reinstall the package that provides it"
+    ]
