@@ -521,9 +521,11 @@ def test_dock_default_output_is_a_new_name(dock, add_raster, west_raster, tmp_pa
         def tempFolder() -> str:
             return str(tmp_path)
 
-    monkeypatch.setattr(dock_module, "QgsProcessingUtils", TempFolder)
+    # The module the dock's class lives in now (the plugin lifecycle tests reload it).
+    module = sys.modules[type(dock).__module__]
+    monkeypatch.setattr(module, "QgsProcessingUtils", TempFolder)
     clock = SimpleNamespace(strftime=lambda fmt: "20240102_030405")
-    monkeypatch.setattr(dock_module, "time", clock)
+    monkeypatch.setattr(module, "time", clock)
     dock.layer_combo.setLayer(add_raster(west_raster, "raleigh"))
     dock.output_widget.setFilePath("")
     stem = f"raleigh_{MODEL_NAME}_20240102_030405"
