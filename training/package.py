@@ -42,20 +42,28 @@ def file_record(path: Path | None) -> dict[str, Any] | None:
     return record
 
 
+# A recorded path may climb this many folders above the recipe (a project's recipes/ beside
+# its data/); further up it would describe the machine's folder layout, not the project's.
+MAX_LEVELS_UP = 3
+
+
 def portable_path(path: str | Path, root: Path) -> str:
     """`path` as a card records it, naming no folder of the machine that trained: relative to
-    `root` (the recipe's folder, or the package's) where both lie below a common folder other
-    than the filesystem root, else the file name alone."""
+    `root` (the recipe's folder, or the package's) where both lie in one project (a common
+    folder other than the filesystem root, at most MAX_LEVELS_UP above `root`), else the file
+    name alone."""
     target = Path(path).expanduser().resolve()
     root = root.expanduser().resolve()
     try:
         common = Path(os.path.commonpath([target, root]))
-        relative = os.path.relpath(target, root)
+        relative = Path(os.path.relpath(target, root))
     except ValueError:  # another drive on Windows
         return target.name
     if common == Path(common.anchor):
         return target.name
-    return Path(relative).as_posix()
+    if relative.parts[: MAX_LEVELS_UP + 1] == ("..",) * (MAX_LEVELS_UP + 1):
+        return target.name
+    return relative.as_posix()
 
 
 # Settings of the machine, not of the model: a card does not record them.

@@ -119,3 +119,7 @@ def test_a_path_with_no_folder_in_common_is_recorded_as_its_file_name(tmp_path):
     assert portable_path(tmp_path / "x" / "b.tif", root) == "../x/b.tif"
     # Nothing in common but the filesystem root: the name alone.
     assert portable_path(Path("/nowhere-else/c.tif"), root) == "c.tif"
+    # A common folder far above (e.g. /tmp for a clone and a scratch folder): the name alone.
+    deep = tmp_path / "a" / "b" / "c" / "recipes"
+    assert portable_path(tmp_path / "a" / "d.tif", deep) == "../../../d.tif"
+    assert portable_path(tmp_path / "elsewhere" / "e.tif", deep) == "e.tif"
