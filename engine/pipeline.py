@@ -467,7 +467,6 @@ def _run(
         "CROSSEARTH_SOURCE": describe_path(source_name(input_path)),
     }
     writer: OutputWriter | None = None
-    published: list[Path] = []
     counted = {"skipped": 0}
 
     def tiles_done(done: int, skipped: int) -> None:
@@ -492,6 +491,29 @@ def _run(
             on_tiles=tiles_done,
         ):
             writer.write(rows)
+        complete_outputs(writer, job, options, report, is_cancelled)
+    except BaseException:
+        if writer is not None:
+            writer.discard()
+        raise
+    finally:
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    return len(tiles), writer.counts, writer.nodata_pixels, counted["skipped"], str(device)
+
+
+def complete_outputs(
+    writer: OutputWriter,
+    job: Job,
+    options: SegmentOptions,
+    report: ProgressCallback,
+    is_cancelled: Callable[[], bool],
+) -> None:
+    """Finishes the written rows into the run's outputs (sieve, overviews, polygons) and
+    publishes them together: without one of them, none of those the run made remains.
+    Single-process and sharded runs end with this same step."""
+    published: list[Path] = []
+    try:
         report(0.96, "building overviews")
         writer.finish(job.sieve_pixels, job.keep_classes)
         if job.outputs.polygons is not None:
@@ -501,22 +523,15 @@ def _run(
             polygonize(
                 writer.classes.temp_path,
                 job.outputs.polygons,
-                card.class_names,
+                job.card.class_names,
                 simplify_m=options.simplify_m,
             )
             published.append(job.outputs.polygons)
         published += writer.publish()
     except BaseException:
-        # The run's outputs go together: without one of them, none of those it made remains.
-        if writer is not None:
-            writer.discard()
         for path in published:
             path.unlink(missing_ok=True)
         raise
-    finally:
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-    return len(tiles), writer.counts, writer.nodata_pixels, counted["skipped"], str(device)
 
 
 def _load(package: ModelPackage, device: Any) -> Any:

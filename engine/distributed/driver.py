@@ -38,6 +38,7 @@ from ..pipeline import (
     SegmentOptions,
     SegmentResult,
     _on_processing_grid,
+    complete_outputs,
     input_files_of,
     prepare_job,
 )
@@ -46,7 +47,6 @@ from ..raster_output import class_encoding
 from ..row_stream import DecidedRows
 from ..subset import extent_window, subset_vrt
 from ..tiling import plan_tiles
-from ..vectorize import polygonize
 from .actor import WorkerSpec
 from .parts import PartInfo, WorkFolder, fingerprint
 from .shards import Shard, default_shard_count, plan_shards, shards_from_rows, tile_row_starts
@@ -628,7 +628,6 @@ def _assemble(
     nodata = class_encoding(card.num_classes)[1]
     height, width = profile["height"], profile["width"]
     writer: OutputWriter | None = None
-    published: list[Path] = []
     try:
         writer = OutputWriter(card, job.outputs, profile, tags, options.confidence_dtype)
         bytes_per_row = width * (2 + (4 if writer.confidence is not None else 0))
@@ -657,25 +656,9 @@ def _assemble(
                 f"the part files in {describe_path(work.path)} do not hold the rows their "
                 "workers counted; run again without --resume"
             )
-        report(0.96, "building overviews")
-        writer.finish(job.sieve_pixels, job.keep_classes)
-        if job.outputs.polygons is not None:
-            report(0.98, "vectorizing classes")
-            if is_cancelled():
-                raise SegmentationCancelled()
-            polygonize(
-                writer.classes.temp_path,
-                job.outputs.polygons,
-                card.class_names,
-                simplify_m=options.simplify_m,
-            )
-            published.append(job.outputs.polygons)
-        published += writer.publish()
+        complete_outputs(writer, job, options, report, is_cancelled)
     except BaseException:
-        # The run's outputs go together: without one of them, none of those it made remains.
         if writer is not None:
             writer.discard()
-        for path in published:
-            path.unlink(missing_ok=True)
         raise
     return writer.counts, writer.nodata_pixels
