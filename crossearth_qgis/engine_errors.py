@@ -176,7 +176,8 @@ def reported_error(reported: dict[str, Any] | None, stderr: list[str], details: 
         code = str(reported.get("code", ""))
         fields = reported.get("fields")
         fields = fields if isinstance(fields, dict) else {}
-        message = str(reported.get("message", ""))
+        # "text" is the engine's flag-free wording, "message" the command line's (older engines)
+        message = str(reported.get("text") or reported.get("message", ""))
         return EngineError(analyst_message(code, fields, message), details, code, fields)
     return EngineError(sentence(_error_line(stderr)), details)
 

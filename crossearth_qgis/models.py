@@ -6,16 +6,14 @@ algorithms and the command line always agree on which models exist and where.
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .engine_env import Interpreter, resolve_interpreter, worker_directory, worker_environment
+from .engine_env import Interpreter
 from .engine_errors import EngineError
-from .process import run_streaming
 from .worker import run_engine_json
 
 # With the official models `crossearth download` installs ("available").
@@ -181,28 +179,10 @@ def model_card(model: str, interpreter: Interpreter | None = None) -> dict[str, 
 
 
 def preset_names(interpreter: Interpreter | None = None) -> list[str]:
-    """The official checkpoints the converter knows (a plain-data table; no torch import)."""
-    interpreter = interpreter or resolve_interpreter()
-    lines: list[str] = []
-    errors: list[str] = []
-    code = run_streaming(
-        [
-            interpreter.python,
-            "-c",
-            "import json; from engine.crossearth.presets import CHECKPOINTS; "
-            "print(json.dumps(sorted(CHECKPOINTS)))",
-        ],
-        env=worker_environment(),
-        cwd=worker_directory(),
-        on_stdout=lines.append,
-        on_stderr=errors.append,
-        timeout_s=120,
-    )
-    if code != 0:
-        raise EngineError(
-            "The engine could not list the official checkpoints it converts.", "\n".join(errors)
-        )
-    return list(json.loads(lines[-1]))
+    """The official checkpoints the converter knows: the engine's catalog of official models
+    (`models --available --json`), one per converter preset."""
+    data = run_engine_json(LIST_MODELS_ARGS, interpreter, timeout_s=120)
+    return sorted(str(m["name"]) for m in data.get("available", []))
 
 
 def is_package(folder: Path) -> bool:

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import CrossEarthError, SegmentationCancelled
+from .errors import ConfigError, CrossEarthError, InputError, OutputError, SegmentationCancelled
 from .files import (
     create_temporary_file,
     create_temporary_folder,
@@ -336,13 +336,19 @@ def _scan(planned: PlannedInput, card: Any, options: SegmentOptions, extent: Any
 def _check_output_dir(output_dir: Path) -> Path:
     output_dir = Path(output_dir).expanduser().absolute()
     if output_dir.exists() and not output_dir.is_dir():
-        raise CrossEarthError(f"--output-dir {output_dir} is a file; give a folder")
+        raise OutputError(
+            f"the output folder {output_dir} is a file; give a folder",
+            code="output.dir_is_file",
+            path=output_dir,
+        )
     existing = output_dir
     while not existing.exists():
         existing = existing.parent
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise CrossEarthError(
-            f"the output folder {existing} is not writable; choose another --output-dir"
+        raise OutputError(
+            f"the output folder {existing} is not writable; choose another output folder",
+            code="output.dir_not_writable",
+            path=existing,
         )
     return output_dir
 
@@ -357,16 +363,23 @@ def _check_destinations(
         for target in plan.written():
             for owner, source in read:
                 if same_file(target, source):
-                    raise CrossEarthError(
+                    raise OutputError(
                         f"the output {target} would replace {source}, which the input "
-                        f"{describe_path(owner.input.given)} reads; choose another --output-dir"
+                        f"{describe_path(owner.input.given)} reads; choose another output folder",
+                        code="output.replaces_input",
+                        path=target,
+                        source=source,
+                        input=describe_path(owner.input.given),
                     )
     for target in summary:
         for owner, source in read:
             if same_file(target, source):
-                raise CrossEarthError(
+                raise OutputError(
                     f"the batch's {target.name} would replace the input "
-                    f"{describe_path(owner.input.given)}; choose another --output-dir"
+                    f"{describe_path(owner.input.given)}; choose another output folder",
+                    code="output.summary_replaces_input",
+                    path=target,
+                    input=describe_path(owner.input.given),
                 )
     if overwrite or resume:
         # --resume: an input with all its outputs is skipped; what an interrupted earlier run
@@ -377,15 +390,19 @@ def _check_destinations(
             continue
         for target in plan.written():
             if target.exists() or target.is_symlink():
-                raise CrossEarthError(
-                    f"{target} already exists; pass --overwrite to replace it, or --resume to "
-                    "keep the finished outputs of an earlier batch and do the rest"
+                raise OutputError(
+                    f"{target} already exists; allow overwrite to replace it, or resume to "
+                    "keep the finished outputs of an earlier batch and do the rest",
+                    code="output.batch_exists",
+                    path=target,
                 )
     for target in summary:
         if target.exists() or target.is_symlink():
-            raise CrossEarthError(
-                f"{target} already exists (from an earlier batch); pass --resume to finish that "
-                "batch or --overwrite to redo it, or choose another --output-dir"
+            raise OutputError(
+                f"{target} already exists (from an earlier batch); resume to finish that batch "
+                "or overwrite to redo it, or choose another output folder",
+                code="output.batch_summary_exists",
+                path=target,
             )
 
 
@@ -421,7 +438,7 @@ def plan_batch(
     if resume:
         for plan in plans:
             if not plan.status and all(p.exists() for p in plan.outputs()):
-                plan.status, plan.message = SKIPPED, "finished by an earlier run (--resume)"
+                plan.status, plan.message = SKIPPED, "finished by an earlier run (resumed)"
     return plans, index, mosaic
 
 
@@ -485,30 +502,15 @@ def segment_options_from_args(args: Any) -> SegmentOptions:
         elif option.name == "keep_classes" and isinstance(value, str):
             value = [part.strip() for part in value.split(",")]
             if not all(value):
-                raise CrossEarthError(
-                    f"--keep-classes '{getattr(args, name)}' has an empty name; separate "
-                    "names with commas"
+                raise ConfigError(
+                    f"keep_classes '{getattr(args, name)}' has an empty name; separate names "
+                    "with commas",
+                    code="option.empty_name",
+                    option="keep_classes",
+                    value=getattr(args, name),
                 )
         values[option.name] = value
     return SegmentOptions(**values)
-
-
-def parse_workers(text: str | int | None) -> int | str | None:
-    """--workers: a whole number of at least 1, or 'auto'."""
-    if text is None or isinstance(text, int):
-        return text
-    value = str(text).strip().lower()
-    if value == "auto":
-        return "auto"
-    try:
-        count = int(value)
-    except ValueError:
-        raise CrossEarthError(
-            f"--workers '{text}' is not valid; give a whole number of at least 1 or auto"
-        ) from None
-    if count < 1:
-        raise CrossEarthError(f"--workers {count} must be at least 1 (or auto)")
-    return count
 
 
 def _check_request(request: BatchRequest, gdal_available: bool) -> tuple[Any, Any]:
@@ -524,15 +526,23 @@ def _check_request(request: BatchRequest, gdal_available: bool) -> tuple[Any, An
     package = find_package(request.model)
     tile_geometry(package.card, options)
     if options.bands is not None and len(options.bands) != len(package.card.input.bands):
-        raise CrossEarthError(
-            f"--bands lists {len(options.bands)} band(s) but the model takes "
-            f"{len(package.card.input.bands)} ({', '.join(package.card.input.bands)}); list one "
-            "source band per model input"
+        wanted = list(package.card.input.bands)
+        raise InputError(
+            f"bands lists {len(options.bands)} band(s) but the model takes {len(wanted)} "
+            f"({', '.join(wanted)}); list one source band per model input",
+            code="input.bands_count",
+            option="bands",
+            value=list(options.bands),
+            wanted=wanted,
         )
     if not gdal_available:
-        for wanted, what in ((request.polygons, "--polygons"), (options.extent, "--extent")):
-            if wanted:
-                raise CrossEarthError(missing_osgeo_message(what))
+        for given, option in ((request.polygons, "polygons"), (options.extent, "extent")):
+            if given:
+                raise CrossEarthError(
+                    missing_osgeo_message(f"the {option} option"),
+                    code="environment.osgeo",
+                    option=option,
+                )
     return package.card, package
 
 
@@ -612,8 +622,13 @@ def run_batch(
         finished = sum(1 for row in rows if row.status == OK)
         raise SegmentationCancelled(
             f"batch stopped after {len(rows)} of {len(plans)} inputs; the {finished} finished "
-            f"output(s) in {output_dir} are kept and no index was written: run the same "
-            "command with --resume to do the rest"
+            f"output(s) in {output_dir} are kept and no index was written: run the same batch "
+            "again with resume to do the rest",
+            code="cancelled.batch",
+            done=len(rows),
+            total=len(plans),
+            finished=finished,
+            path=output_dir,
         ) from None
     finally:
         if ray_session is not None:

@@ -28,7 +28,7 @@ from .crossearth.presets import (
     CheckpointPreset,
     ClassList,
 )
-from .errors import CrossEarthError
+from .errors import CrossEarthError, ModelError
 from .files import describe_path
 
 CATALOG_ENV = "CROSSEARTH_MODEL_CATALOG"
@@ -216,9 +216,11 @@ def find_entry(name: str, catalog: list[CatalogEntry] | None = None) -> CatalogE
         if entry.name == name:
             return entry
     known = ", ".join(e.name for e in catalog if e.downloadable) or "none"
-    raise CrossEarthError(
-        f"'{name}' is not a downloadable model; available: {known} (see 'crossearth models "
-        "--available')"
+    raise ModelError(
+        f"'{name}' is not a downloadable model; available: {known}",
+        code="model.not_downloadable",
+        name=name,
+        available=known,
     )
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import logging
 import os
@@ -14,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .cli_messages import cli_message, error_event
-from .errors import CrossEarthError, SegmentationCancelled
+from .errors import Cancelled, CrossEarthError, SegmentationCancelled
 from .files import add_temporary_listener, remove_run_temporaries, remove_temporary_listener
 from .option_values import CONFIDENCE_NODATA, WEIGHTS_DTYPES, parse_band_numbers
 
@@ -538,12 +540,15 @@ def _add_batch_command(commands: argparse._SubParsersAction, seg: argparse.Argum
 
 
 def _cmd_segment_batch(args: argparse.Namespace) -> int:
-    from .batch import BatchRequest, parse_workers, run_batch, segment_options_from_args
+    from .batch import BatchRequest, run_batch, segment_options_from_args
+    from .distributed.session import parse_workers
 
     if args.overwrite and args.resume:
         raise CrossEarthError(
             "--overwrite redoes every input and --resume keeps finished ones; pass one of them"
         )
+    workers = getattr(args, "workers", None)
+    parse_workers(workers)  # a bad value is refused before any input runs
     request = BatchRequest(
         items=args.inputs,
         output_dir=args.output_dir,
@@ -552,7 +557,7 @@ def _cmd_segment_batch(args: argparse.Namespace) -> int:
         confidence=args.confidence,
         polygons=args.polygons,
         resume=args.resume,
-        workers=parse_workers(getattr(args, "workers", None)),
+        workers=workers,
         cluster=getattr(args, "cluster", None) or None,
     )
     json_mode = args.progress == "json"
@@ -896,14 +901,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     (one 'crossearth: ...' line on stderr, no traceback), 130 interrupted."""
     _safe_streams()
     warnings.showwarning = _one_line_warning
-    parser = build_parser()
-    args, unknown = parser.parse_known_args(argv)
+    args = _parse(build_parser(), list(argv) if argv is not None else sys.argv[1:])
     problem = getattr(args, _UNAVAILABLE, None)
     if problem is not None:
         print(f"crossearth: {problem}", file=sys.stderr)
         return 2
-    if unknown:
-        parser.error(f"unrecognized arguments: {' '.join(unknown)}")  # as parse_args() says it
     # Commands that record how they were run (training provenance) read it from here.
     args.argv = list(argv) if argv is not None else sys.argv[1:]
     logging.basicConfig(
@@ -918,7 +920,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         handler = getattr(args, _HANDLER, None) or COMMANDS[args.command]
         return handler(args)
-    except SegmentationCancelled as exc:
+    except Cancelled as exc:
         remove_run_temporaries()
         _report_error(exc, json_mode, "cancelled")
         return 130
@@ -938,6 +940,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if announce is not None:
             remove_temporary_listener(announce)
+
+
+def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """Parsed arguments. A usage error exits with 2 as argparse does, and in JSON progress
+    mode is also an error event (code "usage"), so front ends get every error the same way."""
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured):
+            args, unknown = parser.parse_known_args(argv)
+            if unknown:  # as parse_args() says it
+                parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    except SystemExit as exc:
+        text = captured.getvalue()
+        sys.stderr.write(text)
+        if exc.code == 2 and _json_requested(argv):
+            lines = text.strip().splitlines()
+            message = lines[-1].split("error: ", 1)[-1] if lines else "invalid arguments"
+            usage = " ".join(line.strip() for line in lines[:-1])
+            _json_event("error", code="usage", message=message, fields={"usage": usage})
+        raise
+    sys.stderr.write(captured.getvalue())
+    return args
+
+
+def _json_requested(argv: list[str]) -> bool:
+    return any(
+        a == "--progress=json" or (a == "--progress" and b == "json")
+        for a, b in zip(argv, [*argv[1:], ""], strict=True)
+    )
 
 
 def _announce_temporary(path: Path) -> None:

@@ -8,9 +8,11 @@ An error without a wording of its own is shown with its message as it is.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from .errors import CrossEarthError
+from .gdal_bindings import missing_osgeo_message
 
 # Option names whose flag is not simply "--" + the name with dashes.
 OPTION_FLAGS: dict[str, str] = {
@@ -29,6 +31,14 @@ def flag(option: str) -> str:
 def _bands(values: Any) -> str:
     return ",".join(str(v) for v in values)
 
+
+_RUN_FOLDER_FIX = "choose another --output (the run folder is OUTPUT.run) or another --run-dir"
+
+_RESUME_WEIGHTS_FIX = {
+    "package": "to fine-tune a package pass its folder with --base; ",
+    "model": "to train from these weights convert it with 'crossearth convert' and pass the "
+    "package with --base; ",
+}
 
 Wording = Callable[[dict[str, Any]], str]
 
@@ -113,6 +123,68 @@ CLI_WORDING: dict[str, Wording] = {
         f"--keep-classes names {', '.join(repr(n) for n in f['value'])}, which the model does "
         f"not have; its classes are {', '.join(f['classes'])}"
     ),
+    "output.dir_is_file": lambda f: f"--output-dir {f['path']} is a file; give a folder",
+    "output.dir_not_writable": lambda f: (
+        f"the output folder {f['path']} is not writable; choose another --output-dir"
+    ),
+    "output.replaces_input": lambda f: (
+        f"the output {f['path']} would replace {f['source']}, which the input {f['input']} "
+        "reads; choose another --output-dir"
+    ),
+    "output.summary_replaces_input": lambda f: (
+        f"the batch's {Path(str(f['path'])).name} would replace the input {f['input']}; choose "
+        "another --output-dir"
+    ),
+    "output.batch_exists": lambda f: (
+        f"{f['path']} already exists; pass --overwrite to replace it, or --resume to keep the "
+        "finished outputs of an earlier batch and do the rest"
+    ),
+    "output.batch_summary_exists": lambda f: (
+        f"{f['path']} already exists (from an earlier batch); pass --resume to finish that "
+        "batch or --overwrite to redo it, or choose another --output-dir"
+    ),
+    "option.empty_name": lambda f: (
+        f"{flag(f['option'])} '{f['value']}' has an empty name; separate names with commas"
+    ),
+    "environment.osgeo": lambda f: missing_osgeo_message(flag(f["option"])),
+    "cancelled.batch": lambda f: (
+        f"batch stopped after {f['done']} of {f['total']} inputs; the {f['finished']} finished "
+        f"output(s) in {f['path']} are kept and no index was written: run the same command "
+        "with --resume to do the rest"
+    ),
+    "parts.damaged": lambda f: f"{f['problem']}; run again without --resume",
+    "parts.interrupted": lambda f: (
+        f"{f['path']} holds the parts of an interrupted run writing this output; pass --resume "
+        "to continue it (with the same parameters) or --overwrite to start again"
+    ),
+    "parts.other_parameters": lambda f: (
+        f"{f['path']} holds the parts of a run with other parameters (input, model, bands, "
+        "scaling, tile, extent or confidence differ); use --resume only with the same "
+        "parameters, or remove the folder to start again"
+    ),
+    "model.not_downloadable": lambda f: (
+        f"'{f['name']}' is not a downloadable model; available: {f['available']} (see "
+        "'crossearth models --available')"
+    ),
+    "config.unknown_preset": lambda f: (
+        f"unknown preset '{f['name']}'; known: {f['known']} (see 'crossearth convert --help')"
+    ),
+    "train.run_dir": lambda f: f"{f['problem']}; {_RUN_FOLDER_FIX}",
+    "train.run_dir_used": lambda f: (
+        f"{f['problem']}; pass --resume auto to continue that run, or {_RUN_FOLDER_FIX}"
+    ),
+    "train.resume_file": lambda f: (
+        f"{f['problem']}; {_RESUME_WEIGHTS_FIX.get(f['weights'] or '', '')}to resume, pass a "
+        f"step_NNNNNNN.pt file from {f['folder']} or --resume auto"
+    ),
+    "train.nothing_to_resume": lambda f: (
+        f"no checkpoint to resume from in {f['folder']}; start without --resume"
+    ),
+    "labels.unmapped": lambda f: (
+        f"the reference labels hold value(s) {f['values']} that are not classes of the model "
+        f"({f['classes']}); map them with --label-map"
+    ),
+    "labels.class_field": lambda f: f"{f['path']} holds polygons: give --class-field",
     "option.threads": lambda f: f"--threads must be at least 1, got {f['value']}",
     "option.simplify": lambda f: (
         f"--simplify {f['value']} must be a distance in metres >= 0"
@@ -144,10 +216,12 @@ def _jsonable(value: Any) -> Any:
 
 
 def error_event(error: CrossEarthError, event: str = "error") -> dict[str, Any]:
-    """The `--progress json` event for an error: code, the CLI's message and the fields."""
+    """The `--progress json` event for an error: code, the CLI's message (with flags), the
+    library's flag-free text and the fields."""
     return {
         "event": event,
         "code": error.code,
         "message": cli_message(error),
+        "text": str(error),
         "fields": _jsonable(error.fields),
     }

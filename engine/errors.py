@@ -79,10 +79,22 @@ class ResourceError(CrossEarthError):
     default_code = "memory"
 
 
-class SegmentationCancelled(CrossEarthError):
+class Cancelled(CrossEarthError):
+    """The caller stopped the run (its cancel flag, Ctrl-C, a termination signal)."""
+
+    default_code = "cancelled"
+
+
+class SegmentationCancelled(Cancelled):
     """Raised when the caller's cancel flag was set; no output is left behind."""
 
     default_code = "cancelled"
 
-    def __init__(self, message: str = "segmentation cancelled; no output was written") -> None:
-        super().__init__(message)
+    def __init__(
+        self,
+        message: str = "segmentation cancelled; no output was written",
+        *,
+        code: str | None = None,
+        **fields: Any,
+    ) -> None:
+        super().__init__(message, code=code, **fields)

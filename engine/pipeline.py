@@ -296,7 +296,7 @@ def prepare_job(
             value=options.simplify_m,
         )
     if options.simplify_m and outputs.polygons is None:
-        warnings_out.append("--simplify applies to class polygons; add --polygons FILE.gpkg")
+        warnings_out.append("simplify applies to class polygons; ask for polygons too")
     return Job(
         card,
         package,
@@ -370,7 +370,7 @@ def segment(
             source = subset_vrt(input_path, window, scratch)
         if options.output_grid == "model":
             scratch = scratch or create_scratch_folder()
-            source = _on_processing_grid(source, model, options, scratch)
+            source = on_processing_grid(source, model, options, scratch)
         with open_raster(source) as reader_ds:
             job = prepare_job(reader_ds, input_path, Path(output_path), model, options, input_files)
             loaded = model if isinstance(model, LoadedModel) else None
@@ -401,7 +401,7 @@ def segment(
     )
 
 
-def _on_processing_grid(
+def on_processing_grid(
     source: Path | str,
     model: str | os.PathLike[str] | ModelPackage | LoadedModel | None,
     options: SegmentOptions,

@@ -8,9 +8,10 @@ from torch import nn
 
 
 class ScaledModel(nn.Module):
-    """Tiles are upsampled by `scale` (bilinear) before the network and its class scores are
-    averaged over each scale x scale block back onto the source grid, so callers see the usual
-    [B, C, H, W] -> [B, K, H, W] contract in source pixels."""
+    """Tiles are upsampled by `scale` (bilinear) before the network, and its class scores come
+    back on the source grid, so callers see the usual [B, C, H, W] -> [B, K, H, W] contract in
+    source pixels. A network with `scores(x, size)` (CrossEarth) makes them there directly;
+    the scores of any other are averaged over each scale x scale block."""
 
     def __init__(self, network: nn.Module, scale: int) -> None:
         super().__init__()
@@ -22,6 +23,9 @@ class ScaledModel(nn.Module):
         if self.scale == 1:
             return self.network(x)
         upsampled = F.interpolate(x, scale_factor=self.scale, mode="bilinear", align_corners=False)
+        scores_at = getattr(self.network, "scores", None)
+        if callable(scores_at):
+            return scores_at(upsampled, (x.shape[-2], x.shape[-1]))
         return F.avg_pool2d(self.network(upsampled), self.scale)
 
 

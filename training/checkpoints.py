@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from engine.errors import CrossEarthError
+from engine.errors import CrossEarthError, InputError
 from engine.files import describe_path
 
 _NAME = re.compile(r"^step_(\d+)\.pt$")
@@ -24,35 +24,46 @@ def read_training_checkpoint(path: Path, folder: Path, mmap: bool = False) -> di
     from engine.crossearth.convert import torch_file_kind
 
     shown = describe_path(path)
-    expected = (
-        f"to resume, pass a step_NNNNNNN.pt file from {describe_path(folder)} or --resume auto"
-    )
+
+    def refusal(problem: str, weights: str | None = None) -> InputError:
+        # weights: what the file holds instead ("package", "model"), which has a fix of its own
+        fix = {
+            "package": "to fine-tune a package give its folder as the base; ",
+            "model": "to train from these weights convert it with 'crossearth convert' and give "
+            "the package as the base; ",
+        }.get(weights or "", "")
+        return InputError(
+            f"{problem}; {fix}to resume, give a step_NNNNNNN.pt file from "
+            f"{describe_path(folder)} or resume auto",
+            code="train.resume_file",
+            problem=problem,
+            weights=weights,
+            folder=describe_path(folder),
+        )
+
     try:
         if path.is_dir():
-            raise CrossEarthError(
-                f"--resume {shown} is a folder, not a checkpoint file; {expected}"
-            )
+            raise refusal(f"the resume checkpoint {shown} is a folder, not a checkpoint file")
         if not path.is_file():
-            raise CrossEarthError(f"checkpoint {shown} does not exist; {expected}")
+            raise refusal(f"checkpoint {shown} does not exist")
         kind = torch_file_kind(path)
     except OSError as exc:
         raise CrossEarthError(f"cannot read checkpoint {shown}: {exc.strerror or exc}") from None
     if kind == "safetensors":
-        raise CrossEarthError(
+        raise refusal(
             f"{shown} is a safetensors file (a model package's weights), not a training "
-            f"checkpoint; to fine-tune a package pass its folder with --base; {expected}"
+            "checkpoint",
+            weights="package",
         )
     if kind not in ("zip", "pickle"):
-        raise CrossEarthError(
-            f"{shown} is not a PyTorch file, so not a training checkpoint; {expected}"
-        )
+        raise refusal(f"{shown} is not a PyTorch file, so not a training checkpoint")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and kind == "zip")
     except Exception as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise CrossEarthError(
+        raise refusal(
             f"checkpoint {shown} cannot be read ({first}); it is damaged or not a training "
-            f"checkpoint: {expected}"
+            "checkpoint"
         ) from None
     if (
         isinstance(state, dict)
@@ -67,13 +78,12 @@ def read_training_checkpoint(path: Path, folder: Path, mmap: bool = False) -> di
         isinstance(v, torch.Tensor) or k in ("state_dict", "model", "module")
         for k, v in state.items()
     ):
-        what = (
-            "a model checkpoint (weights only, no optimizer state); to train from these "
-            "weights convert it with 'crossearth convert' and pass the package with --base"
+        raise refusal(
+            f"{shown} is a model checkpoint (weights only, no optimizer state)", weights="model"
         )
     else:
         what = "not a training checkpoint"
-    raise CrossEarthError(f"{shown} is {what}; {expected}")
+    raise refusal(f"{shown} is {what}")
 
 
 def _atomic_save(payload: Any, path: Path) -> None:
@@ -109,9 +119,11 @@ class CheckpointStore:
         """The checkpoint `--resume` names: a file, or "auto" (the newest here)."""
         path = self.latest() if str(which) == "auto" else Path(which).expanduser()
         if path is None:
-            raise CrossEarthError(
+            raise InputError(
                 f"no checkpoint to resume from in {describe_path(self.folder)}; start without "
-                "--resume"
+                "resuming",
+                code="train.nothing_to_resume",
+                folder=describe_path(self.folder),
             )
         return path
 

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import rasterio
 
-from engine.errors import CrossEarthError
+from engine.errors import CrossEarthError, InputError
 from engine.packages import find_package
 from engine.pipeline import SegmentOptions, segment
 
@@ -43,9 +43,14 @@ def reference_mapping(
             table[value] = class_names.index(value)
     unknown = [v for v in raw_values if v not in table]
     if unknown:
-        raise CrossEarthError(
-            f"the reference labels hold value(s) {', '.join(map(str, unknown[:10]))} that are not "
-            f"classes of the model ({', '.join(class_names)}); map them with --label-map"
+        values = ", ".join(map(str, unknown[:10]))
+        raise InputError(
+            f"the reference labels hold value(s) {values} that are not classes of the model "
+            f"({', '.join(class_names)}); map them with a label map",
+            code="labels.unmapped",
+            option="label_map",
+            values=values,
+            classes=", ".join(class_names),
         )
     return table
 
@@ -76,7 +81,12 @@ def evaluate(
                 mapping = ClassMapping(reference_mapping(raw_values, names, label_map))
             else:
                 if not class_field:
-                    raise CrossEarthError(f"{labels.name} holds polygons: give --class-field")
+                    raise InputError(
+                        f"{labels.name} holds polygons: give the class field",
+                        code="labels.class_field",
+                        option="class_field",
+                        path=labels.name,
+                    )
                 codes: dict[Any, int] = {}
                 source = PolygonLabels(labels, grid, layer, class_field, codes)
                 raw_values = source.values()

@@ -15,7 +15,7 @@ import torch
 import engine
 from engine.crossearth.model import CrossEarth
 from engine.crossearth.presets import make_card
-from engine.errors import CrossEarthError
+from engine.errors import OutputError
 from engine.files import describe_path, is_within
 from engine.model_card import ClassInfo, printable_text
 from engine.packages import (
@@ -146,18 +146,17 @@ def check_training_paths(
     training checkpoint."""
     inputs = training_inputs(config, resume, extra_inputs)
     output = check_package_output(
-        config.output, overwrite=overwrite, inputs=inputs, choose="choose another --output"
+        config.output, overwrite=overwrite, inputs=inputs, choose="choose another output"
     )
     run_dir = config.run_dir
     assert run_dir is not None
     shown = describe_path(run_dir)
-    fix = "choose another --output (the run folder is OUTPUT.run) or another --run-dir"
     if run_dir.exists() and not run_dir.is_dir():
-        raise CrossEarthError(f"the run folder {shown} is a file; {fix}")
+        raise _run_folder_error(f"the run folder {shown} is a file")
     blocking = file_in_the_way(run_dir)
     if blocking is not None:
-        raise CrossEarthError(
-            f"the run folder {shown} cannot be made: {describe_path(blocking)} is a file; {fix}"
+        raise _run_folder_error(
+            f"the run folder {shown} cannot be made: {describe_path(blocking)} is a file"
         )
     # The checkpoint to resume from lives in the run folder by design.
     resumed = Path(resume) if resume and str(resume) != "auto" else None
@@ -166,28 +165,37 @@ def check_training_paths(
             continue
         if is_within(source, run_dir):
             relation = "is" if is_within(run_dir, source) else "contains"
-            raise CrossEarthError(
+            raise _run_folder_error(
                 f"the run folder {shown} {relation} the input {describe_path(source)}; training "
-                f"writes checkpoints and logs there: {fix}"
+                "writes checkpoints and logs there"
             )
         if source.is_dir() and is_within(run_dir, source):
-            raise CrossEarthError(
-                f"the run folder {shown} lies inside the input {describe_path(source)}; {fix}"
+            raise _run_folder_error(
+                f"the run folder {shown} lies inside the input {describe_path(source)}"
             )
     if is_within(run_dir, output) or is_within(output, run_dir):
-        raise CrossEarthError(
+        raise _run_folder_error(
             f"the run folder {shown} and the output {describe_path(output)} lie one inside the "
-            f"other; {fix}"
+            "other"
         )
     store = CheckpointStore(run_dir / "checkpoints", config.keep_checkpoints)
     if resume:
         store.check(resume)
     elif (earlier := store.latest()) is not None:
         # A new run would prune the earlier run's checkpoints as if they were its own.
-        raise CrossEarthError(
-            f"the run folder {shown} holds checkpoints of an earlier run ({earlier.name}); pass "
-            f"--resume auto to continue that run, or {fix}"
+        problem = f"the run folder {shown} holds checkpoints of an earlier run ({earlier.name})"
+        raise OutputError(
+            f"{problem}; resume it (resume auto) to continue that run, or {RUN_FOLDER_FIX}",
+            code="train.run_dir_used",
+            problem=problem,
         )
+
+
+RUN_FOLDER_FIX = "choose another output (the run folder is OUTPUT.run) or another run folder"
+
+
+def _run_folder_error(problem: str) -> OutputError:
+    return OutputError(f"{problem}; {RUN_FOLDER_FIX}", code="train.run_dir", problem=problem)
 
 
 def _gsd(data: TrainingData) -> float | None:

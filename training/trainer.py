@@ -25,7 +25,7 @@ import torch.distributed as dist
 
 from engine.cancel import CancelFlag, cancel_check
 from engine.devices import resolve_device
-from engine.errors import CrossEarthError
+from engine.errors import Cancelled, CrossEarthError
 from engine.model_card import InputSpec
 from engine.packages import ModelPackage, find_package
 from engine.raster_input import describe_bands, open_raster
@@ -52,8 +52,8 @@ from .validate import validate
 log = logging.getLogger(__name__)
 
 
-class TrainingCancelled(CrossEarthError):
-    default_code = "cancelled"
+class TrainingCancelled(Cancelled):
+    """Training stopped by its caller; the checkpoint it wrote resumes it."""
 
     def __init__(self, step: int, checkpoint: Path | None) -> None:
         where = f"; resume from {checkpoint}" if checkpoint else ""

@@ -127,7 +127,10 @@ class ReinsDinoVisionTransformer(nn.Module):
         for index, block in enumerate(self.blocks):
             tokens = self.reins(block(tokens), rein_tokens[index])
             if index in self.out_indices:
-                maps.append(tokens[:, 1:].transpose(1, 2).reshape(batch, -1, rows, cols))
+                # contiguous: resampling a transposed view is a slow strided copy on CPU
+                maps.append(
+                    tokens[:, 1:].transpose(1, 2).reshape(batch, -1, rows, cols).contiguous()
+                )
         scales = (4.0, 2.0, None, 0.5)
         feats = [
             m

@@ -268,8 +268,8 @@ def card_from_config(
             class_source = "unknown"
             warnings.append(
                 f"the config's datasets ({', '.join(dataset_types) or 'none'}) do not name "
-                f"{classes_count} classes; named 'class 0'..; pass --classes NAME,NAME,.. or "
-                "use --preset"
+                f"{classes_count} classes; named 'class 0'..; give the class names, or convert "
+                "with a preset"
             )
 
     if bands is None:

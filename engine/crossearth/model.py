@@ -14,8 +14,8 @@ from .head import ReinMask2FormerHead
 def semantic_scores(
     cls_logits: torch.Tensor, mask_logits: torch.Tensor, size: tuple[int, int]
 ) -> torch.Tensor:
-    """Per-class scores [B, K, H, W]: class probabilities (without "no object") weighted by the
-    query masks upsampled to the input, summed over queries (Mask2Former semantic inference)."""
+    """Per-class scores [B, K, *size]: class probabilities (without "no object") weighted by the
+    query masks resampled to `size`, summed over queries (Mask2Former semantic inference)."""
     masks = F.interpolate(mask_logits, size=size, mode="bilinear", align_corners=False).sigmoid()
     probabilities = cls_logits.softmax(-1)[..., :-1]
     return torch.einsum("bqc,bqhw->bchw", probabilities, masks)
@@ -46,8 +46,14 @@ class CrossEarth(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Per-class scores [B, K, H, W] for images [B, C, H, W] (the engine's model contract)."""
+        return self.scores(x, (x.shape[-2], x.shape[-1]))
+
+    def scores(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """Per-class scores [B, K, *size] for images [B, C, H, W]: the query masks are resampled
+        straight to the grid the caller needs (an upsampled input's source grid), instead of to
+        the input and back."""
         all_cls, all_masks = self.predictions(x)
-        return semantic_scores(all_cls[-1], all_masks[-1], (x.shape[-2], x.shape[-1]))
+        return semantic_scores(all_cls[-1], all_masks[-1], size)
 
     def _check_size(self, x: torch.Tensor) -> None:
         patch = self.size_multiple

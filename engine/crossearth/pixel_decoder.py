@@ -179,7 +179,8 @@ class MSDeformAttnPixelDecoder(nn.Module):
         query = torch.cat(inputs, 1)
         query_pos = torch.cat(positions, 1).to(query.dtype)
         points = reference_points(shapes, self.num_levels, batch, device)
-        memory = self.encoder(query, query_pos, points, shapes).transpose(1, 2)
+        # contiguous: the levels are resampled and convolved, which is slow on a transposed view
+        memory = self.encoder(query, query_pos, points, shapes).transpose(1, 2).contiguous()
         outs = [
             level.reshape(batch, -1, h, w)
             for level, (h, w) in zip(

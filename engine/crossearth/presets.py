@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypedDict
 
-from ..errors import CrossEarthError
+from ..errors import ConfigError, CrossEarthError
 from ..model_card import ClassInfo, InputSpec, ModelCard
 from .config import BackboneConfig, CrossEarthConfig, HeadConfig, ReinsConfig
 
@@ -361,9 +361,12 @@ def checkpoint_preset(name: str) -> CheckpointPreset:
     try:
         return CHECKPOINTS[name]
     except KeyError:
-        raise CrossEarthError(
-            f"unknown preset '{name}'; known: {', '.join(sorted(CHECKPOINTS))} (see "
-            "'crossearth convert --help')"
+        known = ", ".join(sorted(CHECKPOINTS))
+        raise ConfigError(
+            f"unknown preset '{name}'; known: {known}",
+            code="config.unknown_preset",
+            name=name,
+            known=known,
         ) from None
 
 

@@ -37,9 +37,9 @@ from ..pipeline import (
     ProgressCallback,
     SegmentOptions,
     SegmentResult,
-    _on_processing_grid,
     complete_outputs,
     input_files_of,
+    on_processing_grid,
     prepare_job,
 )
 from ..raster_input import open_raster
@@ -218,8 +218,10 @@ def _open_work_folder(
     if not resume:
         if not overwrite:
             raise CrossEarthError(
-                f"{shown} holds the parts of an interrupted run writing this output; pass "
-                "--resume to continue it (with the same parameters) or --overwrite to start again"
+                f"{shown} holds the parts of an interrupted run writing this output; resume to "
+                "continue it (with the same parameters) or overwrite to start again",
+                code="parts.interrupted",
+                path=shown,
             )
         work.remove_temporaries()
         work.remove()
@@ -227,8 +229,10 @@ def _open_work_folder(
     if manifest.get("fingerprint") != fingerprint(parameters):
         raise CrossEarthError(
             f"{shown} holds the parts of a run with other parameters (input, model, bands, "
-            "scaling, tile, extent or confidence differ); use --resume only with the same "
-            "parameters, or remove the folder to start again"
+            "scaling, tile, extent or confidence differ); resume only with the same "
+            "parameters, or remove the folder to start again",
+            code="parts.other_parameters",
+            path=shown,
         )
     return manifest
 
@@ -449,7 +453,7 @@ def _read_source(
         source = subset_vrt(input_path, window, run.scratch)
     if options.output_grid == "model":
         assert run.scratch is not None
-        source = _on_processing_grid(source, model, options, run.scratch)
+        source = on_processing_grid(source, model, options, run.scratch)
     with open_raster(source) as reader_ds:
         job = prepare_job(reader_ds, input_path, output_path, model, options, input_files)
         height, width = reader_ds.height, reader_ds.width
@@ -652,9 +656,12 @@ def _assemble(
                 )
             del classes, confidence  # closes the memory maps
         if not np.array_equal(expected, writer.counts):
-            raise CrossEarthError(
+            problem = (
                 f"the part files in {describe_path(work.path)} do not hold the rows their "
-                "workers counted; run again without --resume"
+                "workers counted"
+            )
+            raise CrossEarthError(
+                f"{problem}; run again without resume", code="parts.damaged", problem=problem
             )
         complete_outputs(writer, job, options, report, is_cancelled)
     except BaseException:

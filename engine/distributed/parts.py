@@ -366,14 +366,17 @@ class WorkFolder:
         try:
             array = np.load(path, mmap_mode="r")
         except (OSError, ValueError) as exc:
+            problem = f"cannot read the part file {describe_path(path)} ({exc})"
             raise CrossEarthError(
-                f"cannot read the part file {describe_path(path)} ({exc}); run again without "
-                "--resume"
+                f"{problem}; run again without resume", code="parts.damaged", problem=problem
             ) from None
         if array.shape != (info.end - info.first, info.width) or array.dtype.name != dtype:
-            raise CrossEarthError(
+            problem = (
                 f"the part file {describe_path(path)} holds {array.shape} {array.dtype} instead "
-                f"of {(info.end - info.first, info.width)} {dtype}; run again without --resume"
+                f"of {(info.end - info.first, info.width)} {dtype}"
+            )
+            raise CrossEarthError(
+                f"{problem}; run again without resume", code="parts.damaged", problem=problem
             )
         return array
 

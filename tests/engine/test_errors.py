@@ -4,8 +4,10 @@ as {"event": "error", "code", "message", "fields"}."""
 
 from __future__ import annotations
 
+import ast
 import json
 import pickle
+import re
 from pathlib import Path
 
 import pytest
@@ -95,6 +97,7 @@ def test_cancel_has_its_code():
         "event": "cancelled",
         "code": "cancelled",
         "message": "segmentation cancelled; no output was written",
+        "text": "segmentation cancelled; no output was written",
         "fields": {},
     }
 
@@ -140,8 +143,9 @@ def test_existing_output_is_an_error_event_with_code_and_fields(tmp_path, capsys
     assert code == 2 and output.read_bytes() == b"mine"
     events = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     [event] = [e for e in events if e["event"] == "error"]
-    assert set(event) == {"event", "code", "message", "fields"}
+    assert set(event) == {"event", "code", "message", "text", "fields"}
     assert event["code"] == "output.exists"
+    no_flags(event["text"])  # the library's own wording, for front ends without flags
     assert event["fields"] == {"what": "output", "path": str(output), "option": "overwrite"}
     # The CLI's wording, flags included, on stderr and in the event alike.
     assert event["message"] == (
@@ -161,3 +165,110 @@ def test_flag_free_library_wording_for_the_cli_only_options(tmp_path, capsys, pa
     assert event["fields"] == {"option": "bands", "value": [9], "count": 6}
     assert event["message"] == "--bands 9 out of range: the raster has bands 1..6"
     assert not (tmp_path / "o.tif").exists()
+
+
+REPO = Path(__file__).resolve().parents[2]
+# The command-line layer: where flags belong.
+CLI_MODULES = {"engine/cli.py", "engine/cli_messages.py", "training/cli.py"}
+FLAG = re.compile(r"(?<![\w-])--[a-z][a-z-]*")
+
+
+def _raised_texts(tree: ast.AST) -> list[tuple[int, str]]:
+    """The string pieces of every raised error's arguments and every `warnings_out.append`."""
+    found = []
+    for node in ast.walk(tree):
+        target = None
+        if isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call):
+            target = node.exc
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr in ("append", "warning", "warn")
+            and isinstance(node.func.value, ast.Name)
+            and "warn" in node.func.value.id
+        ):
+            target = node
+        if target is None:
+            continue
+        for argument in target.args:
+            for piece in ast.walk(argument):
+                if isinstance(piece, ast.Constant) and isinstance(piece.value, str):
+                    found.append((piece.lineno, piece.value))
+    return found
+
+
+def test_library_errors_and_warnings_speak_no_flags():
+    offenders = []
+    for path in sorted([*REPO.glob("engine/**/*.py"), *REPO.glob("training/**/*.py")]):
+        relative = path.relative_to(REPO).as_posix()
+        if relative in CLI_MODULES:
+            continue
+        for line, text in _raised_texts(ast.parse(path.read_text(encoding="utf-8"))):
+            # `ray start --head` is Ray's command, not ours
+            if FLAG.search(text.replace("ray start --head", "")):
+                offenders.append(f"{relative}:{line}: {text}")
+    assert offenders == []
+
+
+@pytest.mark.parametrize(
+    ("error", "cli_line"),
+    [
+        (
+            OutputError("x", code="output.batch_exists", path="/o/a_classes.tif"),
+            "/o/a_classes.tif already exists; pass --overwrite to replace it, or --resume to "
+            "keep the finished outputs of an earlier batch and do the rest",
+        ),
+        (
+            OutputError("x", code="output.dir_is_file", path="/o"),
+            "--output-dir /o is a file; give a folder",
+        ),
+        (
+            CrossEarthError("x", code="parts.damaged", problem="the part file p is short"),
+            "the part file p is short; run again without --resume",
+        ),
+        (
+            OutputError("x", code="train.run_dir", problem="the run folder r is a file"),
+            "the run folder r is a file; choose another --output (the run folder is OUTPUT.run) "
+            "or another --run-dir",
+        ),
+        (
+            InputError(
+                "x", code="train.resume_file", problem="w is a model checkpoint", weights="model",
+                folder="r/checkpoints",
+            ),
+            "w is a model checkpoint; to train from these weights convert it with 'crossearth "
+            "convert' and pass the package with --base; to resume, pass a step_NNNNNNN.pt file "
+            "from r/checkpoints or --resume auto",
+        ),
+        (
+            InputError("x", code="labels.class_field", path="roads.gpkg"),
+            "roads.gpkg holds polygons: give --class-field",
+        ),
+        (
+            CrossEarthError("x", code="environment.osgeo", option="polygons"),
+            "--polygons needs GDAL's Python bindings (osgeo); install python3-gdal or the GDAL "
+            "package of your Python distribution",
+        ),
+    ],
+)
+def test_the_cli_words_library_codes_with_its_flags(error, cli_line):
+    assert cli_message(error) == cli_line
+
+
+def test_a_usage_error_is_a_json_event_too(capsys):
+    from engine.cli import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["segment", "in.tif", "out.tif", "--progress", "json", "--tile", "big"])
+    assert exited.value.code == 2
+    out, err = capsys.readouterr()
+    event = json.loads(out.strip().splitlines()[-1])
+    assert event["event"] == "error" and event["code"] == "usage"
+    assert event["message"] == "argument --tile: 'big' is not a whole number"
+    assert event["fields"]["usage"].startswith("usage: crossearth segment")
+    assert "error: argument --tile: 'big' is not a whole number" in err  # argparse's line
+    # Without JSON progress: argparse's output only.
+    with pytest.raises(SystemExit):
+        main(["segment", "in.tif", "out.tif", "--tile", "big"])
+    out, err = capsys.readouterr()
+    assert out == "" and "is not a whole number" in err
