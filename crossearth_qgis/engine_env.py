@@ -25,13 +25,16 @@ from pathlib import Path
 
 from . import settings
 from .process import run_streaming
-from .requirements import REQUIREMENTS_FILE, requirements_text
+from .requirements import LIGHT_REQUIREMENTS_FILE, REQUIREMENTS_FILE, requirements_text
 
 ENV_VAR = "CROSSEARTH_PYTHON"
 PLUGIN_DIR = Path(__file__).resolve().parent
 RUNTIME_DIR = PLUGIN_DIR / "runtime"
 # What the worker imports; checked by auto-detection without importing anything heavy.
+# A full engine (PyTorch: every command, CUDA) or a light one (ONNX Runtime: segmenting with
+# packages that carry an ONNX graph, on the CPU); an interpreter with either set is usable.
 REQUIRED_MODULES = ("torch", "timm", "safetensors", "rasterio", "numpy", "pydantic")
+LIGHT_MODULES = ("onnxruntime", "rasterio", "numpy", "pydantic", "tqdm")
 
 SETUP_HINT = (
     "open Settings > Options > CrossEarth and click 'Set up engine environment' (or choose an "
@@ -101,7 +104,8 @@ _complete: set[tuple[str, float]] = set()
 
 
 def missing_modules(python: Path, timeout_s: float = 30.0) -> list[str]:
-    """Engine modules the interpreter cannot import (found by import spec, nothing loaded).
+    """Engine modules the interpreter cannot import (found by import spec, nothing loaded):
+    none when it has a full (PyTorch) or a light (ONNX Runtime) engine, else the full one's.
 
     Raises EngineEnvironmentError when the interpreter does not run at all.
     """
@@ -114,8 +118,9 @@ def missing_modules(python: Path, timeout_s: float = 30.0) -> list[str]:
         return []
     code = (
         "import importlib.util, json; "
-        f"print(json.dumps([m for m in {list(REQUIRED_MODULES)!r} "
-        "if importlib.util.find_spec(m) is None]))"
+        f"full = [m for m in {list(REQUIRED_MODULES)!r} if importlib.util.find_spec(m) is None]; "
+        f"light = [m for m in {list(LIGHT_MODULES)!r} if importlib.util.find_spec(m) is None]; "
+        "print(json.dumps([] if not light else full))"
     )
     try:
         done = subprocess.run(
@@ -232,9 +237,11 @@ def engine_command(python: Path, args: list[str]) -> list[str]:
 # --- creating an engine environment ---------------------------------------------------------
 
 
-def requirements_file() -> Path:
-    """runtime/requirements.txt in a zip install; written from pyproject.toml in a checkout."""
-    shipped = RUNTIME_DIR / REQUIREMENTS_FILE
+def requirements_file(kind: str = "full") -> Path:
+    """The requirements of a full or light engine environment: runtime/requirements.txt (or
+    requirements-light.txt) in a zip install; written from pyproject.toml in a checkout."""
+    name = LIGHT_REQUIREMENTS_FILE if kind == "light" else REQUIREMENTS_FILE
+    shipped = RUNTIME_DIR / name
     if shipped.is_file():
         return shipped
     pyproject = PLUGIN_DIR.parent / "pyproject.toml"
@@ -242,8 +249,8 @@ def requirements_file() -> Path:
         raise EngineEnvironmentError(
             f"The engine's requirements list is missing ({shipped}); reinstall the plugin."
         )
-    target = Path(tempfile.gettempdir()) / f"crossearth-{REQUIREMENTS_FILE}"
-    target.write_text(requirements_text(pyproject), encoding="utf-8")
+    target = Path(tempfile.gettempdir()) / f"crossearth-{name}"
+    target.write_text(requirements_text(pyproject, kind), encoding="utf-8")
     return target
 
 

@@ -16,6 +16,7 @@ from qgis.gui import QgsFileWidget, QgsOptionsPageWidget, QgsOptionsWidgetFactor
 from qgis.PyQt.QtCore import Qt, pyqtSignal
 from qgis.PyQt.QtGui import QIcon
 from qgis.PyQt.QtWidgets import (
+    QComboBox,
     QGroupBox,
     QHBoxLayout,
     QLabel,
@@ -34,6 +35,7 @@ from .engine_env import (
     Interpreter,
     auto_detect,
     default_venv_dir,
+    requirements_file,
     resolve_interpreter,
     setup_environment,
 )
@@ -45,13 +47,30 @@ ICON = PLUGIN_DIR / "icons" / "crossearth.svg"
 PAGE_TITLE = "CrossEarth"
 
 
+# The two kinds of engine environment "Set up engine environment" creates.
+ENVIRONMENT_CHOICES = (
+    ("full", "Full (PyTorch, CUDA, fine-tuning; about 3 GB)"),
+    ("light", "Light (CPU, ONNX Runtime, about 100 MB)"),
+)
+
+
 def check_summary(report: dict[str, Any]) -> str:
     """The answer of `check --json` in a few lines for the analyst."""
+    runtimes = report.get("runtimes") or {}
+    if report.get("torch"):
+        first = f"PyTorch {report.get('torch')}"
+    else:
+        first = (
+            f"Light engine: ONNX Runtime {runtimes.get('onnxruntime', '?')} (segments with "
+            "models that have an ONNX graph; fine-tuning and conversion need the full engine)"
+        )
     lines = [
-        f"PyTorch {report.get('torch')} with Python {report.get('python')} "
-        f"({report.get('executable')})",
-        f"timm {report.get('timm')}, rasterio {report.get('rasterio')}, GDAL {report.get('gdal')}",
+        f"{first} with Python {report.get('python')} ({report.get('executable')})",
+        f"rasterio {report.get('rasterio')}, GDAL {report.get('gdal')}"
+        + (f", timm {report.get('timm')}" if report.get("timm") else ""),
     ]
+    if report.get("torch") and runtimes.get("onnxruntime"):
+        lines.append(f"ONNX Runtime {runtimes['onnxruntime']} (ONNX graphs on the CPU)")
     if report.get("cuda_available"):
         lines.append(f"CUDA available: yes (CUDA {report.get('cuda_version')})")
     else:
@@ -159,10 +178,16 @@ class CrossEarthOptionsPage(QgsOptionsPageWidget):
         setup_layout = QVBoxLayout(setup)
         note = QLabel(
             "Creates a Python environment in the folder below and installs the engine's pinned "
-            "requirements (PyTorch and friends, about 3 GB download) with pip."
+            "requirements with pip. Full: PyTorch, for GPUs, fine-tuning and converting "
+            "checkpoints. Light: ONNX Runtime only, for segmenting on the CPU with models that "
+            "carry an ONNX graph (the bundled model does; 'crossearth export' adds one)."
         )
         note.setWordWrap(True)
         setup_layout.addWidget(note)
+        self.kind_combo = QComboBox()
+        for kind, label in ENVIRONMENT_CHOICES:
+            self.kind_combo.addItem(label, kind)
+        setup_layout.addWidget(self.kind_combo)
         self.venv_widget = QgsFileWidget()
         self.venv_widget.setStorageMode(QgsFileWidget.GetDirectory)
         self.venv_widget.setFilePath(str(default_venv_dir()))
@@ -248,7 +273,13 @@ class CrossEarthOptionsPage(QgsOptionsPageWidget):
     def set_up(self, requirements: Path | None = None) -> EnvironmentSetupTask:
         """Starts creating the environment in the chosen folder (a background task)."""
         venv_dir = Path(self.venv_widget.filePath().strip() or default_venv_dir())
-        task = EnvironmentSetupTask(venv_dir, requirements if requirements else None)
+        if requirements is None:
+            try:
+                requirements = requirements_file(self.kind_combo.currentData())
+            except EngineEnvironmentError as exc:
+                self.setup_status.setText(str(exc))
+                raise
+        task = EnvironmentSetupTask(venv_dir, requirements)
         task.progressChanged.connect(lambda value: self.setup_progress.setValue(int(value)))
         task.statusChanged.connect(self.setup_status.setText)
         task.outputLine.connect(self.setup_output.appendPlainText)

@@ -10,9 +10,14 @@ import re
 from pathlib import Path
 
 REQUIREMENTS_FILE = "requirements.txt"
-# Optional extras the engine environment gets too: `scale` is Ray, for sharded runs (Workers),
-# which the engine imports only when they are asked for.
-SETUP_EXTRAS = ("scale",)
+# The light engine environment's list: the `light` extra alone (no PyTorch).
+LIGHT_REQUIREMENTS_FILE = "requirements-light.txt"
+LIGHT_EXTRA = "light"
+# Optional extras the full engine environment gets too: `scale` is Ray, for sharded runs
+# (Workers), which the engine imports only when they are asked for; `onnx` is ONNX Runtime,
+# which runs a package's ONNX graph on the CPU faster than PyTorch.
+SETUP_EXTRAS = ("scale", "onnx")
+ENVIRONMENT_KINDS = ("full", "light")
 
 
 def pinned_requirements(pyproject: Path) -> list[str]:
@@ -80,11 +85,20 @@ def _dependencies_without_tomllib(text: str) -> list[str]:
     return [double or single for double, single in pairs]
 
 
-def requirements_text(pyproject: Path) -> str:
-    lines = [
-        "# Pinned requirements of the CrossEarth engine (from pyproject.toml);",
-        "# 'Set up engine environment' installs them into the engine's venv, with the",
-        f"# optional extras {', '.join(SETUP_EXTRAS)} (ray: sharded runs, imported only then).",
-        *setup_requirements(pyproject),
-    ]
+def requirements_text(pyproject: Path, kind: str = "full") -> str:
+    """The requirements file of a full or a light engine environment."""
+    if kind == "light":
+        lines = [
+            "# The light CrossEarth engine (from pyproject.toml's `light` extra): segmenting on",
+            "# the CPU with ONNX Runtime and packages that carry an ONNX graph; no PyTorch.",
+            *extra_requirements(pyproject, LIGHT_EXTRA),
+        ]
+    else:
+        lines = [
+            "# Pinned requirements of the CrossEarth engine (from pyproject.toml);",
+            "# 'Set up engine environment' installs them into the engine's venv, with the",
+            f"# optional extras {', '.join(SETUP_EXTRAS)} (ray: sharded runs, imported only "
+            "then; onnxruntime: ONNX graphs on the CPU).",
+            *setup_requirements(pyproject),
+        ]
     return "\n".join(lines) + "\n"

@@ -662,15 +662,15 @@ def _open_ray(request: BatchRequest, emit: Event) -> Any:
 
 
 def _load_once(package: Any, options: SegmentOptions, emit: Event) -> LoadedModel:
-    """The model on its device, once for all inputs of a single-process batch."""
-    from .devices import resolve_device
-    from .loading import load_package_model
-    from .runner import set_cpu_threads
+    """The model on its runtime and device, once for all inputs of a single-process batch
+    (the runtime is chosen for the model's own tile size)."""
+    from .pipeline import tile_geometry
+    from .runtimes import choose_runtime, load_model
 
-    device = resolve_device(options.device)
-    set_cpu_threads(options.threads)
-    emit("progress", {"fraction": 0.0, "message": f"loading model {package.card.name}"})
-    return LoadedModel(package.card, load_package_model(package, device))
+    tile = tile_geometry(package.card, options)[0]
+    runtime = choose_runtime(options.runtime, package.card, options.device, tile)
+    emit("progress", {"fraction": 0.0, "message": f"loading model {package.card.name} ({runtime})"})
+    return load_model(package, options.device, options.threads, runtime)
 
 
 def _run_one(

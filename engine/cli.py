@@ -80,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_check_command(commands)
     _add_plugin_commands(commands)
     _add_info_command(commands)
+    _add_export_command(commands)
     return parser
 
 
@@ -194,6 +195,13 @@ def _add_run_options(seg: argparse.ArgumentParser) -> None:
         help="with --workers/--cluster: reuse the finished parts a killed run of the same job "
         "left beside the output, and run only the rest",
     )
+    seg.add_argument(
+        "--runtime",
+        choices=["auto", "torch", "onnxruntime", "openvino"],
+        default="auto",
+        help="what runs the model: auto (PyTorch on CUDA; on CPU ONNX Runtime or OpenVINO when "
+        "the package has an ONNX graph, see 'crossearth export'), or one of them",
+    )
     seg.add_argument("--no-amp", action="store_true", help="disable mixed precision on CUDA")
     seg.add_argument(
         "--progress",
@@ -297,6 +305,28 @@ def _add_check_command(commands: argparse._SubParsersAction) -> None:
     check.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
+def _add_export_command(commands: argparse._SubParsersAction) -> None:
+    export = commands.add_parser(
+        "export",
+        help="add an ONNX graph to a model package (for --runtime onnxruntime/openvino)",
+        description="Export the package's model to ONNX (PyTorch's dynamo exporter), check it "
+        "against the PyTorch scores on a fixed input, and record it in the card. Segmenting "
+        "with the graph needs only numpy, rasterio and ONNX Runtime (or OpenVINO).",
+    )
+    export.add_argument("model", help="model package folder or installed model name")
+    export.add_argument("--opset", type=_positive_int, default=18, help="ONNX opset (default 18)")
+    export.add_argument(
+        "--tolerance",
+        type=float,
+        default=1e-4,
+        help="largest score difference from PyTorch accepted (default 1e-4)",
+    )
+    export.add_argument(
+        "--overwrite", action="store_true", help="replace the graph an earlier export added"
+    )
+    export.add_argument("--progress", choices=["bar", "json", "none"], default="bar")
+
+
 def _add_info_command(commands: argparse._SubParsersAction) -> None:
     info = commands.add_parser("info", help="show a model package's card")
     info.add_argument("model", help="model package folder or installed model name")
@@ -332,6 +362,10 @@ def _add_plugin_commands(commands: argparse._SubParsersAction) -> None:
 
 def _plugin_problem(point: Any, exc: Exception) -> str:
     package = point.value.split(":")[0].split(".")[0]
+    if isinstance(exc, ModuleNotFoundError) and (exc.name or "").split(".")[0] in (
+        FULL_ENGINE_MODULES
+    ):
+        return str(_needs_full_engine(point.name, exc.name or ""))
     if isinstance(exc, ModuleNotFoundError) and (exc.name or "").split(".")[0] == package:
         return (
             f"the '{point.name}' command is not available: {package} is not installed (the "
@@ -419,6 +453,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         min_region=args.min_region,
         keep_classes=_names(args.keep_classes),
         simplify_m=args.simplify,
+        runtime=args.runtime,
     )
     update, close = _progress_printer(args.progress)
     try:
@@ -805,6 +840,39 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_onnx
+
+    update, close = _progress_printer(args.progress)
+    try:
+        result = export_onnx(
+            args.model,
+            opset=args.opset,
+            tolerance=args.tolerance,
+            overwrite=args.overwrite,
+            progress=update,
+        )
+    finally:
+        close()
+    summary = {
+        "graph": str(result.graph),
+        "opset": result.opset,
+        "tile": result.tile,
+        "max_abs_diff": result.max_abs_diff,
+        "checked_with": result.checked_with,
+        "bytes": result.bytes,
+    }
+    if args.progress == "json":
+        _json_event("done", **summary)
+    else:
+        print(
+            f"wrote {result.graph} ({result.bytes / 1e6:.1f} MB, opset {result.opset}, tiles of "
+            f"{result.tile} px); max |difference| from PyTorch {result.max_abs_diff:.1e} "
+            f"({result.checked_with})"
+        )
+    return 0
+
+
 def _cmd_info(args: argparse.Namespace) -> int:
     from .files import describe_path
     from .packages import find_package
@@ -847,7 +915,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
         print(json.dumps(report))
         return 0
     print(f"python {report['python']} ({report['executable']})")
-    print(f"torch {report['torch']}, timm {report['timm']}, rasterio {report['rasterio']}")
+    runtimes = ", ".join(f"{name} {version}" for name, version in report["runtimes"].items())
+    print(f"runtimes: {runtimes or 'none'}; rasterio {report['rasterio']}")
     print(f"CUDA available: {'yes' if report['cuda_available'] else 'no'}")
     ray = report.get("ray")
     print(f"ray {ray} (--workers, --cluster)" if ray else "ray not installed (no --workers)")
@@ -865,6 +934,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "download": _cmd_download,
     "check": _cmd_check,
     "info": _cmd_info,
+    "export": _cmd_export,
 }
 
 
@@ -930,6 +1000,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             SegmentationCancelled("interrupted; no output was written"), json_mode, "cancelled"
         )
         return 130
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] not in FULL_ENGINE_MODULES:
+            remove_run_temporaries()
+            raise
+        remove_run_temporaries()
+        _report_error(_needs_full_engine(args.command, exc.name or ""), json_mode, "error")
+        return 2
     except CrossEarthError as exc:
         remove_run_temporaries()
         _report_error(exc, json_mode, "error")
@@ -942,6 +1019,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             remove_temporary_listener(announce)
 
 
+# What the light engine environment (numpy, rasterio, ONNX Runtime) lacks: PyTorch and what
+# builds on it. Commands that need them say so in one line there.
+FULL_ENGINE_MODULES = ("torch", "timm", "safetensors", "torchvision", "onnx", "onnxscript", "scipy")
+
+
+def _needs_full_engine(command: str, module: str) -> CrossEarthError:
+    return CrossEarthError(
+        f"'{command}' needs {module.split('.')[0]}, which this engine environment does not have "
+        "(a light environment segments with ONNX graphs only); set up the full engine "
+        "environment (PyTorch) for it",
+        code="environment.light",
+        command=command,
+        module=module.split(".")[0],
+    )
+
+
 def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
     """Parsed arguments. A usage error exits with 2 as argparse does, and in JSON progress
     mode is also an error event (code "usage"), so front ends get every error the same way."""
@@ -949,7 +1042,8 @@ def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespa
     try:
         with contextlib.redirect_stderr(captured):
             args, unknown = parser.parse_known_args(argv)
-            if unknown:  # as parse_args() says it
+            # An unavailable command takes no options; main() says why it cannot run.
+            if unknown and getattr(args, _UNAVAILABLE, None) is None:  # as parse_args() says
                 parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     except SystemExit as exc:
         text = captured.getvalue()

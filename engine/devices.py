@@ -70,8 +70,8 @@ class EnvironmentReport(TypedDict):
 
     python: str
     executable: str
-    torch: str
-    timm: str
+    torch: str | None  # None: a light environment (ONNX runtimes only)
+    timm: str | None
     rasterio: str
     gdal: str
     cuda_available: bool
@@ -79,6 +79,7 @@ class EnvironmentReport(TypedDict):
     devices: list[dict[str, object]]
     cpu_count: int | None
     ray: str | None  # None: not installed
+    runtimes: dict[str, str]  # installed runtimes (torch, onnxruntime, openvino): version
 
 
 def environment_report() -> EnvironmentReport:
@@ -87,22 +88,29 @@ def environment_report() -> EnvironmentReport:
     import sys
 
     import rasterio
-    import timm
-    import torch
 
+    runtimes = {
+        name: found
+        for name in ("torch", "onnxruntime", "openvino")
+        if (found := _installed_version(name)) is not None
+    }
+    has_torch = "torch" in runtimes
+    if has_torch:
+        import torch
     return {
         "python": platform.python_version(),
         "executable": sys.executable,
-        "torch": torch.__version__,
-        "timm": timm.__version__,
+        "torch": runtimes.get("torch"),
+        "timm": _installed_version("timm"),
         "rasterio": rasterio.__version__,
         "gdal": rasterio.__gdal_version__,
-        "cuda_available": torch.cuda.is_available(),
-        "cuda_version": torch.version.cuda,
-        "devices": describe_devices(),
+        "cuda_available": bool(has_torch and torch.cuda.is_available()),
+        "cuda_version": torch.version.cuda if has_torch else None,
+        "devices": describe_devices() if has_torch else [{"id": "cpu", "name": "CPU"}],
         "cpu_count": os.cpu_count(),
         # Sharded runs (--workers/--cluster) need Ray; its version is read without importing it.
         "ray": _installed_version("ray"),
+        "runtimes": runtimes,
     }
 
 

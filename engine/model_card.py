@@ -61,6 +61,9 @@ class ModelCard:
     license: str = "unknown"
     provenance: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
+    # The package's ONNX graph (`crossearth export`): file, sha256, opset, tile (the source
+    # tile side it takes), bands, max_abs_diff (vs PyTorch when exported), exported_with.
+    onnx: dict[str, Any] | None = None
 
     @property
     def num_classes(self) -> int:
@@ -87,6 +90,8 @@ class ModelCard:
         }
         data["tile"] = {"size": data.pop("tile_size"), "stride": data.pop("tile_stride")}
         data["architecture"] = {"name": data.pop("architecture"), "config": data.pop("config")}
+        if data["onnx"] is None:
+            del data["onnx"]
         return data
 
     def save(self, path: Path) -> None:
@@ -161,6 +166,20 @@ def _schema() -> Any:
         size: Count
         stride: int
 
+    def plain_name(value: str) -> str:
+        if not value or value in (".", "..") or "/" in value or "\\" in value:
+            raise _custom("must be a file name inside the package", value)
+        return value
+
+    class Onnx(Strict):
+        file: Annotated[str, AfterValidator(plain_name)]
+        sha256: Annotated[str, Field(pattern="^[0-9a-f]{64}$")]
+        opset: Count
+        tile: Count
+        bands: Count
+        max_abs_diff: Finite
+        exported_with: str = ""
+
     class Architecture(Strict):
         name: Name
         config: dict[str, Any] = {}
@@ -180,6 +199,7 @@ def _schema() -> Any:
         license: str | None = "unknown"
         provenance: dict[str, Any] = {}
         metrics: dict[str, Any] = {}
+        onnx: Onnx | None = None
 
     return Card
 
@@ -408,6 +428,7 @@ def card_from_dict(data: Any, where: str = "model.json") -> ModelCard:
         license=card.license if card.license is not None else "unknown",
         provenance=dict(card.provenance),
         metrics=dict(card.metrics),
+        onnx=card.onnx.model_dump() if card.onnx is not None else None,
     )
 
 

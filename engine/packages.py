@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 
 CARD_FILE = "model.json"
 WEIGHTS_FILE = "weights.safetensors"
+ONNX_FILE = "model.onnx"  # optional: the graph `crossearth export` adds
 DEFAULT_MODEL_FILE = "DEFAULT"
 
 
@@ -74,6 +75,11 @@ class ModelPackage:
     def weights_path(self) -> Path:
         """The package's safetensors weights file."""
         return self.path / WEIGHTS_FILE
+
+    @property
+    def onnx_path(self) -> Path | None:
+        """The package's ONNX graph as its card records it, or None without one."""
+        return self.path / self.card.onnx["file"] if self.card.onnx else None
 
 
 @dataclass(frozen=True)
@@ -275,7 +281,8 @@ def replace_problem(destination: Path) -> str | None:
     """Why an existing `destination` must not be replaced by a new package (None: it may).
 
     Only a package this tool wrote may go: a folder with exactly model.json and
-    weights.safetensors whose card reads. An empty folder holds nothing to lose."""
+    weights.safetensors (and the model.onnx an export adds) whose card reads. An empty folder
+    holds nothing to lose."""
     shown = describe_path(destination)
     refuse = "it will not be replaced: choose another name or remove it yourself"
     if destination.is_symlink():
@@ -286,7 +293,7 @@ def replace_problem(destination: Path) -> str | None:
         names = sorted(os.listdir(destination))
     except OSError as exc:
         return f"{shown} cannot be read ({exc.strerror or exc}); {refuse}"
-    foreign = [n for n in names if n not in (CARD_FILE, WEIGHTS_FILE)]
+    foreign = [n for n in names if n not in (CARD_FILE, WEIGHTS_FILE, ONNX_FILE)]
     if foreign:
         return (
             f"{shown} holds {describe_path(foreign[0])}, which is not part of a model package; "
@@ -294,9 +301,11 @@ def replace_problem(destination: Path) -> str | None:
         )
     if not names:
         return None
-    for name in (CARD_FILE, WEIGHTS_FILE):
+    for name in (CARD_FILE, WEIGHTS_FILE, ONNX_FILE):
         item = destination / name
         if name not in names:
+            if name == ONNX_FILE:
+                continue  # optional
             return f"{shown} has no {name}, so it is not a model package; {refuse}"
         if item.is_symlink() or not item.is_file():
             return (
@@ -367,8 +376,8 @@ def check_package_output(
 
 
 def _remove_replaced(old: Path) -> None:
-    """Removes a replaced package: its two known files and the folder, nothing else."""
-    for name in (CARD_FILE, WEIGHTS_FILE):
+    """Removes a replaced package: its known files and the folder, nothing else."""
+    for name in (CARD_FILE, WEIGHTS_FILE, ONNX_FILE):
         with contextlib.suppress(OSError):
             (old / name).unlink()
     with contextlib.suppress(OSError):

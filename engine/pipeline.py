@@ -46,6 +46,7 @@ from .resolution import (
     source_geometry,
 )
 from .row_stream import DecidedRows, stream_rows
+from .runtimes import LoadedModel
 from .subset import extent_window, subset_vrt, warp_to_gsd
 from .tiling import plan_tiles
 from .vectorize import polygonize
@@ -53,14 +54,6 @@ from .vectorize import polygonize
 log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[float, str], None]
-
-
-@dataclass
-class LoadedModel:
-    """A model ready to run: its card and the module (already on its device, in eval mode)."""
-
-    card: ModelCard
-    module: Any  # torch.nn.Module; typed loosely so this module imports without torch
 
 
 @dataclass
@@ -83,6 +76,7 @@ class SegmentOptions:
     min_region: str | None = None  # sieve: pixels ("20", "20px") or area ("5000m2", "0.5ha")
     keep_classes: list[str] | None = None  # classes whose small regions are kept
     simplify_m: float | None = None  # polygon simplification tolerance in metres
+    runtime: str = "auto"  # auto, torch, onnxruntime or openvino (engine/runtimes.py)
 
 
 @dataclass
@@ -434,24 +428,19 @@ def _run(
 ) -> tuple[int, np.ndarray, int, int, str]:
     """Loads the model, streams the tiles through it into the outputs, and publishes them
     together. Returns (tiles, class counts, nodata pixels, skipped tiles, device)."""
-    import torch
-
-    from .devices import resolve_device
-    from .runner import BatchRunner, set_cpu_threads
+    from .runtimes import choose_runtime, load_model, make_runner, release
 
     card, size, stride = job.card, job.size, job.stride
-    device = resolve_device(options.device)
-    set_cpu_threads(options.threads)
     if loaded is None:
-        report(0.0, f"loading model {card.name} on {device}")
         assert job.package is not None
-        loaded = LoadedModel(card, _load(job.package, device))
-    module = loaded.module
-    if job.resolution.factor != 1.0:
-        from .scaled_model import ResampledModel
-
-        module = ResampledModel(module, job.model_tile)
-    runner = BatchRunner(module, device, card.num_classes, options.batch_size, amp=options.amp)
+        runtime = choose_runtime(options.runtime, card, options.device, job.model_tile)
+        report(0.0, f"loading model {card.name} ({runtime})")
+        loaded = load_model(job.package, options.device, options.threads, runtime)
+    device = loaded.device if loaded.runtime == "torch" else f"cpu ({loaded.runtime})"
+    resampled = job.resolution.factor != 1.0
+    runner = make_runner(
+        loaded, options.batch_size, options.amp, job.model_tile if resampled else None
+    )
 
     height, width = reader_ds.height, reader_ds.width
     tiles = plan_tiles(height, width, size, stride)
@@ -497,9 +486,8 @@ def _run(
             writer.discard()
         raise
     finally:
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-    return len(tiles), writer.counts, writer.nodata_pixels, counted["skipped"], str(device)
+        release(loaded)
+    return len(tiles), writer.counts, writer.nodata_pixels, counted["skipped"], device
 
 
 def complete_outputs(
@@ -532,9 +520,3 @@ def complete_outputs(
         for path in published:
             path.unlink(missing_ok=True)
         raise
-
-
-def _load(package: ModelPackage, device: Any) -> Any:
-    from .loading import load_package_model
-
-    return load_package_model(package, device)

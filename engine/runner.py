@@ -8,7 +8,8 @@ import logging
 import numpy as np
 import torch
 
-from .errors import ConfigError, CrossEarthError, ModelError, ResourceError
+from .errors import ConfigError, CrossEarthError, ResourceError
+from .runtimes import checked_scores
 
 log = logging.getLogger(__name__)
 
@@ -61,22 +62,7 @@ class BatchRunner:
         )
         with torch.inference_mode(), autocast:
             scores = self.model(inputs)
-        expected = (batch.shape[0], self.num_classes, batch.shape[2], batch.shape[3])
-        if tuple(scores.shape) != expected:
-            raise CrossEarthError(
-                f"the model returned scores of shape {tuple(scores.shape)}, expected {expected}: "
-                "the package's card does not match its architecture"
-            )
-        result = scores.float().cpu().numpy()
-        if not np.isfinite(result).all():
-            raise ModelError(
-                "the model produced NaN or infinite scores; its weights are damaged or it "
-                "overflowed in reduced precision: re-install the package, or turn off mixed "
-                "precision (amp)",
-                code="model.nonfinite",
-                option="no_amp",
-            )
-        return result
+        return checked_scores(scores.float().cpu().numpy(), batch.shape, self.num_classes)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         outputs = []

@@ -120,6 +120,7 @@ def build(dist: Path) -> Path:
     helpers = _load_requirements_module()
     version = plugin_version(helpers)
     requirements = helpers.requirements_text(REPO / "pyproject.toml")
+    light = helpers.requirements_text(REPO / "pyproject.toml", "light")
     dist.mkdir(parents=True, exist_ok=True)
     target = dist / f"{PLUGIN}-{version}.zip"
     partial = target.with_suffix(".zip.partial")
@@ -132,6 +133,9 @@ def build(dist: Path) -> Path:
             archive.writestr(_info(name, 0o100644), source.read_bytes())
         archive.writestr(
             _info(f"{PLUGIN}/runtime/requirements.txt", 0o100644), requirements.encode()
+        )
+        archive.writestr(
+            _info(f"{PLUGIN}/runtime/{helpers.LIGHT_REQUIREMENTS_FILE}", 0o100644), light.encode()
         )
         info_dir = f"{PLUGIN}/runtime/crossearth_qgis-{version}.dist-info"
         for name, content in dist_info(version).items():

@@ -2,7 +2,7 @@
 # Idempotent set-up of everything the project needs on Debian bookworm:
 # the Debian packages (QGIS, GDAL/rasterio, Xvfb) and a .venv at the repo root that sees them
 # (--system-site-packages) with the pinned engine dependencies and this project installed editable
-# (with the dev tools and the `scale` extra: Ray, for sharded runs).
+# (with the dev tools, the `scale` extra: Ray, for sharded runs, and the ONNX runtimes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,6 +29,6 @@ stamp=.venv/.crossearth-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     echo "setup: installing Python dependencies into .venv"
     .venv/bin/python -m pip install -q --upgrade "pip>=23"
-    .venv/bin/python -m pip install -q -e ".[dev,scale]"
+    .venv/bin/python -m pip install -q -e ".[dev,scale,onnx,openvino]"
     touch "$stamp"
 fi

@@ -48,6 +48,7 @@ class WorkerSpec:
     threads: int | None
     amp: bool
     work_folder: str
+    runtime: str = "torch"  # decided by the driver (engine/runtimes.py)
 
 
 @dataclass(frozen=True)
@@ -111,9 +112,7 @@ class ShardWorker:
         return info
 
     def _prepare(self) -> str:
-        from ..devices import resolve_device
-        from ..loading import load_package_model
-        from ..runner import BatchRunner, set_cpu_threads
+        from ..runtimes import load_model, make_runner
 
         spec = self.spec
         dataset = open_raster(spec.source)
@@ -128,16 +127,9 @@ class ShardWorker:
         weights = spec.package.weights_path
         if not weights.is_file():
             raise CrossEarthError(f"the model weights {describe_path(weights)} do not exist here")
-        device = resolve_device(spec.device)
-        set_cpu_threads(spec.threads)
-        model = load_package_model(spec.package, device)
-        if spec.model_tile is not None:
-            from ..scaled_model import ResampledModel
-
-            model = ResampledModel(model, spec.model_tile)
-        card = spec.package.card
-        self._runner = BatchRunner(model, device, card.num_classes, spec.batch_size, spec.amp)
-        return str(device)
+        loaded = load_model(spec.package, spec.device, spec.threads, spec.runtime)
+        self._runner = make_runner(loaded, spec.batch_size, spec.amp, spec.model_tile)
+        return loaded.device
 
     def _on_tiles(self, done: int, skipped: int) -> None:
         with self._lock:

@@ -45,6 +45,7 @@ from ..pipeline import (
 from ..raster_input import open_raster
 from ..raster_output import class_encoding
 from ..row_stream import DecidedRows
+from ..runtimes import choose_runtime
 from ..subset import extent_window, subset_vrt
 from ..tiling import plan_tiles
 from .actor import WorkerSpec
@@ -580,6 +581,9 @@ def _worker_spec(
         threads=worker_plan.threads,
         amp=options.amp,
         work_folder=os.fsdecode(work.path),
+        runtime=choose_runtime(
+            options.runtime, job.card, "cuda" if worker_plan.gpu else "cpu", job.model_tile
+        ),
     )
 
 
