@@ -22,6 +22,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+# Area per 512 px tile at stride 341 (the official sliding window) and 0.3 m pixels: what
+# km^2/s a tile rate is for sub-metre imagery.
+KM2_PER_TILE = (341 * 0.3 / 1000) ** 2
+
 # Dense bf16/fp16 tensor-core peaks (no sparsity), FLOP/s, for the GPUs we report on.
 GPU_PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L4": 121e12, "RTX 4090": 165e12}
 
@@ -133,9 +137,10 @@ def main() -> None:
     print(f"device {args.device}, {args.size} x {args.size} tiles, batch {args.batch}")
     header = (
         f"{'preset':<10} {'mode':<12} {'s/tile':>8} {'tiles/s':>8} {'vs first':>8} "
-        f"{'MSDA %':>7} {'peak MB':>8} {'params M':>8}"
+        f"{'MSDA %':>7} {'peak MB':>8} {'params M':>8} {'km2/s*':>7}"
     )
     print(header + ("  % peak FLOP/s" if args.device.startswith("cuda") else ""))
+    print("  * km2/s at 0.3 m pixels with 512 px tiles at stride 341 (one tile per 341^2 px)")
     baseline = None
     for preset in args.presets.split(","):
         for precision, compiled in runs:
@@ -173,7 +178,7 @@ def main() -> None:
             line = (
                 f"{preset:<10} {mode:<12} {r['seconds_per_tile']:8.3f} {rate:8.2f} "
                 f"{rate / baseline:8.3f} {100 * r['msda_share']:6.1f}% {r['peak_mb']:8.0f} "
-                f"{r['params_m']:8.1f}"
+                f"{r['params_m']:8.1f} {rate * KM2_PER_TILE:7.3f}"
             )
             if r["flops_per_tile"] and r["gpu"]:
                 peak = next((v for k, v in GPU_PEAK_FLOPS.items() if k in r["gpu"]), None)

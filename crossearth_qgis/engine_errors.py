@@ -143,6 +143,11 @@ WORDING: dict[str, Callable[[dict[str, Any]], str]] = {
         f"the simplification tolerance {f['value']} must be a distance in metres >= 0"
     ),
     "input.not_crossearth": _not_crossearth,
+    "environment.light": lambda f: (
+        f"'{f['command']}' needs the full engine (PyTorch); the engine Python is a light one "
+        "(ONNX Runtime): choose 'Full' in Settings > Options > CrossEarth and click 'Set up "
+        "engine environment'"
+    ),
     "config.source": lambda f: "give exactly one of a preset or an mmseg config",
     "config.classes_with_preset": lambda f: (
         "class names only apply with an mmseg config; presets name their classes"

@@ -911,6 +911,13 @@ def _cmd_check(args: argparse.Namespace) -> int:
     from .devices import environment_report
 
     report = environment_report()
+    if not report["runtimes"]:
+        raise CrossEarthError(
+            f"this Python ({report['executable']}) has no model runtime: neither PyTorch (the "
+            "full engine) nor ONNX Runtime (the light engine); install the engine requirements",
+            code="environment.no_runtime",
+            executable=report["executable"],
+        )
     if args.json:
         print(json.dumps(report))
         return 0

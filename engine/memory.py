@@ -30,8 +30,13 @@ def segmentation_bytes(
     *, tile: int, batch: int, bands: int, classes: int, width: int, input_scale: float = 1
 ) -> int:
     """Host memory of a segmentation run: the strip of blended scores (one tile tall, raster
-    wide) and a batch of tiles in, at the model's scale, and scores out."""
+    wide), the block of source tiles being read (raster_input.READ_BLOCK_TILES tiles wide, read
+    ahead by the prefetcher), and a batch of tiles in, at the model's scale, and scores out."""
+    from .raster_input import READ_BLOCK_MIN_PX, READ_BLOCK_TILES
+
     strip = (4 * classes + 4 + 1) * tile * width
+    block = 2 * (4 * bands + 1) * tile * min(width, max(READ_BLOCK_TILES * tile, READ_BLOCK_MIN_PX))
+    strip += block
     model_side = round(tile * input_scale)  # the model's tile: a scaled tile may be fractional
     batch_in = 4 * batch * bands * model_side * model_side
     batch_out = 4 * batch * classes * tile * tile

@@ -280,8 +280,17 @@ def choose_scaling(
     )
 
 
+# Tiles of one tile row are cut from one read of this many tile sides (at least): neighbours
+# overlap, and one larger read decodes each source block once instead of once per tile.
+READ_BLOCK_TILES = 16
+READ_BLOCK_MIN_PX = 2048
+
+
 class TileReader:
-    """Reads model-ready tiles: chosen bands, scaled, normalized, invalid pixels neutral."""
+    """Reads model-ready tiles: chosen bands, scaled, normalized, invalid pixels neutral.
+
+    Tiles are cut from a block of the tile row, read once (READ_BLOCK_TILES tile sides wide)
+    and prepared once, so overlapping neighbours cost no second read."""
 
     def __init__(
         self,
@@ -299,6 +308,8 @@ class TileReader:
         self._clip = scaling.clip
         self._mean = mean
         self._inv_std = 1.0 / std
+        # (row, height, first column, normalized values [C, h, w], validity [h, w])
+        self._block: tuple[int, int, int, np.ndarray, np.ndarray] | None = None
 
     def read_valid(self, window: Window) -> np.ndarray:
         """Boolean validity of the window's pixels: valid only where every chosen band is."""
@@ -357,15 +368,36 @@ class TileReader:
         """
         height = min(size, self.dataset.height - row)
         width = min(size, self.dataset.width - col)
-        window = Window(col, row, width, height)
-        raw, valid = self.read_window(window)
-        values = self.normalize(self.to_model_range(raw))
-        # Invalid pixels get the normalized mean (0) so nodata fill values don't steer the model.
-        values[:, ~valid] = 0.0
+        block = self._block_for(row, height, col, width, size)
+        start = col - block[2]
+        values = block[3][:, :, start : start + width]
+        valid = block[4][:, start : start + width]
         if height < size or width < size:
             values = reflect_pad(values, size, size)
             valid = np.pad(valid, ((0, size - height), (0, size - width)))
         return values, valid
+
+
+    def _block_for(
+        self, row: int, height: int, col: int, width: int, size: int
+    ) -> tuple[int, int, int, np.ndarray, np.ndarray]:
+        """The prepared block of tile row `row` that holds columns [col, col + width)."""
+        block = self._block
+        if (
+            block is not None
+            and block[0] == row
+            and block[1] == height
+            and block[2] <= col
+            and col + width <= block[2] + block[3].shape[-1]
+        ):
+            return block
+        span = min(self.dataset.width - col, max(READ_BLOCK_TILES * size, READ_BLOCK_MIN_PX))
+        raw, valid = self.read_window(Window(col, row, span, height))
+        values = self.normalize(self.to_model_range(raw))
+        # Invalid pixels get the normalized mean (0) so nodata fill values don't steer the model.
+        values[:, ~valid] = 0.0
+        self._block = (row, height, col, values, valid)
+        return self._block
 
 
 def reflect_pad(array: np.ndarray, height: int, width: int) -> np.ndarray:

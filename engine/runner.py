@@ -54,7 +54,11 @@ class BatchRunner:
         self.amp_dtype = autocast_dtype(device) if amp else None
 
     def _forward(self, batch: np.ndarray) -> np.ndarray:
-        inputs = torch.from_numpy(batch).to(self.device, non_blocking=True)
+        inputs = torch.from_numpy(batch)
+        if self.device.type == "cuda":
+            # From page-locked memory the copy to the GPU is asynchronous.
+            inputs = inputs.pin_memory()
+        inputs = inputs.to(self.device, non_blocking=True)
         autocast = (
             torch.autocast(self.device.type, dtype=self.amp_dtype)
             if self.amp_dtype is not None

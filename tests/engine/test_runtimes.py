@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -168,26 +167,8 @@ def test_a_package_without_graph_cannot_use_an_onnx_runtime(tmp_path, capsys):
         assert code == 2 and "has no ONNX graph ('crossearth export' adds one)" in err
 
 
-def _light_environment(root: Path) -> Path:
-    """A real virtual environment without PyTorch: system site packages (numpy, rasterio from
-    Debian) and only the light requirements, installed with pip."""
-    from crossearth_qgis.requirements import requirements_text
-
-    base = shutil.which("python3", path="/usr/bin") or sys.executable
-    subprocess.run([base, "-m", "venv", "--system-site-packages", str(root)], check=True)
-    python = root / "bin" / "python"
-    requirements = root / "requirements-light.txt"
-    requirements.write_text(requirements_text(REPO / "pyproject.toml", "light"), encoding="utf-8")
-    subprocess.run(
-        [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", "-r",
-         str(requirements)],
-        check=True,
-    )  # fmt: skip
-    return python
-
-
-def test_a_light_environment_without_torch_segments(exported, tmp_path, capsys):
-    python = _light_environment(tmp_path / "light")
+def test_a_light_environment_without_torch_segments(exported, tmp_path, capsys, light_python):
+    python = light_python
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), "HOME": str(tmp_path)}
     probe = subprocess.run([str(python), "-c", "import torch"], capture_output=True, env=env)
     assert probe.returncode != 0  # really without PyTorch

@@ -115,10 +115,53 @@ def test_requirements_are_the_pinned_engine_dependencies():
         if line and not line.startswith("#")
     ]
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    # The dependencies, then the `scale` extra: Ray for sharded runs (Workers).
-    scale = project["optional-dependencies"]["scale"]
-    assert lines == project["dependencies"] + scale
+    # The dependencies, then the `scale` extra (Ray for sharded runs, Workers) and the `onnx`
+    # one (ONNX Runtime runs a package's graph on the CPU).
+    extras = project["optional-dependencies"]
+    assert lines == project["dependencies"] + extras["scale"] + extras["onnx"]
     assert "torch==2.14.1" in lines and "ray==2.60.0" in lines
+
+
+def test_the_light_requirements_have_no_pytorch():
+    lines = [
+        line
+        for line in requirements_file("light").read_text().splitlines()
+        if line and not line.startswith("#")
+    ]
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert lines == project["optional-dependencies"]["light"]
+    assert any(line.startswith("onnxruntime") for line in lines)
+    assert not any(line.startswith(("torch", "timm", "ray")) for line in lines)
+
+
+def test_a_light_environment_is_a_usable_engine(light_python, no_configuration):
+    """Without PyTorch but with ONNX Runtime the interpreter counts as an engine; its check
+    says what it can do."""
+    assert missing_modules(light_python) == []
+    page = CrossEarthOptionsPage()
+    page.python_widget.setFilePath(str(light_python))
+    page.check()
+    wait_for(lambda: page.check_task is None, 300, "the light engine check")
+    assert page.check_report is not None and page.check_report["torch"] is None
+    text = page.check_label.text()
+    assert text.startswith("Light engine: ONNX Runtime ")
+    assert "fine-tuning and conversion need the full engine" in text
+    assert "cpu: CPU" in text
+    page.deleteLater()
+
+
+def test_the_set_up_offers_full_and_light(tmp_path, no_configuration):
+    page = CrossEarthOptionsPage()
+    kinds = [page.kind_combo.itemData(i) for i in range(page.kind_combo.count())]
+    assert kinds == ["full", "light"]
+    assert "about 100 MB" in page.kind_combo.itemText(1)
+    page.venv_widget.setFilePath(str(tmp_path / "venv"))
+    page.kind_combo.setCurrentIndex(1)
+    task = page.set_up()
+    assert task.requirements == requirements_file("light")
+    task.cancel()
+    wait_for(lambda: page.setup_task is None, 300, "the cancelled set-up")
+    page.deleteLater()
 
 
 def test_requirements_read_without_tomllib(monkeypatch):
@@ -197,7 +240,10 @@ def test_check_button_reports_torch_cuda_and_devices(engine_check, no_configurat
     page.check()
     wait_for(lambda: page.check_task is None, 120, "the failing check")
     if "torch" in missing_modules(Path("/usr/bin/python3")):
-        assert "(settings) has no Python module 'torch', 'timm'" in page.check_label.text()
+        assert page.check_label.text().startswith(
+            "This Python (/usr/bin/python3) has no model runtime: neither PyTorch (the full "
+            "engine) nor ONNX Runtime (the light engine)"
+        )
     page.deleteLater()
 
 

@@ -87,9 +87,15 @@ def test_zip_holds_real_files_with_the_engine_runtime(plugin_zip):
         for plugin_module in ("plugin.py", "dock.py", "worker.py", "processing/provider.py"):
             assert f"{PLUGIN}/{plugin_module}" in names
         requirements = archive.read(f"{PLUGIN}/runtime/requirements.txt").decode().splitlines()
+        light_requirements = (
+            archive.read(f"{PLUGIN}/runtime/requirements-light.txt").decode().splitlines()
+        )
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    expected = project["dependencies"] + project["optional-dependencies"]["scale"]
+    extras = project["optional-dependencies"]
+    expected = project["dependencies"] + extras["scale"] + extras["onnx"]
     assert [r for r in requirements if r and not r.startswith("#")] == expected
+    light = [r for r in light_requirements if r and not r.startswith("#")]
+    assert light == extras["light"]
 
 
 def test_zip_installs_into_a_fresh_profile_and_runs_from_qgis_process(
