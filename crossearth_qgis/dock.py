@@ -144,6 +144,7 @@ class CrossEarthDock(DockForm, DockModels, DockProcessing, DockRun, QgsDockWidge
             polygons=f"{stem}_classes.gpkg" if self.polygons_check.isChecked() else None,
             extent=extent,
             workers=self.workers_combo.currentData() if self.ray_version else None,
+            runtime=self.runtime_combo.currentData(),
             **self._processing_options(export is not None, self.polygons_check.isChecked()),
         )
         return Job(request, layer, model, interpreter, export)

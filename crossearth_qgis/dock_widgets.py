@@ -32,6 +32,15 @@ GSD_AUTO, GSD_NATIVE, GSD_METRES = "auto", "native", "metres"
 REGION_UNITS = [("pixels", "px"), ("m²", "m2"), ("ha", "ha")]
 
 
+
+# The dock's Runtime choices (the engine's --runtime values).
+RUNTIME_CHOICES = (
+    ("Auto", "auto"),
+    ("PyTorch", "torch"),
+    ("ONNX Runtime (CPU)", "onnxruntime"),
+    ("OpenVINO (CPU)", "openvino"),
+)
+
 class DockForm:
     """Builds the widgets; the other parts of the dock fill them and read them."""
 
@@ -139,6 +148,14 @@ class DockForm:
         )
         advanced.addRow(self.workers_label, self.workers_combo)
         self._fill_workers({})  # shown once the engine reports Ray (see _devices_checked)
+        self.runtime_combo = QComboBox()
+        for label, runtime in RUNTIME_CHOICES:
+            self.runtime_combo.addItem(label, runtime)
+        self.runtime_combo.setToolTip(
+            "What runs the model. Auto: PyTorch on a GPU; on the CPU ONNX Runtime when the "
+            "model has an ONNX graph (faster), else PyTorch"
+        )
+        advanced.addRow("Runtime", self.runtime_combo)
 
     def _build_outputs(self, advanced: QFormLayout) -> None:
         self.output_widget = QgsFileWidget()

@@ -59,6 +59,8 @@ class SegmentRequest:
     # Sharded on Ray: a number of model workers or "auto"; None = one process (no Ray).
     workers: str | None = None
     cluster: str | None = None  # a Ray cluster's address ("auto", "ray://host:port"); None = local
+    # What runs the model: "auto", "torch", "onnxruntime" or "openvino"; None = the engine's auto.
+    runtime: str | None = None
     # Replace existing outputs: only when the analyst confirmed it (the engine refuses else).
     overwrite: bool = False
 
@@ -94,6 +96,8 @@ class SegmentRequest:
             args.append(_option("workers", self.workers))
         if self.cluster:
             args.append(_option("cluster", self.cluster))
+        if self.runtime and self.runtime != "auto":
+            args.append(_option("runtime", self.runtime))
         if self.overwrite:
             args.append("--overwrite")
         return args

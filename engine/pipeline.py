@@ -434,6 +434,10 @@ def _run(
     if loaded is None:
         assert job.package is not None
         runtime = choose_runtime(options.runtime, card, options.device, job.model_tile)
+        if runtime == "torch":
+            from .devices import resolve_device
+
+            resolve_device(options.device)  # a missing GPU is refused before loading starts
         report(0.0, f"loading model {card.name} ({runtime})")
         loaded = load_model(job.package, options.device, options.threads, runtime)
     device = loaded.device if loaded.runtime == "torch" else f"cpu ({loaded.runtime})"

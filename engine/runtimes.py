@@ -67,6 +67,13 @@ def graph_problem(card: ModelCard, tile: int) -> str | None:
     return None
 
 
+def _check_device_name(device: str) -> None:
+    name = (device or "auto").strip().lower()
+    if name in ("auto", "cpu", "cuda") or (name.startswith("cuda:") and name[5:].isdigit()):
+        return
+    raise CrossEarthError(f"device '{device}' is not valid; use auto, cpu, cuda or cuda:N")
+
+
 def _cuda_wanted(device: str) -> bool:
     name = (device or "auto").strip().lower()
     if name.startswith("cuda"):
@@ -81,6 +88,7 @@ def _cuda_wanted(device: str) -> bool:
 def choose_runtime(requested: str | None, card: ModelCard, device: str, tile: int) -> str:
     """The runtime for `requested` (auto, torch, onnxruntime, openvino) with this model, device
     and tile size (model pixels); one that cannot run here is a CrossEarthError saying why."""
+    _check_device_name(device)
     name = (requested or "auto").strip().lower()
     if name not in RUNTIMES:
         raise ConfigError(

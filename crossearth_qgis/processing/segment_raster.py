@@ -165,6 +165,8 @@ class SegmentRasterAlgorithm(CrossEarthAlgorithm):
     SIMPLIFY = "SIMPLIFY"
     WORKERS = "WORKERS"
     CLUSTER = "CLUSTER"
+    RUNTIME = "RUNTIME"
+    RUNTIMES = ["auto", "torch", "onnxruntime", "openvino"]
 
     def name(self) -> str:
         return "segmentraster"
@@ -310,6 +312,13 @@ class SegmentRasterAlgorithm(CrossEarthAlgorithm):
                 "",
                 optional=True,
             ),
+            QgsProcessingParameterEnum(
+                self.RUNTIME,
+                "Runtime: auto (PyTorch on a GPU; ONNX Runtime on the CPU when the model has an "
+                "ONNX graph), torch, onnxruntime or openvino",
+                self.RUNTIMES,
+                defaultValue=0,
+            ),
         ]
 
     def _output_parameters(self) -> list[QgsProcessingParameterDefinition]:
@@ -374,6 +383,7 @@ class SegmentRasterAlgorithm(CrossEarthAlgorithm):
             overwrite=True,
             workers=workers_text(self.parameterAsString(parameters, self.WORKERS, context)),
             cluster=self.parameterAsString(parameters, self.CLUSTER, context).strip() or None,
+            runtime=self.RUNTIMES[self.parameterAsEnum(parameters, self.RUNTIME, context)],
             **self._options(parameters, context, gsd, export is not None, bool(polygons), feedback),
         )
         outcome = self._run(request, export, feedback)

@@ -28,6 +28,7 @@ from engine.batch import (
     unique_stems,
 )
 from engine.cli import main
+from engine.cli_messages import cli_message
 from engine.errors import CrossEarthError, SegmentationCancelled
 from engine.files import TEMP_PREFIX
 from engine.pipeline import SegmentOptions
@@ -544,7 +545,8 @@ def test_cancel_keeps_finished_outputs_and_writes_no_index(tmp_path, scenes):
     with pytest.raises(SegmentationCancelled) as caught:
         run_batch(request, on_event, cancel=stop)
     message = str(caught.value)
-    assert "batch stopped after 1 of 2 inputs" in message and "--resume" in message
+    assert "batch stopped after 1 of 2 inputs" in message and "with resume" in message
+    assert cli_message(caught.value).endswith("run the same command with --resume to do the rest")
     assert sorted(p.name for p in out.iterdir()) == [
         "raleigh_a_classes.tif",
         "raleigh_a_classes.tif.aux.xml",

@@ -66,7 +66,8 @@ def test_input_scale_runs_the_network_on_a_finer_grid(tmp_path):
     model = load_model(package.path)
     assert isinstance(model, ScaledModel)
     seen = []
-    model.network.register_forward_pre_hook(lambda module, args: seen.append(args[0].shape))
+    backbone = model.network.backbone
+    backbone.register_forward_pre_hook(lambda module, args: seen.append(args[0].shape))
     with rasterio.open(LANDSAT) as src:
         rgb = src.read([3, 2, 1], window=((0, 50), (0, 70)))
     raster = write_raster(tmp_path / "rgb.tif", rgb)
@@ -81,10 +82,16 @@ def test_input_scale_runs_the_network_on_a_finer_grid(tmp_path):
     with torch.no_grad():
         x = torch.randn(1, 3, 32, 32)
         scores = model(x)
-        fine = model.network(torch.nn.functional.interpolate(x, scale_factor=4, mode="bilinear"))
+        up = torch.nn.functional.interpolate(x, scale_factor=4, mode="bilinear")
+        fine = model.network(up)
+        direct = model.network.scores(up, (32, 32))
     assert tuple(scores.shape) == (1, 2, 32, 32)
-    # Each source pixel gets the mean score of its 4 x 4 model pixels.
-    torch.testing.assert_close(scores[0, :, 5, 7], fine[0, :, 20:24, 28:32].mean((-2, -1)))
+    # The query masks are resampled straight to the source grid (not to the 128 px input and
+    # averaged back): the same scores up to the order of resampling and the sigmoid.
+    torch.testing.assert_close(scores, direct)
+    pooled = torch.nn.functional.avg_pool2d(fine, 4)
+    assert (scores - pooled).abs().mean() < 0.03 * pooled.abs().mean()
+    assert (scores.argmax(1) == pooled.argmax(1)).float().mean() > 0.97
 
 
 def test_card_refuses_a_bad_input_scale():

@@ -220,3 +220,14 @@ def test_segment_request_workers_and_cluster():
         a.startswith(("--workers", "--cluster"))
         for a in SegmentRequest("/d/in.tif", "/d/out.tif").args()
     )
+
+
+def test_segment_request_runtime_and_the_engine_parses_it():
+    from engine.cli import build_parser
+
+    request = SegmentRequest("/d/in.tif", "/d/out.tif", runtime="onnxruntime")
+    assert "--runtime=onnxruntime" in request.args()
+    assert build_parser().parse_args(request.args()).runtime == "onnxruntime"
+    # auto is the engine's default: not passed.
+    plain = SegmentRequest("/d/i.tif", "/d/o.tif", runtime="auto").args()
+    assert not any(a.startswith("--runtime") for a in plain)
