@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import logging
 import os
 import re
@@ -32,7 +31,7 @@ from typing import Any
 
 from .catalog import CatalogEntry, HubFile, find_entry, format_size, load_catalog
 from .errors import CrossEarthError, OutputError
-from .files import describe_path, write_error
+from .files import describe_path, file_sha256, write_error
 from .packages import ModelPackage, check_package_output, replace_problem, user_models_dir
 
 log = logging.getLogger(__name__)
@@ -312,17 +311,6 @@ def _remove_fetched(fetched: _Fetched) -> list[Path]:
     return removed
 
 
-def _sha256(path: Path, on_bytes: Callable[[int], None]) -> str:
-    digest = hashlib.sha256()
-    done = 0
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(chunk)
-            done += len(chunk)
-            on_bytes(done)
-    return digest.hexdigest()
-
-
 def _expected_sha256(file: HubFile, path: Path) -> str | None:
     """The catalog's digest, else the Hub's: an LFS blob is stored under its SHA-256 ETag."""
     if file.sha256:
@@ -491,7 +479,7 @@ def _verify(
             f"{file.filename}: no SHA-256 is published for it, so only its size was checked"
         )
         return
-    actual = _sha256(path, on_bytes)
+    actual = file_sha256(path, on_bytes)
     if actual == expected:
         return
     if ours is not None:

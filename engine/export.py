@@ -25,12 +25,13 @@ from .errors import CrossEarthError, ModelError, OutputError
 from .files import (
     create_temporary_file,
     describe_path,
+    file_sha256,
     give_ordinary_permissions,
     publish,
     remove_temporary,
 )
 from .packages import CARD_FILE, ONNX_FILE, ModelPackage, find_package, open_package
-from .runtimes import ONNX_RUNTIMES, OnnxModel, installed, sha256_of
+from .runtimes import ONNX_RUNTIMES, OnnxModel, installed
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +160,7 @@ def export_onnx(
         x = reference_input(package.card)
         graph: dict[str, Any] = {
             "file": ONNX_FILE,
-            "sha256": sha256_of(temp),
+            "sha256": file_sha256(temp),
             "opset": opset,
             "tile": package.card.tile_size,
             "bands": len(package.card.input.bands),

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 import secrets
 import shutil
@@ -239,3 +240,16 @@ def describe_path(path: Path | str) -> str:
     """A path for a message, also when it is not valid UTF-8."""
     return os.fsdecode(os.fsencode(path)).encode("utf-8", "backslashreplace").decode("utf-8")
 
+
+def file_sha256(path: Path, on_bytes: Callable[[int], None] | None = None) -> str:
+    """The SHA-256 of a file in hex, read in 4 MiB chunks; `on_bytes(done)` after each chunk
+    (progress of large downloads)."""
+    digest = hashlib.sha256()
+    done = 0
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 22):
+            digest.update(chunk)
+            done += len(chunk)
+            if on_bytes is not None:
+                on_bytes(done)
+    return digest.hexdigest()

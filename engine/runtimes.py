@@ -8,7 +8,6 @@ so `segment` runs in an environment with only numpy, rasterio and ONNX Runtime.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import logging
 from collections.abc import Callable
@@ -19,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from .errors import ConfigError, CrossEarthError, ModelError, ResourceError
-from .files import describe_path
+from .files import describe_path, file_sha256
 from .model_card import ModelCard
 from .packages import ModelPackage
 from .resize import resize_like_resampled_model
@@ -143,15 +142,6 @@ def choose_runtime(requested: str | None, card: ModelCard, device: str, tile: in
     return name
 
 
-def sha256_of(path: Path) -> str:
-    """The file's SHA-256 (hex), read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for chunk in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 class OnnxModel:
     """A package's ONNX graph on ONNX Runtime or OpenVINO (CPU, float32): normalized tiles
     [B, C, t, t] -> class scores [B, K, t, t] on the same grid, like the PyTorch model. Tiles
@@ -166,7 +156,7 @@ class OnnxModel:
         self.tile = int(graph["tile"])
         self.runtime = runtime
         try:
-            checksum = sha256_of(path)
+            checksum = file_sha256(path)
         except OSError as exc:
             raise ModelError(
                 f"cannot read the ONNX graph {describe_path(path)} ({exc.strerror or exc}); "

@@ -10,7 +10,6 @@ pre-1.6 format cannot be mapped and are read whole).
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import re
@@ -23,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError, CrossEarthError, InputError, ModelError
-from ..files import describe_path
+from ..files import describe_path, file_sha256
 from ..loading import check_state_dict_keys
 from ..model_card import ModelCard, printable_text
 from ..option_values import WEIGHTS_DTYPES
@@ -167,14 +166,6 @@ def convert_dinov2_backbone(
     return {BACKBONE + k: v for k, v in weights.items()}
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _check_is_crossearth(tensors: dict[str, torch.Tensor], path: Path) -> None:
     has_reins = any(k.startswith(REINS) for k in tensors)
     has_head = any(k.startswith(HEAD) for k in tensors)
@@ -286,7 +277,7 @@ def convert(
     record.update(
         {
             "converted_from": checkpoint.name,
-            "checkpoint_sha256": _sha256(checkpoint),
+            "checkpoint_sha256": file_sha256(checkpoint),
             "preset": preset.name if isinstance(preset, CheckpointPreset) else preset,
             "backbone_file": Path(backbone).name if backbone else None,
             "weights_dtype": dtype,

@@ -29,6 +29,7 @@ from ..files import (
     TEMP_PREFIX,
     create_temporary_file,
     describe_path,
+    file_sha256,
     publish,
     remove_temporary,
     write_error,
@@ -39,7 +40,6 @@ WORK_PREFIX = ".crossearth-work-"
 MANIFEST = "manifest.json"
 FORMAT = "crossearth-parts/1"
 _PART_NAME = re.compile(r"part-\d{5}\.(json|classes\.npy|confidence\.npy)")
-_HASH_CHUNK = 1 << 20
 
 
 def work_folder_for(output: Path) -> Path:
@@ -52,15 +52,6 @@ def fingerprint(parameters: dict[str, Any]) -> str:
     """SHA-256 of the job's parameters in a canonical JSON form."""
     text = json.dumps(parameters, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def file_sha256(path: Path) -> str:
-    """The SHA-256 of a file in hex, read in chunks (parts can be large)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _is_known_name(name: str) -> bool:

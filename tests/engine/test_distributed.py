@@ -488,8 +488,10 @@ def test_killed_driver_then_resume_runs_only_the_unfinished_shards(tmp_path, ray
     assert not output.exists()
 
     # The work folder is not taken over by a run that did not ask to resume it ...
-    with pytest.raises(CrossEarthError, match="pass --resume to continue it"):
+    with pytest.raises(CrossEarthError, match="interrupted run writing this output; resume") as e:
         segment_sharded(raster, output, MODEL, SegmentOptions(device="cpu"), workers=2)
+    assert e.value.code == "parts.interrupted"
+    assert "pass --resume to continue it" in cli_message(e.value)
     # ... nor resumed with other parameters.
     with pytest.raises(CrossEarthError, match="holds the parts of a run with other parameters"):
         segment_sharded(

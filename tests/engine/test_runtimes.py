@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 
 from engine.cli import main
+from engine.files import file_sha256
 from engine.model_card import read_card
 from engine.resize import resize
-from engine.runtimes import sha256_of
 
 REPO = Path(__file__).resolve().parents[2]
 BUNDLED = REPO / "resources" / "models" / "crossearth-landsat-lc"
@@ -74,7 +74,7 @@ def test_export_records_the_graph_in_the_card(exported):
     assert graph is not None
     assert graph["file"] == "model.onnx" and graph["opset"] == 18
     assert graph["tile"] == 64 and graph["bands"] == 5
-    assert graph["sha256"] == sha256_of(exported / "model.onnx")
+    assert graph["sha256"] == file_sha256(exported / "model.onnx")
     assert 0 < graph["max_abs_diff"] <= 1e-4
     assert "torch" in graph["exported_with"]
     # Weights and card are still the package's; only the graph was added.

@@ -310,3 +310,25 @@ def test_mixed_precision_on_cuda(tmp_path):
     )
     rows = read_csv(result.run_dir / "train_log.csv")
     assert all(float(r["loss"]) == float(r["loss"]) for r in rows)  # finite, not NaN
+
+
+def test_a_cancelled_training_is_a_cancelled_event_with_exit_130(tmp_path, capsys, monkeypatch):
+    """The plugin's Cancel on fine-tuning: the worker reports "cancelled" (not an error) with
+    the checkpoint that resumes it."""
+    import training.trainer
+
+    def stopped(config, **kwargs):
+        raise TrainingCancelled(3, tmp_path / "run" / "checkpoints" / "step_0000003.pt")
+
+    monkeypatch.setattr(training.trainer, "train", stopped)
+    code = main([
+        "train", "--architecture", "tiny", "--image", str(SAMPLE), "--labels", str(SAMPLE_LABELS),
+        "--output", str(tmp_path / "out"), "--progress", "json",
+    ])  # fmt: skip
+    out, err = capsys.readouterr()
+    assert code == 130
+    event = json.loads(out.strip().splitlines()[-1])
+    assert event["event"] == "cancelled" and event["code"] == "cancelled"
+    assert event["fields"]["step"] == 3
+    assert event["fields"]["checkpoint"].endswith("step_0000003.pt")
+    assert err.strip().startswith("crossearth: training cancelled at step 3; resume from ")
