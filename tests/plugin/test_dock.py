@@ -99,8 +99,9 @@ def test_dock_asks_the_engine_for_models_and_devices(qgis_iface, project, engine
         assert labels[-1] == ADD_MODEL_TEXT
         assert dock.model_combo.itemData(dock.model_combo.count() - 1) == ADD_MODEL
         # Nothing chosen or saved yet: the bundled default model is preselected.
-        assert dock.current_model().name == "crossearth-landsat-lc"
-        assert "crossearth-landsat-lc (bundled, default)" in labels
+        assert dock.current_model().name == "crossearth-landsat-lc-fast"
+        assert "crossearth-landsat-lc-fast (bundled, default)" in labels
+        assert "crossearth-landsat-lc (bundled)" in labels
         dock.model_combo.setCurrentIndex(labels.index(f"{MODEL_NAME} (user)"))
         assert dock.current_model().name == MODEL_NAME
         assert "3 classes: water, built-up, vegetation" in dock.model_info.text()
