@@ -452,6 +452,8 @@ def test_killed_driver_then_resume_runs_only_the_unfinished_shards(tmp_path, ray
             "segment",
             str(raster),
             str(output),
+            "--model",
+            MODEL,
             "--workers",
             "1",
             "--threads",

@@ -26,6 +26,7 @@ from qgis.core import (
     QgsRectangle,
     QgsVectorLayer,
 )
+from qgis.PyQt.QtCore import Qt
 
 from crossearth_qgis import layer_export, settings
 from crossearth_qgis.layer_export import (
@@ -397,9 +398,10 @@ def test_dock_cancel_while_reading_a_web_layer(
     def cancel_while_reading(text: str) -> None:
         seen.append(text)
         if "reading 'olinda tiles': block" in text:
-            dock.cancel()
+            task.cancel()  # what the dock's Cancel does, while the block is being read
 
-    task.statusChanged.connect(cancel_while_reading)
+    # Called in the reading thread itself: a queued call could arrive after the last block.
+    task.statusChanged.connect(cancel_while_reading, Qt.DirectConnection)
     wait_for(lambda: dock.task is None, 120, "the cancelled task")
     assert task.cancelled and task.error is None
     assert seen and all("tile " not in text for text in seen)  # the engine never started
