@@ -96,7 +96,15 @@ def plugin_files() -> list[tuple[str, Path]]:
         (f"{PLUGIN}/{p.relative_to(REPO / PLUGIN).as_posix()}", p) for p in _walk(REPO / PLUGIN)
     ]
     runtime = f"{PLUGIN}/runtime"
-    for part in ("engine", "training", "resources/models"):
+    # The bundled default model only (the others in the repository are baselines for the
+    # benchmarks); it carries its ONNX graph, so a light engine runs it too.
+    models = REPO / "resources" / "models"
+    default = models / "DEFAULT"
+    parts = ["engine", "training"]
+    if default.is_file():
+        entries.append((f"{runtime}/resources/models/DEFAULT", default))
+        parts.append(f"resources/models/{default.read_text(encoding='utf-8').strip()}")
+    for part in parts:
         folder = REPO / part
         if folder.is_dir():
             entries += [(f"{runtime}/{p.relative_to(REPO).as_posix()}", p) for p in _walk(folder)]

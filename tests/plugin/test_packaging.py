@@ -81,6 +81,13 @@ def test_zip_holds_real_files_with_the_engine_runtime(plugin_zip):
             assert archive.read(f"{PLUGIN}/runtime/{module}") == (REPO / module).read_bytes()
         assert f"{PLUGIN}/runtime/training/__init__.py" in names
         assert f"{PLUGIN}/runtime/resources/models/" in names
+        # The default model with its ONNX graph (a light engine runs it); not the baselines.
+        bundled = f"{PLUGIN}/runtime/resources/models/"
+        default = (REPO / "resources" / "models" / "DEFAULT").read_text().strip()
+        assert archive.read(bundled + "DEFAULT").decode().strip() == default
+        folders = {n.split("/")[4] for n in names if n.startswith(bundled) and n.count("/") > 4}
+        assert folders == {default}
+        assert bundled + f"{default}/model.onnx" in names
         assert archive.read(f"{PLUGIN}/LICENSE") == (REPO / "LICENSE").read_bytes()
         model_license = archive.read(f"{PLUGIN}/runtime/resources/LICENSE")
         assert model_license == (REPO / "resources" / "LICENSE").read_bytes()
