@@ -147,8 +147,8 @@ def export_onnx(
         report(0.05, f"exporting {package.card.name} (opset {opset})")
         try:
             _export_graph(package, temp, opset)
-        except CrossEarthError:
-            raise
+        except (CrossEarthError, ModuleNotFoundError):
+            raise  # a missing torch or onnxscript is the CLI's "needs the full engine" line
         except Exception as exc:  # the exporter raises many kinds; the first line says which
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
             raise ModelError(

@@ -190,3 +190,13 @@ def test_a_light_environment_without_torch_segments(exported, tmp_path, capsys, 
     )  # fmt: skip
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
     assert "needs torch, which this engine environment does not have" in refused.stderr
+    copy = tmp_path / "no-graph"
+    shutil.copytree(BUNDLED, copy)
+    before = sorted(p.name for p in copy.iterdir())
+    refused = subprocess.run(
+        [str(python), "-m", "engine.cli", "export", str(copy), "--progress", "none"],
+        capture_output=True, text=True, env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert refused.returncode == 2
+    assert "'export' needs torch, which this engine environment" in refused.stderr
+    assert sorted(p.name for p in copy.iterdir()) == before  # no graph, no temporary left
