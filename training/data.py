@@ -202,8 +202,14 @@ def _resolve_classes(
     names = [c.name for c in classes]
     if len(set(names)) != len(names):
         raise CrossEarthError(f"class names must be unique: {', '.join(names)}")
+    # A class named as in the base keeps the base's colour (a fine-tuned model draws its map
+    # as the model it came from); others get the default palette.
+    base_colors = {c.name: c.color for c in base_classes or [] if c.color}
     colors = _default_colors(len(classes))
-    classes = [ClassSpec(c.name, c.color or colors[i]) for i, c in enumerate(classes)]
+    classes = [
+        ClassSpec(c.name, c.color or base_colors.get(c.name) or colors[i])
+        for i, c in enumerate(classes)
+    ]
 
     table: dict[Any, int] = {}
     if label_map:

@@ -61,6 +61,8 @@ def test_card_states_classes_bands_gsd_license_provenance_and_metrics(package):
         assert provenance["seconds"] == 5440 and "3.4 s per step" in provenance["seconds_source"]
     else:
         assert provenance["base"]["model"] == FIRST and provenance["seconds"] > 0
+        # The map is drawn in the colours of the model it was fine-tuned from.
+        assert card.classes == find_package(FIRST).card.classes
         assert card.onnx is not None and card.onnx["max_abs_diff"] <= 1e-4
 
 
