@@ -11,40 +11,46 @@ if TYPE_CHECKING:
     import torch
 
 
+def check_device_name(name: str | None) -> str:
+    """The device name, normalized: 'auto', 'cpu', 'cuda' or 'cuda:...' (the index is checked
+    where the GPUs are known); any other name is a CrossEarthError. Needs no torch."""
+    text = (name or "auto").strip().lower()
+    if text in ("auto", "cpu", "cuda") or text.startswith("cuda:"):
+        return text
+    raise CrossEarthError(f"device '{text}' is not valid; use auto, cpu, cuda or cuda:N")
+
+
 def resolve_device(name: str | None) -> torch.device:
     """The torch device for 'auto', 'cpu', 'cuda' or 'cuda:N'; one that is not there is a
     CrossEarthError that says what is available."""
     import torch
 
-    name = (name or "auto").strip().lower()
+    name = check_device_name(name)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cpu":
         return torch.device("cpu")
-    if name == "cuda" or name.startswith("cuda:"):
-        if not torch.cuda.is_available():
-            reason = (
-                f"CUDA is not available (torch {torch.__version__}, no usable NVIDIA GPU/driver)"
-            )
-            raise DeviceError(
-                f"device '{name}' requested but {reason}; use the device cpu or auto",
-                device=name,
-                reason=reason,
-                option="device",
-            )
-        index = 0
-        if ":" in name:
-            try:
-                index = int(name.split(":", 1)[1])
-            except ValueError:
-                raise CrossEarthError(f"device '{name}' is not valid; use cuda:N") from None
-        count = torch.cuda.device_count()
-        if not 0 <= index < count:
-            raise CrossEarthError(
-                f"device '{name}' does not exist: {count} CUDA device(s) (cuda:0..cuda:{count - 1})"
-            )
-        return torch.device("cuda", index)
-    raise CrossEarthError(f"device '{name}' is not valid; use auto, cpu, cuda or cuda:N")
+    # "cuda" or "cuda:..."
+    if not torch.cuda.is_available():
+        reason = f"CUDA is not available (torch {torch.__version__}, no usable NVIDIA GPU/driver)"
+        raise DeviceError(
+            f"device '{name}' requested but {reason}; use the device cpu or auto",
+            device=name,
+            reason=reason,
+            option="device",
+        )
+    index = 0
+    if ":" in name:
+        try:
+            index = int(name.split(":", 1)[1])
+        except ValueError:
+            raise CrossEarthError(f"device '{name}' is not valid; use cuda:N") from None
+    count = torch.cuda.device_count()
+    if not 0 <= index < count:
+        raise CrossEarthError(
+            f"device '{name}' does not exist: {count} CUDA device(s) (cuda:0..cuda:{count - 1})"
+        )
+    return torch.device("cuda", index)
 
 
 def describe_devices() -> list[dict[str, object]]:

@@ -9,7 +9,6 @@ so `segment` runs in an environment with only numpy, rasterio and ONNX Runtime.
 from __future__ import annotations
 
 import importlib.util
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,13 +16,12 @@ from typing import Any
 
 import numpy as np
 
+from .devices import check_device_name
 from .errors import ConfigError, CrossEarthError, ModelError, ResourceError
 from .files import describe_path, file_sha256
 from .model_card import ModelCard
 from .packages import ModelPackage
 from .resize import resize_like_resampled_model
-
-log = logging.getLogger(__name__)
 
 RUNTIMES = ("auto", "torch", "onnxruntime", "openvino")
 # In the order `auto` prefers them on the CPU (benchmarks/speed.py measures each).
@@ -66,13 +64,6 @@ def graph_problem(card: ModelCard, tile: int) -> str | None:
     return None
 
 
-def _check_device_name(device: str) -> None:
-    name = (device or "auto").strip().lower()
-    if name in ("auto", "cpu", "cuda") or (name.startswith("cuda:") and name[5:].isdigit()):
-        return
-    raise CrossEarthError(f"device '{device}' is not valid; use auto, cpu, cuda or cuda:N")
-
-
 def _cuda_wanted(device: str) -> bool:
     name = (device or "auto").strip().lower()
     if name.startswith("cuda"):
@@ -87,7 +78,7 @@ def _cuda_wanted(device: str) -> bool:
 def choose_runtime(requested: str | None, card: ModelCard, device: str, tile: int) -> str:
     """The runtime for `requested` (auto, torch, onnxruntime, openvino) with this model, device
     and tile size (model pixels); one that cannot run here is a CrossEarthError saying why."""
-    _check_device_name(device)
+    check_device_name(device)
     name = (requested or "auto").strip().lower()
     if name not in RUNTIMES:
         raise ConfigError(
