@@ -33,8 +33,6 @@ from .files import (
 from .packages import CARD_FILE, ONNX_FILE, ModelPackage, find_package, open_package
 from .runtimes import ONNX_RUNTIMES, OnnxModel, installed
 
-log = logging.getLogger(__name__)
-
 DEFAULT_OPSET = 18
 DEFAULT_TOLERANCE = 1e-4
 
@@ -69,13 +67,17 @@ def _checking_runtime() -> str:
     )
 
 
-def _export_graph(package: ModelPackage, destination: Path, opset: int) -> None:
-    import torch
-
+def _float_model(package: ModelPackage) -> Any:
+    """The package's source-tile model on the CPU in float32 (what the graph is made of)."""
     from .loading import load_package_model
 
-    model = load_package_model(package, "cpu").float()
-    example = torch.from_numpy(reference_input(package.card))
+    return load_package_model(package, "cpu").float()
+
+
+def _export_graph(model: Any, x: np.ndarray, destination: Path, opset: int) -> None:
+    import torch
+
+    example = torch.from_numpy(x)
     batch = torch.export.Dim("batch", min=1, max=4096)
     # The exporter reports every step on stdout/stderr and the logging system; a failure is
     # raised, and its first line is what the user needs.
@@ -102,12 +104,9 @@ def _export_graph(package: ModelPackage, destination: Path, opset: int) -> None:
         program.save(os.fsdecode(destination))
 
 
-def _torch_scores(package: ModelPackage, x: np.ndarray) -> np.ndarray:
+def _torch_scores(model: Any, x: np.ndarray) -> np.ndarray:
     import torch
 
-    from .loading import load_package_model
-
-    model = load_package_model(package, "cpu").float()
     with torch.inference_mode():
         return model(torch.from_numpy(x)).numpy()
 
@@ -145,8 +144,10 @@ def export_onnx(
     published = False
     try:
         report(0.05, f"exporting {package.card.name} (opset {opset})")
+        model = _float_model(package)
+        x = reference_input(package.card)
         try:
-            _export_graph(package, temp, opset)
+            _export_graph(model, x, temp, opset)
         except (CrossEarthError, ModuleNotFoundError):
             raise  # a missing torch or onnxscript is the CLI's "needs the full engine" line
         except Exception as exc:  # the exporter raises many kinds; the first line says which
@@ -157,7 +158,6 @@ def export_onnx(
                 reason=first,
             ) from None
         report(0.7, f"checking the graph on {checker}")
-        x = reference_input(package.card)
         graph: dict[str, Any] = {
             "file": ONNX_FILE,
             "sha256": file_sha256(temp),
@@ -172,7 +172,7 @@ def export_onnx(
             path=temp.parent,
             card=dataclasses.replace(package.card, onnx={**graph, "file": temp.name}),
         )
-        difference = float(np.abs(OnnxModel(staged, checker)(x) - _torch_scores(package, x)).max())
+        difference = float(np.abs(OnnxModel(staged, checker)(x) - _torch_scores(model, x)).max())
         if not difference <= tolerance:
             raise ModelError(
                 f"the exported graph's scores differ from PyTorch's by {difference:.2e} (more "
