@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -95,6 +95,42 @@ class SegmentResult:
     scaling: str
     warnings: list[str] = field(default_factory=list)
     resolution: str = ""
+
+    @classmethod
+    def of(
+        cls: type[_Result],
+        job: Job,
+        *,
+        counts: Any,
+        nodata_pixels: int,
+        tiles: int,
+        tiles_skipped: int,
+        seconds: float,
+        device: str,
+        **extra: Any,
+    ) -> _Result:
+        """What a finished job wrote and how it ran (`extra`: a subclass's own fields)."""
+        names = job.card.class_names
+        return cls(
+            output=job.outputs.classes,
+            confidence=job.outputs.confidence,
+            polygons=job.outputs.polygons,
+            class_names=names,
+            class_pixels={n: int(c) for n, c in zip(names, counts, strict=True)},
+            nodata_pixels=nodata_pixels,
+            tiles=tiles,
+            tiles_skipped=tiles_skipped,
+            seconds=seconds,
+            device=device,
+            bands=job.bands,
+            scaling=job.scaling.description,
+            warnings=job.warnings,
+            resolution=job.resolution.description,
+            **extra,
+        )
+
+
+_Result = TypeVar("_Result", bound=SegmentResult)
 
 
 def tile_geometry(card: ModelCard, options: SegmentOptions) -> tuple[int, int]:
@@ -376,22 +412,14 @@ def segment(
             remove_temporary(scratch)
     seconds = time.perf_counter() - started
     report(1.0, f"done in {seconds:.1f} s")
-    card = job.card
-    return SegmentResult(
-        output=job.outputs.classes,
-        confidence=job.outputs.confidence,
-        polygons=job.outputs.polygons,
-        class_names=card.class_names,
-        class_pixels={n: int(c) for n, c in zip(card.class_names, counts, strict=True)},
+    return SegmentResult.of(
+        job,
+        counts=counts,
         nodata_pixels=nodata_pixels,
         tiles=tiles,
         tiles_skipped=skipped,
         seconds=seconds,
         device=device,
-        bands=job.bands,
-        scaling=job.scaling.description,
-        warnings=job.warnings,
-        resolution=job.resolution.description,
     )
 
 

@@ -363,22 +363,14 @@ def _result(
     seconds: float,
 ) -> ShardedResult:
     """What the run wrote and did, for the caller and the CLI's done event."""
-    card = job.card
-    return ShardedResult(
-        output=job.outputs.classes,
-        confidence=job.outputs.confidence,
-        polygons=job.outputs.polygons,
-        class_names=card.class_names,
-        class_pixels={n: int(c) for n, c in zip(card.class_names, counts, strict=True)},
+    return ShardedResult.of(
+        job,
+        counts=counts,
         nodata_pixels=nodata_pixels,
         tiles=len(tiles),
         tiles_skipped=sum(part.tiles_skipped for part in parts.values()),
         seconds=seconds,
         device=f"ray: {worker_plan.describe()}" if worker_plan else "ray: all parts reused",
-        bands=job.bands,
-        scaling=job.scaling.description,
-        warnings=job.warnings,
-        resolution=job.resolution.description,
         workers=min(worker_plan.count, len(todo)) if worker_plan else 0,
         shards=len(plan),
         shards_run=len(todo),
