@@ -86,6 +86,19 @@ def test_an_empty_folder_is_replaced(tmp_path, pixel_architecture):
     assert sorted(os.listdir(tmp_path)) == ["pkg"]
 
 
+def test_a_package_with_its_exported_graph_is_replaced_whole(tmp_path, pixel_architecture):
+    """model.onnx (added by `crossearth export`) is part of a package: replacing the package
+    removes it with the rest; a graph that is a folder or a link makes it not ours."""
+    first = save_package(tmp_path / "pkg", card(), state(0))
+    (first.path / "model.onnx").write_bytes(b"graph")
+    second = save_package(tmp_path / "pkg", card(), state(1), overwrite=True)
+    assert sorted(os.listdir(second.path)) == ["model.json", "weights.safetensors"]
+    (second.path / "model.onnx").mkdir()
+    with pytest.raises(CrossEarthError, match="model.onnx is not a plain file"):
+        save_package(tmp_path / "pkg", card(), state(2), overwrite=True)
+    assert sorted(os.listdir(tmp_path)) == ["pkg"]
+
+
 def _foreign_outputs(tmp_path: Path, package: Path):
     """(name, make, message): outputs --overwrite must refuse, and why."""
 

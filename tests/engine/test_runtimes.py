@@ -154,6 +154,16 @@ def test_export_replaces_only_with_overwrite(exported, tmp_path, capsys):
     assert code == 2 and "already exists" in err and "--overwrite" in err
     assert (exported / "model.onnx").read_bytes() == before
     assert not [p for p in exported.iterdir() if p.name.startswith(".crossearth-tmp")]
+    # --overwrite replaces the graph this tool wrote, and the card records the new one.
+    again = tmp_path / "again"
+    shutil.copytree(exported, again)
+    (again / "model.onnx").write_bytes(b"an older graph")
+    code, _, err = run(capsys, "export", again, "--overwrite", "--progress", "none")
+    assert code == 0, err
+    assert sorted(p.name for p in again.iterdir()) == [
+        "model.json", "model.onnx", "weights.safetensors",
+    ]  # fmt: skip
+    assert read_card(again / "model.json").onnx["sha256"] == file_sha256(again / "model.onnx")
 
 
 def test_a_package_without_graph_cannot_use_an_onnx_runtime(tmp_path, capsys):
