@@ -3,11 +3,12 @@
 Each preset runs in its own child process (so peak memory is its own): random weights, a
 warm-up pass, then timed passes. Reported: seconds per tile, tiles/s, peak RSS (CPU) or peak
 allocated memory (CUDA), the share of time spent in multi-scale deformable attention, and the
-throughput relative to the first preset. On CUDA also bf16/fp16 autocast, torch.compile and the
-fraction of the GPU's dense peak FLOP/s reached (FLOPs counted by torch's FlopCounterMode).
+throughput relative to the first preset. On CUDA also bf16/fp16 autocast, torch.compile,
+channels-last memory format, and the fraction of the GPU's dense peak FLOP/s reached (FLOPs
+counted by torch's FlopCounterMode).
 
 Usage: .venv/bin/python benchmarks/model_forward.py [--device cpu|cuda] [--repeats N]
-       [--presets tiny,vit-ti,vit-s,vit-l-512] [--batch B] [--compile]
+       [--presets tiny,vit-ti,vit-s,vit-l-512] [--batch B] [--compile] [--channels-last]
 """
 
 from __future__ import annotations
@@ -66,6 +67,9 @@ def child(args: argparse.Namespace) -> None:
 
     deform_attn.multi_scale_deformable_attention = timed
     x = torch.randn(args.batch, 3, args.size, args.size, device=device)
+    if args.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
     dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.precision]
     forward = torch.compile(model) if args.compile else model
 
@@ -122,6 +126,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--compile", action="store_true", help="also run torch.compile")
+    parser.add_argument(
+        "--channels-last", action="store_true", help="also run in channels-last memory format"
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -129,21 +136,23 @@ def main() -> None:
         child(args)
         return
 
-    runs = [("fp32", False)]
+    runs = [("fp32", False, False)]
     if args.device.startswith("cuda"):
-        runs += [("bf16", False), ("fp16", False)]
+        runs += [("bf16", False, False), ("fp16", False, False)]
     if args.compile:
-        runs += [(p, True) for p, _ in list(runs)]
+        runs += [(p, True, False) for p, _, _ in list(runs)]
+    if args.channels_last:
+        runs += [(p, c, True) for p, c, _ in list(runs)]
     print(f"device {args.device}, {args.size} x {args.size} tiles, batch {args.batch}")
     header = (
-        f"{'preset':<10} {'mode':<12} {'s/tile':>8} {'tiles/s':>8} {'vs first':>8} "
+        f"{'preset':<10} {'mode':<15} {'s/tile':>8} {'tiles/s':>8} {'vs first':>8} "
         f"{'MSDA %':>7} {'peak MB':>8} {'params M':>8} {'km2/s*':>7}"
     )
     print(header + ("  % peak FLOP/s" if args.device.startswith("cuda") else ""))
     print("  * km2/s at 0.3 m pixels with 512 px tiles at stride 341 (one tile per 341^2 px)")
     baseline = None
     for preset in args.presets.split(","):
-        for precision, compiled in runs:
+        for precision, compiled, channels_last in runs:
             command = [
                 sys.executable,
                 __file__,
@@ -164,6 +173,8 @@ def main() -> None:
                 command += ["--threads", str(args.threads)]
             if compiled:
                 command.append("--compile")
+            if channels_last:
+                command.append("--channels-last")
             result = subprocess.run(command, capture_output=True, text=True)
             if result.returncode != 0:
                 print(
@@ -174,9 +185,9 @@ def main() -> None:
             r = json.loads(result.stdout.strip().splitlines()[-1])
             rate = 1 / r["seconds_per_tile"]
             baseline = baseline or rate
-            mode = precision + (" compiled" if compiled else "")
+            mode = precision + (" compiled" if compiled else "") + (" CL" if channels_last else "")
             line = (
-                f"{preset:<10} {mode:<12} {r['seconds_per_tile']:8.3f} {rate:8.2f} "
+                f"{preset:<10} {mode:<15} {r['seconds_per_tile']:8.3f} {rate:8.2f} "
                 f"{rate / baseline:8.3f} {100 * r['msda_share']:6.1f}% {r['peak_mb']:8.0f} "
                 f"{r['params_m']:8.1f} {rate * KM2_PER_TILE:7.3f}"
             )

@@ -156,6 +156,12 @@ class DockForm:
             "model has an ONNX graph (faster), else PyTorch"
         )
         advanced.addRow("Runtime", self.runtime_combo)
+        self.compile_check = QCheckBox("Compile the model (torch.compile)")
+        self.compile_check.setToolTip(
+            "PyTorch runtime: the first run with a tile and batch size compiles for minutes, "
+            "later runs start from the cache. Pays off on GPUs and long runs"
+        )
+        advanced.addRow("", self.compile_check)
 
     def _build_outputs(self, advanced: QFormLayout) -> None:
         self.output_widget = QgsFileWidget()

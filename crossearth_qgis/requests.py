@@ -61,6 +61,7 @@ class SegmentRequest:
     cluster: str | None = None  # a Ray cluster's address ("auto", "ray://host:port"); None = local
     # What runs the model: "auto", "torch", "onnxruntime" or "openvino"; None = the engine's auto.
     runtime: str | None = None
+    compile: bool = False  # torch.compile the model (PyTorch runtime)
     # Replace existing outputs: only when the analyst confirmed it (the engine refuses else).
     overwrite: bool = False
 
@@ -98,6 +99,8 @@ class SegmentRequest:
             args.append(_option("cluster", self.cluster))
         if self.runtime and self.runtime != "auto":
             args.append(_option("runtime", self.runtime))
+        if self.compile:
+            args.append("--compile")
         if self.overwrite:
             args.append("--overwrite")
         return args

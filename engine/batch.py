@@ -668,7 +668,9 @@ def _load_once(package: Any, options: SegmentOptions, emit: Event) -> LoadedMode
     from .runtimes import choose_runtime, load_model
 
     tile = tile_geometry(package.card, options)[0]
-    runtime = choose_runtime(options.runtime, package.card, options.device, tile)
+    runtime = choose_runtime(
+        options.runtime, package.card, options.device, tile, options.compile
+    )
     emit("progress", {"fraction": 0.0, "message": f"loading model {package.card.name} ({runtime})"})
     return load_model(package, options.device, options.threads, runtime)
 

@@ -65,6 +65,20 @@ def user_models_dir() -> Path:
     return base / "crossearth" / "models"
 
 
+def user_cache_dir() -> Path:
+    """Where the engine keeps what it can rebuild (compiled models): $CROSSEARTH_CACHE_DIR,
+    else the platform's user cache folder."""
+    if env := os.environ.get("CROSSEARTH_CACHE_DIR"):
+        return Path(env).expanduser()
+    if sys.platform == "win32":
+        base = Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local"))
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Caches"
+    else:
+        base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return base / "crossearth"
+
+
 @dataclass(frozen=True)
 class ModelPackage:
     path: Path

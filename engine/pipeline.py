@@ -77,6 +77,7 @@ class SegmentOptions:
     keep_classes: list[str] | None = None  # classes whose small regions are kept
     simplify_m: float | None = None  # polygon simplification tolerance in metres
     runtime: str = "auto"  # auto, torch, onnxruntime or openvino (engine/runtimes.py)
+    compile: bool = False  # torch.compile the model (PyTorch runtime; engine/runner.py)
 
 
 @dataclass
@@ -461,7 +462,9 @@ def _run(
     card, size, stride = job.card, job.size, job.stride
     if loaded is None:
         assert job.package is not None
-        runtime = choose_runtime(options.runtime, card, options.device, job.model_tile)
+        runtime = choose_runtime(
+            options.runtime, card, options.device, job.model_tile, options.compile
+        )
         if runtime == "torch":
             from .devices import resolve_device
 
@@ -471,7 +474,11 @@ def _run(
     device = loaded.device if loaded.runtime == "torch" else f"cpu ({loaded.runtime})"
     resampled = job.resolution.factor != 1.0
     runner = make_runner(
-        loaded, options.batch_size, options.amp, job.model_tile if resampled else None
+        loaded,
+        options.batch_size,
+        options.amp,
+        job.model_tile if resampled else None,
+        compile=options.compile and loaded.runtime == "torch",
     )
 
     height, width = reader_ds.height, reader_ds.width

@@ -7,9 +7,10 @@ single process would, added in the same order.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -37,6 +38,48 @@ class _Batch:
     tiles: list[Tile]
     inputs: list[np.ndarray | None]  # None: all-nodata tile, skipped
     valid: list[np.ndarray]
+
+
+class _Pending(Protocol):
+    def result(self) -> np.ndarray: ...
+
+
+class _Done:
+    """Scores computed at submission (a runner without `submit`)."""
+
+    def __init__(self, scores: np.ndarray) -> None:
+        self._scores = scores
+
+    def result(self) -> np.ndarray:
+        return self._scores
+
+
+def _scored(
+    batches: Iterable[_Batch],
+    runner: Callable[[np.ndarray], np.ndarray],
+    is_cancelled: Callable[[], bool],
+) -> Iterator[tuple[_Batch, np.ndarray | None]]:
+    """(batch, scores of its runnable tiles) in order. A runner with `submit` and `in_flight`
+    > 1 (BatchRunner on CUDA) gets the next batches before the previous scores are taken, so
+    the device works while the host blends."""
+    submit = getattr(runner, "submit", None)
+    depth = max(1, int(getattr(runner, "in_flight", 1))) if submit is not None else 1
+    pending: deque[tuple[_Batch, _Pending | None]] = deque()
+    for batch in batches:
+        if is_cancelled():
+            raise SegmentationCancelled()
+        runnable = [x for x in batch.inputs if x is not None]
+        handle: _Pending | None = None
+        if runnable:
+            inputs = np.stack(runnable)
+            handle = submit(inputs) if submit is not None else _Done(runner(inputs))
+        pending.append((batch, handle))
+        if len(pending) >= depth:
+            done, ready = pending.popleft()
+            yield done, ready.result() if ready is not None else None
+    while pending:
+        done, ready = pending.popleft()
+        yield done, ready.result() if ready is not None else None
 
 
 def _batches(reader: TileReader, tiles: list[Tile], size: int, batch_size: int) -> Iterator[_Batch]:
@@ -133,11 +176,7 @@ def stream_rows(
             yield clipped
 
     try:
-        for batch in prefetch:
-            if is_cancelled():
-                raise SegmentationCancelled()
-            runnable = [x for x in batch.inputs if x is not None]
-            scores = runner(np.stack(runnable)) if runnable else None
+        for batch, scores in _scored(prefetch, runner, is_cancelled):
             position = 0
             for tile, inputs, valid in zip(batch.tiles, batch.inputs, batch.valid, strict=True):
                 yield from released(tile.row)

@@ -75,9 +75,12 @@ def _cuda_wanted(device: str) -> bool:
     return bool(torch.cuda.is_available())
 
 
-def choose_runtime(requested: str | None, card: ModelCard, device: str, tile: int) -> str:
+def choose_runtime(
+    requested: str | None, card: ModelCard, device: str, tile: int, compile: bool = False
+) -> str:
     """The runtime for `requested` (auto, torch, onnxruntime, openvino) with this model, device
-    and tile size (model pixels); one that cannot run here is a CrossEarthError saying why."""
+    and tile size (model pixels); one that cannot run here is a CrossEarthError saying why.
+    `compile` (torch.compile) asks for PyTorch: auto then means torch."""
     check_device_name(device)
     name = (requested or "auto").strip().lower()
     if name not in RUNTIMES:
@@ -87,6 +90,16 @@ def choose_runtime(requested: str | None, card: ModelCard, device: str, tile: in
             option="runtime",
             value=requested,
         )
+    if compile:
+        if name in ONNX_RUNTIMES:
+            raise ConfigError(
+                f"compiling applies to the PyTorch runtime, not {name}; run with the torch "
+                "runtime or without compiling",
+                code="option.compile",
+                option="compile",
+                runtime=name,
+            )
+        name = "torch"
     if name == "auto":
         if _cuda_wanted(device) and installed("torch"):
             return "torch"
@@ -307,10 +320,15 @@ def load_model(
 
 
 def make_runner(
-    loaded: LoadedModel, batch_size: int, amp: bool, model_tile: int | None
+    loaded: LoadedModel,
+    batch_size: int,
+    amp: bool,
+    model_tile: int | None,
+    compile: bool = False,
 ) -> Callable[[np.ndarray], np.ndarray]:
     """A batch callable (normalized source tiles -> scores on their grid) for the loaded model;
-    `model_tile`: the tile side the network runs at when the run resamples (None: it does not)."""
+    `model_tile`: the tile side the network runs at when the run resamples (None: it does not);
+    `compile`: torch.compile the PyTorch model (see BatchRunner)."""
     classes = loaded.card.num_classes
     if loaded.runtime in ONNX_RUNTIMES:
         return OnnxRunner(loaded.module, classes, batch_size, model_tile)
@@ -322,7 +340,9 @@ def make_runner(
         from .scaled_model import ResampledModel
 
         module = ResampledModel(module, model_tile)
-    return BatchRunner(module, resolve_device(loaded.device), classes, batch_size, amp=amp)
+    return BatchRunner(
+        module, resolve_device(loaded.device), classes, batch_size, amp=amp, compile=compile
+    )
 
 
 def release(loaded: LoadedModel) -> None:

@@ -6,7 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEB_PACKAGES=(qgis python3-qgis python3-rasterio xvfb python3-venv)
+# g++ and python3-dev: torch.compile (--compile) builds its CPU kernels with them.
+DEB_PACKAGES=(qgis python3-qgis python3-rasterio xvfb python3-venv g++ python3-dev)
 
 missing=()
 for pkg in "${DEB_PACKAGES[@]}"; do

@@ -29,17 +29,23 @@ def resize_window(
     """Bilinear for values (antialiased when shrinking), nearest for validity and labels."""
     if values.shape[-1] == size:
         return values, valid, labels
-    shrinking = values.shape[-1] > size
-    v = F.interpolate(
-        torch.from_numpy(values)[None],
+    stacked = torch.from_numpy(np.stack([valid.astype(np.uint8), labels]))[None].float()
+    nearest = F.interpolate(stacked, size=(size, size), mode="nearest")[0].numpy()
+    return resize_bilinear(values, size), nearest[0] > 0.5, nearest[1].astype(np.uint8)
+
+
+def resize_bilinear(values: np.ndarray, size: int) -> np.ndarray:
+    """[C, S, S] -> [C, size, size], bilinear (antialiased when shrinking): band values, or a
+    teacher's class probabilities (which stay probabilities: the weights sum to 1)."""
+    if values.shape[-1] == size:
+        return values
+    return F.interpolate(
+        torch.from_numpy(np.ascontiguousarray(values))[None],
         size=(size, size),
         mode="bilinear",
         align_corners=False,
-        antialias=shrinking,
+        antialias=values.shape[-1] > size,
     )[0].numpy()
-    stacked = torch.from_numpy(np.stack([valid.astype(np.uint8), labels]))[None].float()
-    nearest = F.interpolate(stacked, size=(size, size), mode="nearest")[0].numpy()
-    return v, nearest[0] > 0.5, nearest[1].astype(np.uint8)
 
 
 def flip_rotate(

@@ -10,9 +10,17 @@ import torch
 
 from engine.prefetch import Prefetcher
 
-from .augment import EarthStyle, PhotometricDistortion, flip_rotate, ignore_invalid, resize_window
+from .augment import (
+    EarthStyle,
+    PhotometricDistortion,
+    flip_rotate,
+    ignore_invalid,
+    resize_bilinear,
+    resize_window,
+)
 from .config import TrainConfig
 from .data import TRAIN, TrainingData, WindowSampler
+from .distill import read_teacher
 
 
 def step_seed(seed: int, rank: int, step: int, micro: int, stream: int) -> int:
@@ -25,13 +33,21 @@ class Batch:
     micro: int
     inputs: torch.Tensor  # [B, C, S, S] normalized
     labels: torch.Tensor  # [B, S, S] uint8, IGNORE where unlabelled
+    # [B, K, S, S] a teacher's class probabilities (0 outside training blocks), if distilling
+    teacher: torch.Tensor | None = None
 
 
 class BatchMaker:
     def __init__(
-        self, data: TrainingData, config: TrainConfig, rank: int = 0, input_scale: int = 1
+        self,
+        data: TrainingData,
+        config: TrainConfig,
+        rank: int = 0,
+        input_scale: int = 1,
+        teacher: list[np.ndarray] | None = None,
     ) -> None:
         self.data = data
+        self.teacher = teacher  # the teacher's probability maps per image (training/distill.py)
         self.config = config
         self.rank = rank
         self.sampler = WindowSampler(
@@ -42,12 +58,17 @@ class BatchMaker:
         )
         self.style = fit_earth_style(data, config) if config.esi_prob > 0 else None
 
-    def window(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    def window(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(normalized input, labels, teacher probabilities or None) of one random window."""
         image, row, col, size = self.sampler.sample(rng)
         values, valid, labels = self.data.read_training_window(image, row, col, size)
         values, valid, labels = resize_window(values, valid, labels, self.config.window)
-        values, valid, labels = flip_rotate(
-            [values, valid, labels], rng, self.config.flips, self.config.rotate90
+        arrays = [values, valid, labels]
+        if self.teacher is not None:
+            taught = read_teacher(self.teacher, self.data, image, row, col, size)
+            arrays.append(resize_bilinear(taught, self.config.window))
+        values, valid, labels, *taught_window = flip_rotate(
+            arrays, rng, self.config.flips, self.config.rotate90
         )
         if self.photometric is not None:
             values = self.photometric(values, rng)
@@ -62,14 +83,17 @@ class BatchMaker:
             )
         normalized = self.data.images[image].reader.normalize(values)
         normalized[:, ~valid] = 0.0
-        return normalized.astype(np.float32), ignore_invalid(labels, valid)
+        teacher = taught_window[0] * valid if taught_window else None
+        return normalized.astype(np.float32), ignore_invalid(labels, valid), teacher
 
     def make(self, step: int, micro: int) -> Batch:
         rng = np.random.default_rng(step_seed(self.config.seed, self.rank, step, micro, 0))
         windows = [self.window(rng) for _ in range(self.config.batch)]
         inputs = torch.from_numpy(np.stack([w[0] for w in windows]))
         labels = torch.from_numpy(np.stack([w[1] for w in windows]))
-        return Batch(step, micro, inputs, labels)
+        taught = [w[2] for w in windows if w[2] is not None]
+        teacher = torch.from_numpy(np.stack(taught)) if taught else None
+        return Batch(step, micro, inputs, labels, teacher)
 
 
 def fit_earth_style(data: TrainingData, config: TrainConfig, windows: int = 128) -> EarthStyle:

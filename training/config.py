@@ -84,6 +84,10 @@ class TrainConfig:
     mtp_ratio: float = 0.1
     mtp_block: int = 64
     mtp_weight: float = 1.0
+    # Knowledge distillation: a package (path or installed name) with the same classes and
+    # input whose class probabilities the model also learns, with this weight (training/distill.py).
+    teacher: str | None = None
+    distill_weight: float = 1.0
     # optimisation
     steps: int = 2000
     batch: int = 4
@@ -150,6 +154,8 @@ class TrainConfig:
             problems.append(f"weights_dtype must be one of {', '.join(WEIGHTS_DTYPES)}")
         if not 0 <= self.esi_prob <= 1 or not 0 <= self.mtp_ratio < 1:
             problems.append("esi_prob must lie in 0..1 and mtp_ratio in 0..1")
+        if not 0 <= self.distill_weight < float("inf"):
+            problems.append("distill_weight must be a number >= 0")
         if problems:
             raise CrossEarthError("training config: " + "; ".join(problems))
 
@@ -229,8 +235,9 @@ def load_yaml(path: Path, overrides: dict[str, Any] | None = None) -> TrainConfi
     for key in ("output", "run_dir"):
         if data.get(key) and not (overrides and overrides.get(key)):
             data[key] = resolve(data[key])
-    if data.get("base") and (root / str(data["base"])).exists():
-        data["base"] = resolve(data["base"])
+    for key in ("base", "teacher"):
+        if data.get(key) and (root / str(data[key])).exists():
+            data[key] = resolve(data[key])
     return from_dict(data, str(path))
 
 

@@ -111,19 +111,23 @@ class TrainingData:
         data = self.images[image]
         values, valid = data.reader.read_box(row, col, size, size)
         labels = data.read_labels(row, col, size, size)
-        assert data.block_split is not None
-        rows = (np.arange(row, row + size) // self.block_size).clip(
-            0, data.block_split.shape[0] - 1
-        )
-        cols = (np.arange(col, col + size) // self.block_size).clip(
-            0, data.block_split.shape[1] - 1
-        )
-        split = data.block_split[np.ix_(rows, cols)]
-        inside = (np.arange(row, row + size) >= 0)[:, None] & (np.arange(col, col + size) >= 0)[
-            None, :
-        ]
-        labels[(split != 1) | ~inside] = IGNORE
+        labels[~self.training_area(image, row, col, size)] = IGNORE
         return values, valid, labels
+
+    def training_area(self, image: int, row: int, col: int, size: int) -> np.ndarray:
+        """Which pixels of a window lie in training blocks (bool [size, size])."""
+        block_split = self.images[image].block_split
+        assert block_split is not None
+        rows = np.arange(row, row + size)
+        cols = np.arange(col, col + size)
+        split = block_split[
+            np.ix_(
+                (rows // self.block_size).clip(0, block_split.shape[0] - 1),
+                (cols // self.block_size).clip(0, block_split.shape[1] - 1),
+            )
+        ]
+        inside = (rows >= 0)[:, None] & (cols >= 0)[None, :]
+        return (split == 1) & inside
 
     def save_split(self, path: Path) -> None:
         """The split as GeoJSON block polygons (in each image's CRS) with split and counts."""

@@ -92,9 +92,11 @@ def recipe_record(config: TrainConfig, recipe: Path | None = None) -> dict[str, 
     ]
     for key in ("output", "run_dir"):
         record[key] = portable(record[key])
-    # A base given as a package folder (not an installed package's name).
-    if config.base and Path(config.base).expanduser().exists():
-        record["base"] = portable(config.base)
+    # A base or teacher given as a package folder (not an installed package's name).
+    for key in ("base", "teacher"):
+        value = getattr(config, key)
+        if value and Path(value).expanduser().exists():
+            record[key] = portable(value)
     return record
 
 
@@ -115,19 +117,34 @@ def portable_command(command: str | None, root: Path) -> str | None:
     return shlex.join(words)
 
 
+def _teacher_record(config: TrainConfig) -> dict[str, object]:
+    """The teacher of a distilled model, as the card names it (nothing without one)."""
+    if not config.teacher:
+        return {}
+    teacher = find_package(config.teacher)
+    return {
+        "teacher": {
+            "model": teacher.card.name,
+            "version": teacher.card.version,
+            "distill_weight": config.distill_weight,
+        }
+    }
+
+
 def training_inputs(
     config: TrainConfig, resume: str | Path | None = None, extra: tuple[Path, ...] = ()
 ) -> list[Path]:
     """Every file or folder the run reads: rasters, labels, areas, test data, the base
-    package, the checkpoint to resume from and the recipe (`extra`)."""
+    and teacher packages, the checkpoint to resume from and the recipe (`extra`)."""
     found: list[Path | str | None] = []
     for source in config.images:
         found += [source.image, source.labels, source.polygons, source.mask]
     for entry in config.test:
         found += [entry.get("image"), entry.get("labels")]
-    if config.base:
-        base = Path(config.base).expanduser()
-        found.append(base if base.exists() else find_package(config.base).path)
+    for package in (config.base, config.teacher):
+        if package:
+            folder = Path(package).expanduser()
+            found.append(folder if folder.exists() else find_package(package).path)
     if resume and str(resume) != "auto":
         found.append(resume)
     found += list(extra)
@@ -243,6 +260,7 @@ def write_package(
         ),
         "head": head_note,
         "mode": config.mode if base else "full",
+        **_teacher_record(config),
         "data": [
             {
                 "image": file_record(s.image),

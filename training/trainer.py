@@ -36,6 +36,7 @@ from .batches import Batch, BatchMaker, batches_ahead, step_seed
 from .checkpoints import CheckpointStore
 from .config import ClassSpec, TrainConfig
 from .data import TRAIN, VAL, TrainingData, WindowSampler, load_training_data
+from .distill import distillation_loss, teacher_maps
 from .logs import TrainingLog
 from .losses import Mask2FormerLoss
 from .mtp import ReconstructionHeads, block_masks, reconstruction_loss
@@ -164,7 +165,8 @@ def train(
     dist_info, device = _start_processes(config)
     package, data, warnings = _load_data(config, resume, dist_info)
     network = _build_network(config, package, data, device, dist_info, warnings)
-    trainer = _Trainer(config, data, network, device, dist_info)
+    teacher = _teacher_maps(config, data, device, dist_info)
+    trainer = _Trainer(config, data, network, device, dist_info, teacher)
     trainer.resume(resume)
     stopped_early = trainer.run(progress, is_cancelled)
     result_package, final = trainer.finish(package, command, recipe)
@@ -210,6 +212,25 @@ def _load_data(
         config.output.parent.mkdir(parents=True, exist_ok=True)
         data.save_split(config.run_dir / "split.geojson")
     return package, data, list(data.warnings)
+
+
+def _teacher_maps(
+    config: TrainConfig, data: TrainingData, device: torch.device, dist_info: _Distributed
+) -> list[np.ndarray] | None:
+    """The teacher's probability maps of the training images (rank 0 computes them into the
+    run folder, the other ranks then read them), or None without a teacher."""
+    if not config.teacher:
+        return None
+    assert config.run_dir is not None
+    teacher = find_package(config.teacher)
+    folder = config.run_dir / "teacher"
+    if dist_info.main:
+        maps = teacher_maps(teacher, data, device, folder)
+    if dist_info.world > 1:
+        dist.barrier()
+        if not dist_info.main:
+            maps = teacher_maps(teacher, data, device, folder)
+    return maps
 
 
 @dataclass
@@ -316,9 +337,11 @@ class _Trainer:
         net: _Network,
         device: torch.device,
         dist_info: _Distributed,
+        teacher: list[np.ndarray] | None = None,
     ) -> None:
         assert config.run_dir is not None
         self.config, self.data, self.net = config, data, net
+        self.teacher = teacher
         self.device, self.dist_info = device, dist_info
         self.run_dir = config.run_dir
         self.store = CheckpointStore(self.run_dir / "checkpoints", config.keep_checkpoints)
@@ -396,7 +419,9 @@ class _Trainer:
         first = self.step
         if main:
             self.logbook = TrainingLog(self.run_dir, progress, config.steps, first)
-        maker = BatchMaker(self.data, config, self.dist_info.rank, self.net.input_scale)
+        maker = BatchMaker(
+            self.data, config, self.dist_info.rank, self.net.input_scale, self.teacher
+        )
         prefetch = batches_ahead(maker, first + 1, config.steps, config.accumulate)
         self.started = time.perf_counter()
         try:
@@ -499,6 +524,11 @@ class _Trainer:
                 all_cls, all_masks, rebuilt = net.forward(x, masks)
             losses = net.criterion(all_cls, all_masks, batch.labels.to(device), generator)
             total = losses["total"]
+            if batch.teacher is not None:
+                losses["distill"] = config.distill_weight * distillation_loss(
+                    all_cls[-1], all_masks[-1], batch.teacher.to(device, non_blocking=True)
+                )
+                total = total + losses["distill"]
             if rebuilt is not None:
                 assert pixel_mask is not None  # the heads rebuild only masked (mtp) batches
                 losses["reconstruction"] = config.mtp_weight * reconstruction_loss(

@@ -14,6 +14,7 @@ from qgis.core import (
     QgsProcessingLayerPostProcessorInterface,
     QgsProcessingMultiStepFeedback,
     QgsProcessingParameterBand,
+    QgsProcessingParameterBoolean,
     QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
     QgsProcessingParameterExtent,
@@ -167,6 +168,7 @@ class SegmentRasterAlgorithm(CrossEarthAlgorithm):
     CLUSTER = "CLUSTER"
     RUNTIME = "RUNTIME"
     RUNTIMES = ["auto", "torch", "onnxruntime", "openvino"]
+    COMPILE = "COMPILE"
 
     def name(self) -> str:
         return "segmentraster"
@@ -319,6 +321,12 @@ class SegmentRasterAlgorithm(CrossEarthAlgorithm):
                 self.RUNTIMES,
                 defaultValue=0,
             ),
+            QgsProcessingParameterBoolean(
+                self.COMPILE,
+                "Compile the model (torch.compile, PyTorch runtime: the first run with a tile and "
+                "batch size compiles for minutes, later runs start from the cache)",
+                defaultValue=False,
+            ),
         ]
 
     def _output_parameters(self) -> list[QgsProcessingParameterDefinition]:
@@ -384,6 +392,7 @@ class SegmentRasterAlgorithm(CrossEarthAlgorithm):
             workers=workers_text(self.parameterAsString(parameters, self.WORKERS, context)),
             cluster=self.parameterAsString(parameters, self.CLUSTER, context).strip() or None,
             runtime=self.RUNTIMES[self.parameterAsEnum(parameters, self.RUNTIME, context)],
+            compile=self.parameterAsBoolean(parameters, self.COMPILE, context),
             **self._options(parameters, context, gsd, export is not None, bool(polygons), feedback),
         )
         outcome = self._run(request, export, feedback)

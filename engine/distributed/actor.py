@@ -49,6 +49,7 @@ class WorkerSpec:
     amp: bool
     work_folder: str
     runtime: str = "torch"  # decided by the driver (engine/runtimes.py)
+    compile: bool = False  # torch.compile the model (engine/runner.py)
 
 
 @dataclass(frozen=True)
@@ -128,7 +129,9 @@ class ShardWorker:
         if not weights.is_file():
             raise CrossEarthError(f"the model weights {describe_path(weights)} do not exist here")
         loaded = load_model(spec.package, spec.device, spec.threads, spec.runtime)
-        self._runner = make_runner(loaded, spec.batch_size, spec.amp, spec.model_tile)
+        self._runner = make_runner(
+            loaded, spec.batch_size, spec.amp, spec.model_tile, spec.compile
+        )
         return loaded.device
 
     def _on_tiles(self, done: int, skipped: int) -> None:

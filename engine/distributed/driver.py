@@ -574,8 +574,13 @@ def _worker_spec(
         amp=options.amp,
         work_folder=os.fsdecode(work.path),
         runtime=choose_runtime(
-            options.runtime, job.card, "cuda" if worker_plan.gpu else "cpu", job.model_tile
+            options.runtime,
+            job.card,
+            "cuda" if worker_plan.gpu else "cpu",
+            job.model_tile,
+            options.compile,
         ),
+        compile=options.compile,
     )
 
 

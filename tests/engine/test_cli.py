@@ -126,6 +126,10 @@ def bad_inputs(tmp_path, package):
             ["segment", LANDSAT, tmp_path / "o.tif", *model, "--device", "tpu"],
             "device 'tpu' is not valid",
         ),
+        (
+            ["segment", LANDSAT, tmp_path / "o.tif", *model, "--compile", "--runtime", "openvino"],
+            "compiling applies to the PyTorch runtime, not openvino",
+        ),
         (["info", tmp_path / "nothing-here"], "not found"),
     ]
 

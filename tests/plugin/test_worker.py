@@ -231,3 +231,7 @@ def test_segment_request_runtime_and_the_engine_parses_it():
     # auto is the engine's default: not passed.
     plain = SegmentRequest("/d/i.tif", "/d/o.tif", runtime="auto").args()
     assert not any(a.startswith("--runtime") for a in plain)
+    assert "--compile" not in plain
+    assert not build_parser().parse_args(plain).compile
+    compiled = SegmentRequest("/d/i.tif", "/d/o.tif", runtime="torch", compile=True).args()
+    assert build_parser().parse_args(compiled).compile

@@ -1,0 +1,195 @@
+"""Knowledge distillation: a trained package (the teacher) guides the model being trained.
+
+The teacher segments every training image once before training starts, as the engine would
+(its own tiles, input scale and smooth blending); its per-pixel class probabilities are kept in
+the run folder (float16, memory-mapped, reused by a resumed run) and read with each training
+window, resized, flipped and turned with it. Offline, because a teacher of a finer geometry
+costs more per window than a whole training step of the model it teaches.
+
+The loss is the KL divergence from the teacher's probabilities to the model's Mask2Former
+semantic scores (class probabilities x query masks, normalised per pixel), at the resolution
+of the model's masks, on pixels of training blocks only: the validation blocks stay unseen.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from engine.blending import StripAccumulator
+from engine.crossearth.model import semantic_scores
+from engine.errors import ConfigError
+from engine.files import create_temporary_file, file_sha256, publish, remove_temporary
+from engine.loading import load_package_model
+from engine.packages import ModelPackage
+from engine.tiling import blend_window, plan_tiles
+
+from .data import ImageData, TrainingData
+
+# Teacher probabilities below this class-sum (outside training blocks, outside the image) carry
+# no weight in the loss.
+_EPSILON = 1e-6
+
+
+def check_teacher(teacher: ModelPackage, data: TrainingData) -> None:
+    """The teacher must speak the trained model's classes and read the same input."""
+    theirs = [c.name for c in teacher.card.classes]
+    ours = [c.name for c in data.classes]
+    if theirs != ours:
+        raise ConfigError(
+            f"teacher {teacher.card.name} has the classes {', '.join(theirs)}, the trained model "
+            f"{', '.join(ours)}; distil from a model with the same classes in the same order",
+            code="config.teacher_classes",
+        )
+    spec, expected = teacher.card.input, data.spec
+    same = (
+        spec.bands == expected.bands
+        and np.allclose(spec.mean, expected.mean)
+        and np.allclose(spec.std, expected.std)
+        and tuple(spec.value_range) == tuple(expected.value_range)
+    )
+    if not same:
+        raise ConfigError(
+            f"teacher {teacher.card.name} reads its bands with another normalisation "
+            "(bands, value range, mean or std) than the trained model; distil from a model "
+            "with the same input",
+            code="config.teacher_input",
+        )
+
+
+def teacher_maps(
+    teacher: ModelPackage,
+    data: TrainingData,
+    device: torch.device,
+    folder: Path,
+    batch: int = 8,
+) -> list[np.ndarray]:
+    """The teacher's class probabilities [K, H, W] (float16, read-only memory maps) of every
+    training image, computed once into `folder` and reused while teacher and image stay the
+    same."""
+    check_teacher(teacher, data)
+    folder.mkdir(parents=True, exist_ok=True)
+    weights = file_sha256(teacher.weights_path)
+    maps = []
+    model = None
+    for index, image in enumerate(data.images):
+        key = _cache_key(teacher, weights, image)
+        path = folder / f"teacher-{index:02d}-{key}.npy"
+        if not path.exists():
+            if model is None:
+                model = load_package_model(teacher, device)
+            _write_map(model, teacher, image, len(data.classes), device, batch, path)
+        maps.append(np.load(path, mmap_mode="r"))
+    return maps
+
+
+def _cache_key(teacher: ModelPackage, weights_sha256: str, image: ImageData) -> str:
+    described = {
+        "weights": weights_sha256,
+        "input_scale": teacher.card.input_scale,
+        "tile": [teacher.card.tile_size, teacher.card.tile_stride],
+        "image": str(image.source.image),
+        "bands": list(image.reader.bands),
+        "shape": [image.grid.height, image.grid.width],
+    }
+    return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@torch.no_grad()
+def _write_map(
+    model: torch.nn.Module,
+    teacher: ModelPackage,
+    image: ImageData,
+    classes: int,
+    device: torch.device,
+    batch: int,
+    path: Path,
+) -> None:
+    """Tiles, blends and normalises the teacher's scores into `path` (temporary name, renamed
+    when complete), one strip of tile rows at a time."""
+    height, width = image.grid.height, image.grid.width
+    tile, stride = teacher.card.tile_size, teacher.card.tile_stride
+    weight = blend_window(tile)
+    strip = StripAccumulator(classes, tile, width)
+    temp = create_temporary_file(path)
+    try:
+        shape = (classes, height, width)
+        out = np.lib.format.open_memmap(temp, mode="w+", dtype=np.float16, shape=shape)
+        tiles = plan_tiles(height, width, tile, stride)
+        for start in range(0, len(tiles), batch):
+            chunk = tiles[start : start + batch]
+            inputs, valids = [], []
+            for t in chunk:
+                values, valid = image.reader.read_box(t.row, t.col, tile, tile)
+                normalized = image.reader.normalize(values)
+                normalized[:, ~valid] = 0.0
+                inputs.append(normalized)
+                valids.append(valid)
+            scores = model(torch.from_numpy(np.stack(inputs)).to(device)).float().cpu().numpy()
+            for t, score, valid in zip(chunk, scores, valids, strict=True):
+                _store(out, strip.release(t.row))
+                h, w = min(tile, height - t.row), min(tile, width - t.col)
+                strip.add(score[:, :h, :w], weight[:h, :w], t.row, t.col, valid[:h, :w])
+        _store(out, strip.release(height))
+        out.flush()
+        del out
+        publish(temp, path)
+    except BaseException:
+        remove_temporary(temp)
+        raise
+
+
+def _store(
+    out: np.ndarray, released: tuple[int, np.ndarray, np.ndarray, np.ndarray] | None
+) -> None:
+    if released is None:
+        return
+    top, sums, weights, valid = released
+    scores = sums / np.maximum(weights, _EPSILON)
+    total = scores.sum(0)
+    probabilities = np.where(total > _EPSILON, scores / np.maximum(total, _EPSILON), 0.0)
+    probabilities[:, ~valid] = 0.0  # nodata pixels teach nothing
+    out[:, top : top + len(total)] = probabilities.astype(np.float16)
+
+
+def read_teacher(
+    maps: list[np.ndarray], data: TrainingData, image: int, row: int, col: int, size: int
+) -> np.ndarray:
+    """Teacher probabilities [K, size, size] float32 of a window; zero outside the image and
+    outside training blocks (validation blocks must not teach)."""
+    source = maps[image]
+    classes, height, width = source.shape
+    out = np.zeros((classes, size, size), np.float32)
+    top, left = max(row, 0), max(col, 0)
+    bottom, right = min(row + size, height), min(col + size, width)
+    if bottom > top and right > left:
+        out[:, top - row : bottom - row, left - col : right - col] = source[
+            :, top:bottom, left:right
+        ]
+    out[:, ~data.training_area(image, row, col, size)] = 0.0
+    return out
+
+
+def distillation_loss(
+    cls_logits: torch.Tensor, mask_logits: torch.Tensor, teacher: torch.Tensor
+) -> torch.Tensor:
+    """KL(teacher || model) per pixel at the masks' resolution, weighted by where the teacher
+    speaks (its probabilities sum to 1 on training pixels, 0 elsewhere).
+
+    cls_logits [B, Q, K + 1], mask_logits [B, Q, h, w], teacher [B, K, H, W] (H, W multiples
+    of h, w)."""
+    size = (mask_logits.shape[-2], mask_logits.shape[-1])
+    target = F.adaptive_avg_pool2d(teacher.float(), size)
+    weight = target.sum(1)
+    target = target / weight.clamp(min=_EPSILON)[:, None]
+    scores = semantic_scores(cls_logits.float(), mask_logits.float(), size)
+    log_model = (
+        scores.clamp(min=_EPSILON).log() - scores.sum(1, keepdim=True).clamp(min=_EPSILON).log()
+    )
+    kl = (target * (target.clamp(min=_EPSILON).log() - log_model)).sum(1)
+    return (kl * weight).sum() / weight.sum().clamp(min=1.0)
