@@ -145,7 +145,7 @@ class CrossEarthDock(DockForm, DockModels, DockProcessing, DockRun, QgsDockWidge
             extent=extent,
             workers=self.workers_combo.currentData() if self.ray_version else None,
             runtime=self.runtime_combo.currentData(),
-            compile=self.compile_check.isChecked(),
+            compile=self.compile_check.isEnabled() and self.compile_check.isChecked(),
             **self._processing_options(export is not None, self.polygons_check.isChecked()),
         )
         return Job(request, layer, model, interpreter, export)

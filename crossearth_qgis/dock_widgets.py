@@ -155,13 +155,21 @@ class DockForm:
             "What runs the model. Auto: PyTorch on a GPU; on the CPU ONNX Runtime when the "
             "model has an ONNX graph (faster), else PyTorch"
         )
-        advanced.addRow("Runtime", self.runtime_combo)
-        self.compile_check = QCheckBox("Compile the model (torch.compile)")
+        # Compiling is a PyTorch option: on the runtime's row, so the dock stays as tall.
+        self.compile_check = QCheckBox("Compile")
         self.compile_check.setToolTip(
-            "PyTorch runtime: the first run with a tile and batch size compiles for minutes, "
-            "later runs start from the cache. Pays off on GPUs and long runs"
+            "torch.compile (PyTorch runtime): the first run with a tile and batch size compiles "
+            "for minutes, later runs start from the cache. Pays off on GPUs and long runs"
         )
-        advanced.addRow("", self.compile_check)
+        self.runtime_combo.currentIndexChanged.connect(self._runtime_changed)
+        row = QHBoxLayout()
+        row.addWidget(self.runtime_combo, 1)
+        row.addWidget(self.compile_check)
+        advanced.addRow("Runtime", row)
+
+    def _runtime_changed(self) -> None:
+        # The ONNX runtimes run an exported graph: there is nothing to compile.
+        self.compile_check.setEnabled(self.runtime_combo.currentData() in ("auto", "torch"))
 
     def _build_outputs(self, advanced: QFormLayout) -> None:
         self.output_widget = QgsFileWidget()

@@ -534,3 +534,13 @@ def test_add_model_dialog_builds_the_conversion(tmp_path):
         "--name=potsdam",
     ]  # fmt: skip
     dialog.deleteLater()
+
+
+def test_compiling_is_offered_with_pytorch_only(dock, add_raster, rasters):
+    dock.layer_combo.setLayer(add_raster(rasters["rgb"], "olinda"))
+    assert "--compile" not in dock.build_request().request.args()  # off unless chosen
+    dock.compile_check.setChecked(True)
+    for runtime, compiles in (("auto", True), ("torch", True), ("onnxruntime", False)):
+        dock.runtime_combo.setCurrentIndex(dock.runtime_combo.findData(runtime))
+        assert dock.compile_check.isEnabled() == compiles
+        assert ("--compile" in dock.build_request().request.args()) == compiles
