@@ -52,17 +52,31 @@ def bundled_models_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "resources" / "models"
 
 
+def _platform_folder(kind: str) -> Path:
+    """The user's "data" or "cache" folder of this platform (Windows, macOS, XDG)."""
+    home = Path.home()
+    if sys.platform == "win32":
+        variable, fallback = (
+            ("APPDATA", home / "AppData" / "Roaming")
+            if kind == "data"
+            else ("LOCALAPPDATA", home / "AppData" / "Local")
+        )
+    elif sys.platform == "darwin":
+        return home / "Library" / ("Application Support" if kind == "data" else "Caches")
+    else:
+        variable, fallback = (
+            ("XDG_DATA_HOME", home / ".local" / "share")
+            if kind == "data"
+            else ("XDG_CACHE_HOME", home / ".cache")
+        )
+    return Path(os.environ.get(variable, fallback))
+
+
 def user_models_dir() -> Path:
     """Where installed models live: $CROSSEARTH_MODELS_DIR, else the platform's user data folder."""
     if env := os.environ.get("CROSSEARTH_MODELS_DIR"):
         return Path(env).expanduser()
-    if sys.platform == "win32":
-        base = Path(os.environ.get("APPDATA", Path.home() / "AppData" / "Roaming"))
-    elif sys.platform == "darwin":
-        base = Path.home() / "Library" / "Application Support"
-    else:
-        base = Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share"))
-    return base / "crossearth" / "models"
+    return _platform_folder("data") / "crossearth" / "models"
 
 
 def user_cache_dir() -> Path:
@@ -70,13 +84,7 @@ def user_cache_dir() -> Path:
     else the platform's user cache folder."""
     if env := os.environ.get("CROSSEARTH_CACHE_DIR"):
         return Path(env).expanduser()
-    if sys.platform == "win32":
-        base = Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local"))
-    elif sys.platform == "darwin":
-        base = Path.home() / "Library" / "Caches"
-    else:
-        base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    return base / "crossearth"
+    return _platform_folder("cache") / "crossearth"
 
 
 @dataclass(frozen=True)
