@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from pathlib import Path
 from typing import cast
 
 import numpy as np
@@ -60,15 +61,32 @@ class PendingScores:
         return checked_scores(scores, self._shape, self._classes)
 
 
-def compiled(model: torch.nn.Module) -> torch.nn.Module:
-    """`torch.compile` of the model for fixed tile and batch shapes. Inductor's caches (the FX
-    graph and its kernels) live in the user's cache folder, so a later run with the same
-    model and shapes starts without compiling again."""
+def use_compile_cache() -> Path:
+    """Points Inductor's caches (the FX graph and its kernels) at the user's cache folder, so
+    a later run with the same model and shapes starts without compiling again, and returns the
+    folder. A folder the user chose ($TORCHINDUCTOR_CACHE_DIR) is kept; torch's own default (a
+    temporary folder, set as soon as a model module is imported) is not."""
     import os
 
     from .packages import user_cache_dir
 
-    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(user_cache_dir() / "torch-compile"))
+    try:
+        from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+        torch_default: str | None = default_cache_dir()
+    except ImportError:  # a later torch moved it: only an unset variable is ours to set
+        torch_default = None
+    current = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    if current is None or current == torch_default:
+        current = str(user_cache_dir() / "torch-compile")
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = current
+    return Path(current)
+
+
+def compiled(model: torch.nn.Module) -> torch.nn.Module:
+    """`torch.compile` of the model for fixed tile and batch shapes, cached (see
+    use_compile_cache)."""
+    use_compile_cache()
     import torch._inductor.config as inductor_config
 
     inductor_config.fx_graph_cache = True

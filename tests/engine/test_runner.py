@@ -11,7 +11,7 @@ import torch
 from engine.errors import ConfigError
 from engine.raster_input import TileReader, choose_scaling
 from engine.row_stream import stream_rows
-from engine.runner import BatchRunner
+from engine.runner import BatchRunner, use_compile_cache
 from engine.runtimes import choose_runtime
 from engine.tiling import plan_tiles
 
@@ -93,8 +93,11 @@ def test_on_the_cpu_one_batch_is_in_flight():
 
 
 def test_compiled_model_gives_the_eager_scores_from_a_cache(tmp_path, monkeypatch):
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
     monkeypatch.setenv("CROSSEARTH_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    # What torch sets as soon as a model module is imported: a temporary folder, not ours.
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", default_cache_dir())
     model = seeded(SmallConvNet(3, 3), seed=2)
     eager = BatchRunner(model, torch.device("cpu"), 3, 4)
     fast = BatchRunner(model, torch.device("cpu"), 3, 4, compile=True)
@@ -104,6 +107,14 @@ def test_compiled_model_gives_the_eager_scores_from_a_cache(tmp_path, monkeypatc
     assert fast(batch[:1]).shape == (1, 3, 32, 32)
     compiled_files = list((tmp_path / "cache" / "torch-compile").rglob("*"))
     assert any(p.is_file() for p in compiled_files)
+
+
+def test_a_compile_cache_the_user_chose_is_kept(tmp_path, monkeypatch):
+    monkeypatch.setenv("CROSSEARTH_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "mine"))
+    assert use_compile_cache() == tmp_path / "mine"
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR")
+    assert use_compile_cache() == tmp_path / "cache" / "torch-compile"
 
 
 def test_compiling_asks_for_pytorch():
