@@ -374,6 +374,13 @@ class SegmentRasterAlgorithm(CrossEarthAlgorithm):
             raise QgsProcessingException(
                 f"Class polygons are written as a GeoPackage; give a .gpkg file ({polygons})."
             )
+        runtime = self.RUNTIMES[self.parameterAsEnum(parameters, self.RUNTIME, context)]
+        compile_model = self.parameterAsBoolean(parameters, self.COMPILE, context)
+        if compile_model and runtime in ("onnxruntime", "openvino"):
+            raise QgsProcessingException(
+                f"Compiling applies to the PyTorch runtime, not {runtime}: choose the runtime "
+                "auto or torch, or leave Compile off."
+            )
         request = SegmentRequest(
             input=source,
             output=output,
@@ -391,8 +398,8 @@ class SegmentRasterAlgorithm(CrossEarthAlgorithm):
             overwrite=True,
             workers=workers_text(self.parameterAsString(parameters, self.WORKERS, context)),
             cluster=self.parameterAsString(parameters, self.CLUSTER, context).strip() or None,
-            runtime=self.RUNTIMES[self.parameterAsEnum(parameters, self.RUNTIME, context)],
-            compile=self.parameterAsBoolean(parameters, self.COMPILE, context),
+            runtime=runtime,
+            compile=compile_model,
             **self._options(parameters, context, gsd, export is not None, bool(polygons), feedback),
         )
         outcome = self._run(request, export, feedback)

@@ -200,6 +200,13 @@ def test_workers_and_cluster_reach_the_engine(provider, rasters, tmp_path, monke
     with pytest.raises(QgsProcessingException, match="Workers must be 0 .* not 'many'"):
         processing.run(SEGMENT, {**base, "WORKERS": "many"})
     assert len(seen) == 4  # refused before the engine ran
+    # Compiling reaches the engine with PyTorch (runtime 1) and is refused with ONNX Runtime.
+    with pytest.raises(QgsProcessingException, match="stopped by the test"):
+        processing.run(SEGMENT, {**base, "RUNTIME": 1, "COMPILE": True})
+    assert "--compile" in seen[-1] and "--runtime=torch" in seen[-1]
+    with pytest.raises(QgsProcessingException, match="Compiling applies to the PyTorch runtime"):
+        processing.run(SEGMENT, {**base, "RUNTIME": 2, "COMPILE": True})
+    assert len(seen) == 5
 
 
 def test_qgis_process_with_two_ray_workers(provider, rasters, tmp_path, engine_check):
