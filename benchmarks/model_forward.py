@@ -8,7 +8,8 @@ channels-last memory format, and the fraction of the GPU's dense peak FLOP/s rea
 counted by torch's FlopCounterMode).
 
 Usage: .venv/bin/python benchmarks/model_forward.py [--device cpu|cuda] [--repeats N]
-       [--presets tiny,vit-ti,vit-s,vit-l-512] [--batch B] [--compile] [--channels-last]
+       [--presets tiny,vit-ti,vit-s,vit-l-512] [--batch B] [--precisions fp32,bf16,fp16]
+       [--compile] [--channels-last]
 """
 
 from __future__ import annotations
@@ -125,6 +126,11 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument(
+        "--precisions",
+        default=None,
+        help="comma-separated fp32, bf16, fp16 (default: fp32 on CPU, all three on CUDA)",
+    )
     parser.add_argument("--compile", action="store_true", help="also run torch.compile")
     parser.add_argument(
         "--channels-last", action="store_true", help="also run in channels-last memory format"
@@ -136,9 +142,12 @@ def main() -> None:
         child(args)
         return
 
-    runs = [("fp32", False, False)]
-    if args.device.startswith("cuda"):
-        runs += [("bf16", False, False), ("fp16", False, False)]
+    default = "fp32,bf16,fp16" if args.device.startswith("cuda") else "fp32"
+    precisions = (args.precisions or default).split(",")
+    unknown = sorted(set(precisions) - {"fp32", "bf16", "fp16"})
+    if unknown:
+        parser.error(f"unknown precision(s) {', '.join(unknown)}; use fp32, bf16, fp16")
+    runs = [(p, False, False) for p in precisions]
     if args.compile:
         runs += [(p, True, False) for p, _, _ in list(runs)]
     if args.channels_last:
