@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from pathlib import Path
 from typing import cast
 
@@ -11,6 +12,7 @@ import numpy as np
 import torch
 
 from .errors import ConfigError, CrossEarthError, ResourceError
+from .packages import user_cache_dir
 from .runtimes import checked_scores
 
 log = logging.getLogger(__name__)
@@ -66,10 +68,6 @@ def use_compile_cache() -> Path:
     a later run with the same model and shapes starts without compiling again, and returns the
     folder. A folder the user chose ($TORCHINDUCTOR_CACHE_DIR) is kept; torch's own default (a
     temporary folder, set as soon as a model module is imported) is not."""
-    import os
-
-    from .packages import user_cache_dir
-
     try:
         from torch._inductor.runtime.cache_dir_utils import default_cache_dir
 
