@@ -2,7 +2,8 @@
 
 The teacher segments every training image once before training starts, as the engine would
 (its own tiles, input scale and smooth blending); its per-pixel class probabilities are kept in
-the run folder (float16, memory-mapped, reused by a resumed run) and read with each training
+the run folder (float16 .npy files, rows in order, memory-mapped; reused by a resumed run) and
+read with each training
 window, resized, flipped and turned with it. Offline, because a teacher of a finer geometry
 costs more per window than a whole training step of the model it teaches.
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -24,7 +26,13 @@ import torch.nn.functional as F
 from engine.blending import StripAccumulator
 from engine.crossearth.model import semantic_scores
 from engine.errors import ConfigError
-from engine.files import create_temporary_file, file_sha256, publish, remove_temporary
+from engine.files import (
+    create_temporary_file,
+    file_sha256,
+    publish,
+    remove_temporary,
+    write_error,
+)
 from engine.loading import load_package_model
 from engine.packages import ModelPackage
 from engine.tiling import blend_window, plan_tiles
@@ -84,7 +92,9 @@ def teacher_maps(
             if model is None:
                 model = load_package_model(teacher, device)
             _write_map(model, teacher, image, len(data.classes), device, batch, path)
-        maps.append(np.load(path, mmap_mode="r"))
+        # Stored row by row ([H, K, W], so each strip is one sequential checked write), seen
+        # class-major like scores.
+        maps.append(np.load(path, mmap_mode="r").transpose(1, 0, 2))
     return maps
 
 
@@ -116,45 +126,54 @@ def _write_map(
     tile, stride = teacher.card.tile_size, teacher.card.tile_stride
     weight = blend_window(tile)
     strip = StripAccumulator(classes, tile, width)
+    tiles = plan_tiles(height, width, tile, stride)
     temp = create_temporary_file(path)
     try:
-        shape = (classes, height, width)
-        out = np.lib.format.open_memmap(temp, mode="w+", dtype=np.float16, shape=shape)
-        tiles = plan_tiles(height, width, tile, stride)
-        for start in range(0, len(tiles), batch):
-            chunk = tiles[start : start + batch]
-            inputs, valids = [], []
-            for t in chunk:
-                values, valid = image.reader.read_box(t.row, t.col, tile, tile)
-                normalized = image.reader.normalize(values)
-                normalized[:, ~valid] = 0.0
-                inputs.append(normalized)
-                valids.append(valid)
-            scores = model(torch.from_numpy(np.stack(inputs)).to(device)).float().cpu().numpy()
-            for t, score, valid in zip(chunk, scores, valids, strict=True):
-                _store(out, strip.release(t.row))
-                h, w = min(tile, height - t.row), min(tile, width - t.col)
-                strip.add(score[:, :h, :w], weight[:h, :w], t.row, t.col, valid[:h, :w])
-        _store(out, strip.release(height))
-        out.flush()
-        del out
+        with open(temp, "wb") as out:
+            header = {
+                "descr": np.lib.format.dtype_to_descr(np.dtype(np.float16)),
+                "fortran_order": False,
+                "shape": (height, classes, width),
+            }
+            np.lib.format.write_array_header_1_0(out, header)
+            for start in range(0, len(tiles), batch):
+                chunk = tiles[start : start + batch]
+                inputs, valids = [], []
+                for t in chunk:
+                    values, valid = image.reader.read_box(t.row, t.col, tile, tile)
+                    normalized = image.reader.normalize(values)
+                    normalized[:, ~valid] = 0.0
+                    inputs.append(normalized)
+                    valids.append(valid)
+                x = torch.from_numpy(np.stack(inputs)).to(device)
+                scores = model(x).float().cpu().numpy()
+                for t, score, valid in zip(chunk, scores, valids, strict=True):
+                    _write_rows(out, strip.release(t.row))
+                    h, w = min(tile, height - t.row), min(tile, width - t.col)
+                    strip.add(score[:, :h, :w], weight[:h, :w], t.row, t.col, valid[:h, :w])
+            _write_rows(out, strip.release(height))
         publish(temp, path)
+    except OSError as exc:
+        remove_temporary(temp)
+        raise write_error(path, exc) from None
     except BaseException:
         remove_temporary(temp)
         raise
 
 
-def _store(
-    out: np.ndarray, released: tuple[int, np.ndarray, np.ndarray, np.ndarray] | None
+def _write_rows(
+    out: BinaryIO, released: tuple[int, np.ndarray, np.ndarray, np.ndarray] | None
 ) -> None:
+    """Finished rows as probabilities (0 where the teacher has no score or the image no data),
+    appended to the file in row order."""
     if released is None:
         return
-    top, sums, weights, valid = released
+    _, sums, weights, valid = released
     scores = sums / np.maximum(weights, _EPSILON)
     total = scores.sum(0)
     probabilities = np.where(total > _EPSILON, scores / np.maximum(total, _EPSILON), 0.0)
     probabilities[:, ~valid] = 0.0  # nodata pixels teach nothing
-    out[:, top : top + len(total)] = probabilities.astype(np.float16)
+    out.write(np.ascontiguousarray(probabilities.transpose(1, 0, 2), np.float16).tobytes())
 
 
 def read_teacher(

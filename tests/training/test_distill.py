@@ -5,6 +5,7 @@ teacher trains and records it."""
 from __future__ import annotations
 
 import csv
+import errno
 import json
 
 import numpy as np
@@ -13,7 +14,7 @@ import rasterio
 import torch
 
 from engine.crossearth.model import semantic_scores
-from engine.errors import ConfigError
+from engine.errors import ConfigError, CrossEarthError
 from engine.packages import open_package
 from engine.pipeline import SegmentOptions, segment
 from training import distill
@@ -94,6 +95,17 @@ def test_maps_are_reused_while_teacher_and_image_stay_the_same(
     again = teacher_maps(teacher, data, torch.device("cpu"), folder)
     assert np.array_equal(first[0], again[0])
     assert sorted(folder.iterdir()) == written
+
+
+def test_a_full_disk_is_one_line_and_leaves_no_file(teacher, data, monkeypatch, tmp_path):
+    def full(out, released):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(distill, "_write_rows", full)
+    with pytest.raises(CrossEarthError) as error:
+        teacher_maps(teacher, data, torch.device("cpu"), tmp_path / "maps")
+    assert "disk is full" in str(error.value) and "\n" not in str(error.value)
+    assert list((tmp_path / "maps").iterdir()) == []
 
 
 def test_validation_blocks_never_teach(data, maps):
