@@ -26,6 +26,7 @@ NUMERIC_OPTIONS = (
     ("patience", int),
     ("seed", int),
     ("threads", int),
+    ("distill-weight", float),
     ("warmup", int),
     ("num-points", int),
     ("patch-size", int),
@@ -88,6 +89,11 @@ def register_train(commands: argparse._SubParsersAction) -> Callable[[argparse.N
         "--new-head", action="store_true", default=None, help="re-initialise the head"
     )
     train.add_argument("--mtp", action="store_true", default=None, help="multi-task training")
+    train.add_argument(
+        "--teacher",
+        help="a model package (folder or installed name) with the same classes and input that "
+        "the model also learns from (knowledge distillation; weight: --distill-weight)",
+    )
     train.add_argument(
         "--class-balanced", action="store_true", default=None, help="balance classes"
     )
@@ -168,6 +174,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         "mode": args.mode,
         "new_head": args.new_head,
         "mtp": args.mtp,
+        "teacher": args.teacher,
         "class_balanced": args.class_balanced,
         "device": args.device,
         "name": args.name,

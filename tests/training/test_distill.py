@@ -13,6 +13,7 @@ import pytest
 import rasterio
 import torch
 
+from engine.cli import main
 from engine.crossearth.model import semantic_scores
 from engine.errors import ConfigError, CrossEarthError
 from engine.packages import open_package
@@ -21,9 +22,8 @@ from training import distill
 from training.config import ClassSpec
 from training.data import TRAIN, VAL, load_training_data
 from training.distill import distillation_loss, read_teacher, teacher_maps
-from training.trainer import train
 
-from .conftest import IMAGE, REPO, recipe
+from .conftest import AREA, IMAGE, LABELS, REPO, recipe
 
 TEACHER = REPO / "resources" / "models" / "crossearth-landsat-lc"
 # The bundled model's class names, so it can teach a model of these classes.
@@ -170,25 +170,40 @@ def test_a_teacher_with_other_classes_is_refused_in_one_line(teacher, tmp_path):
     assert not (tmp_path / "maps").exists() or not any((tmp_path / "maps").iterdir())
 
 
-def test_fine_tuning_with_a_teacher_logs_the_loss_and_records_the_teacher(tmp_path):
-    config = recipe(
-        tmp_path,
-        architecture=None,
-        base=str(TEACHER),
-        teacher=str(TEACHER),
-        distill_weight=5.0,
-        label_map=LABEL_MAP,
-        input_scale=2,
-        steps=2,
-        eval_every=2,
+def test_fine_tuning_with_a_teacher_logs_the_loss_and_records_the_teacher(tmp_path, capsys):
+    label_map = ",".join(f"{value}={name}" for value, name in LABEL_MAP.items())
+    code = main(
+        [
+            "train",
+            "--base",
+            str(TEACHER),
+            "--teacher",
+            str(TEACHER),
+            "--distill-weight",
+            "5",
+            "--image",
+            str(IMAGE),
+            "--labels",
+            str(LABELS),
+            "--mask",
+            str(AREA),
+            "--label-map",
+            label_map,
+            "--output",
+            str(tmp_path / "model"),
+            *("--input-scale", "2", "--block-size", "64", "--window", "128", "--batch", "2"),
+            *("--steps", "2", "--eval-every", "2", "--num-points", "512", "--threads", "2"),
+            *("--progress", "none"),
+        ]
     )
-    result = train(config, progress="none")
-    with open(result.run_dir / "train_log.csv", newline="") as log:
+    assert code == 0, capsys.readouterr().err
+    run_dir = tmp_path / "model.run"
+    with open(run_dir / "train_log.csv", newline="") as log:
         rows = list(csv.DictReader(log))
     distilled = [float(row["loss_distill"]) for row in rows]
     assert len(distilled) == 2 and all(np.isfinite(distilled)) and min(distilled) > 0
-    assert len(list((result.run_dir / "teacher").glob("teacher-00-*.npy"))) == 1
-    card = json.loads((result.package.path / "model.json").read_text())
+    assert len(list((run_dir / "teacher").glob("teacher-00-*.npy"))) == 1
+    card = json.loads((tmp_path / "model" / "model.json").read_text())
     assert card["provenance"]["teacher"] == {
         "model": "crossearth-landsat-lc",
         "version": "1",
