@@ -188,6 +188,9 @@ class FineTuneRequest:
     lr: float | None = None
     window: int | None = None
     val_fraction: float | None = None
+    # Knowledge distillation: a package with the same classes that also teaches the model.
+    teacher: str | None = None
+    distill_weight: float | None = None
     device: str = "auto"
     name: str | None = None
     overwrite: bool = False  # replace a package at `output` (confirmed by the analyst)
@@ -223,6 +226,10 @@ class FineTuneRequest:
             args.append(_option("lr", repr(float(self.lr))))
         if self.val_fraction is not None:
             args.append(_option("val-fraction", repr(float(self.val_fraction))))
+        if self.teacher:
+            args.append(_option("teacher", _if_local(self.teacher)))
+        if self.distill_weight is not None:
+            args.append(_option("distill-weight", repr(float(self.distill_weight))))
         args += [_option("device", self.device or "auto"), _option("progress", "json")]
         if self.overwrite:
             args.append("--overwrite")

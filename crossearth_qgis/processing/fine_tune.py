@@ -82,6 +82,8 @@ class FineTuneAlgorithm(CrossEarthAlgorithm):
     BATCH_SIZE = "BATCH_SIZE"
     LEARNING_RATE = "LEARNING_RATE"
     VAL_FRACTION = "VAL_FRACTION"
+    TEACHER = "TEACHER"
+    DISTILL_WEIGHT = "DISTILL_WEIGHT"
     DEVICE = "DEVICE"
     NAME = "NAME"
     OUTPUT = "OUTPUT"
@@ -197,6 +199,19 @@ class FineTuneAlgorithm(CrossEarthAlgorithm):
                 minValue=0.01,
                 maxValue=0.9,
             ),
+            QgsProcessingParameterString(
+                self.TEACHER,
+                "Teacher model with the same classes, for knowledge distillation (name or "
+                "package folder; empty = none)",
+                optional=True,
+            ),
+            QgsProcessingParameterNumber(
+                self.DISTILL_WEIGHT,
+                f"Weight of the teacher's loss {RECIPE_DEFAULT}",
+                QgsProcessingParameterNumber.Double,
+                optional=True,
+                minValue=0.0,
+            ),
             QgsProcessingParameterString(self.DEVICE, "Device (auto, cpu, cuda, cuda:N)", "auto"),
         ]
         for parameter in advanced:
@@ -287,6 +302,8 @@ class FineTuneAlgorithm(CrossEarthAlgorithm):
             batch=_given(parameters, self.BATCH_SIZE, self.parameterAsInt, context),
             lr=_given(parameters, self.LEARNING_RATE, self.parameterAsDouble, context),
             val_fraction=_given(parameters, self.VAL_FRACTION, self.parameterAsDouble, context),
+            teacher=text(self.TEACHER) or None,
+            distill_weight=_given(parameters, self.DISTILL_WEIGHT, self.parameterAsDouble, context),
             device=text(self.DEVICE) or "auto",
             name=name,
             # A folder given as the destination parameter comes with QGIS's overwrite

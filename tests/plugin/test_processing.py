@@ -440,3 +440,25 @@ def test_fine_tune_algorithm_writes_a_listed_model(provider, engine_fixtures, tm
 
     with pytest.raises(QgsProcessingException, match="either a label raster or label polygons"):
         processing.run("crossearth:finetune", {"INPUT": image, "BASE": MODEL_NAME})
+
+
+def test_fine_tune_with_a_teacher_of_other_classes_is_refused(provider, engine_fixtures, tmp_path):
+    import processing
+
+    with pytest.raises(QgsProcessingException, match="same classes in the same order"):
+        processing.run(
+            "crossearth:finetune",
+            {
+                "BASE": MODEL_NAME,
+                "TEACHER": MODEL_NAME,  # its classes are not the relabelled ones
+                "DISTILL_WEIGHT": 2.0,
+                "INPUT": str(RALEIGH_SAMPLE / "raleigh_landsat7_sample.tif"),
+                "LABELS": str(RALEIGH_SAMPLE / "raleigh_landcover_sample.tif"),
+                "LABEL_MAP": "0=built-up,1=vegetation,2=vegetation,3=vegetation,4=water",
+                "BANDS": "3,2,1",
+                "STEPS": 2,
+                "DEVICE": "cpu",
+                "OUTPUT": str(tmp_path / "distilled"),
+            },
+        )
+    assert not (tmp_path / "distilled").exists()

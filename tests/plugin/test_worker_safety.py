@@ -123,6 +123,8 @@ def test_values_starting_with_a_dash_reach_the_engine_as_values(tmp_path, monkey
         bands=[3, 2, 1],
         lr=-0.5,  # nonsense for training, but the parser must hand it over as a number
         name="-tuned",
+        teacher="-teacher",
+        distill_weight=2.5,
     )
     train_polygons = FineTuneRequest("/d/i.tif", "/d/p", polygons="/d/l.gpkg", class_field="-c")
     seg, seg_missing, conv, tr, tr_polygons = engine_parse(
@@ -151,6 +153,7 @@ def test_values_starting_with_a_dash_reach_the_engine_as_values(tmp_path, monkey
     assert tr["label_map"] == "-9999=ignore,1=-a,2=b" and tr["classes"] == "-a,b"
     assert tr["bands"] == "3,2,1" and tr["name"] == "-tuned" and tr["lr"] == -0.5
     assert tr["progress"] == "json" and tr["overwrite"] is False
+    assert tr["teacher"] == "-teacher" and tr["distill_weight"] == 2.5
     assert tr_polygons["polygons"] == ["/d/l.gpkg"] and tr_polygons["class_field"] == "-c"
 
     # Replacing is asked for only when the analyst confirmed it.
