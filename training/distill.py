@@ -3,9 +3,9 @@
 The teacher segments every training image once before training starts, as the engine would
 (its own tiles, input scale and smooth blending); its per-pixel class probabilities are kept in
 the run folder (float16 .npy files, rows in order, memory-mapped; reused by a resumed run) and
-read with each training
-window, resized, flipped and turned with it. Offline, because a teacher of a finer geometry
-costs more per window than a whole training step of the model it teaches.
+read with each training window, resized, flipped and turned with it. Offline, because a
+teacher of a finer geometry costs more per window than a whole training step of the model it
+teaches.
 
 The loss is the KL divergence from the teacher's probabilities to the model's Mask2Former
 semantic scores (class probabilities x query masks, normalised per pixel), at the resolution
@@ -140,10 +140,10 @@ def _write_map(
                 chunk = tiles[start : start + batch]
                 inputs, valids = [], []
                 for t in chunk:
-                    values, valid = image.reader.read_box(t.row, t.col, tile, tile)
-                    normalized = image.reader.normalize(values)
-                    normalized[:, ~valid] = 0.0
-                    inputs.append(normalized)
+                    # The engine's own tile reading (normalized, nodata at the mean, padded by
+                    # reflection past the raster edge).
+                    values, valid = image.reader.read_tile(t.row, t.col, tile)
+                    inputs.append(values)
                     valids.append(valid)
                 x = torch.from_numpy(np.stack(inputs)).to(device)
                 scores = model(x).float().cpu().numpy()
