@@ -478,7 +478,7 @@ def _run(
         options.batch_size,
         options.amp,
         job.model_tile if resampled else None,
-        compile=options.compile and loaded.runtime == "torch",
+        compile=options.compile,
     )
 
     height, width = reader_ds.height, reader_ds.width
