@@ -42,6 +42,9 @@ from .data import ImageData, TrainingData
 # Teacher probabilities below this class-sum (outside training blocks, outside the image) carry
 # no weight in the loss.
 _EPSILON = 1e-6
+# How a cached map is stored; part of its cache key, so a map of another layout (an earlier
+# version's) is never read as this one.
+_LAYOUT = "rows [H, K, W] float16"
 
 
 def check_teacher(teacher: ModelPackage, data: TrainingData) -> None:
@@ -88,7 +91,8 @@ def teacher_maps(
     for index, image in enumerate(data.images):
         key = _cache_key(teacher, weights, image)
         path = folder / f"teacher-{index:02d}-{key}.npy"
-        if not path.exists():
+        expected = (image.grid.height, len(data.classes), image.grid.width)
+        if _stored_shape(path) != expected:  # absent, or cut short: this run's to (re)write
             if model is None:
                 model = load_package_model(teacher, device)
             _write_map(model, teacher, image, len(data.classes), device, batch, path)
@@ -98,8 +102,25 @@ def teacher_maps(
     return maps
 
 
+def _stored_shape(path: Path) -> tuple[int, ...] | None:
+    """The shape of a complete cached map, or None when it is absent, incomplete or not in
+    this layout."""
+    try:
+        with open(path, "rb") as stored:
+            if np.lib.format.read_magic(stored) != (1, 0):  # _write_map writes version 1.0
+                return None
+            shape, _, dtype = np.lib.format.read_array_header_1_0(stored)
+            data_bytes = path.stat().st_size - stored.tell()
+    except (OSError, ValueError):
+        return None
+    if dtype != np.float16 or data_bytes != int(np.prod(shape)) * 2:
+        return None
+    return tuple(shape)
+
+
 def _cache_key(teacher: ModelPackage, weights_sha256: str, image: ImageData) -> str:
     described = {
+        "layout": _LAYOUT,
         "weights": weights_sha256,
         "input_scale": teacher.card.input_scale,
         "tile": [teacher.card.tile_size, teacher.card.tile_stride],

@@ -97,6 +97,18 @@ def test_maps_are_reused_while_teacher_and_image_stay_the_same(
     assert sorted(folder.iterdir()) == written
 
 
+def test_an_incomplete_map_in_the_cache_is_computed_again(teacher, data, tmp_path_factory):
+    folder = tmp_path_factory.getbasetemp() / "incomplete"
+    expected = np.array(teacher_maps(teacher, data, torch.device("cpu"), folder)[0])
+    (cached,) = folder.iterdir()
+    size = cached.stat().st_size
+    with open(cached, "r+b") as stored:  # as a crash of the machine might leave it
+        stored.truncate(size // 2)
+    again = teacher_maps(teacher, data, torch.device("cpu"), folder)
+    assert cached.stat().st_size == size
+    assert np.array_equal(expected, np.asarray(again[0]))
+
+
 def test_a_full_disk_is_one_line_and_leaves_no_file(teacher, data, monkeypatch, tmp_path):
     def full(out, released):
         raise OSError(errno.ENOSPC, "No space left on device")
