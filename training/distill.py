@@ -91,31 +91,29 @@ def teacher_maps(
     for index, image in enumerate(data.images):
         key = _cache_key(teacher, weights, image)
         path = folder / f"teacher-{index:02d}-{key}.npy"
-        expected = (image.grid.height, len(data.classes), image.grid.width)
-        if _stored_shape(path) != expected:  # absent, or cut short: this run's to (re)write
+        stored = _cached_map(path, (image.grid.height, len(data.classes), image.grid.width))
+        if stored is None:  # absent, cut short or of another layout: this run's to (re)write
             if model is None:
                 model = load_package_model(teacher, device)
             _write_map(model, teacher, image, len(data.classes), device, batch, path)
+            stored = np.load(path, mmap_mode="r")
         # Stored row by row ([H, K, W], so each strip is one sequential checked write), seen
         # class-major like scores.
-        maps.append(np.load(path, mmap_mode="r").transpose(1, 0, 2))
+        maps.append(stored.transpose(1, 0, 2))
     return maps
 
 
-def _stored_shape(path: Path) -> tuple[int, ...] | None:
-    """The shape of a complete cached map, or None when it is absent, incomplete or not in
-    this layout."""
+def _cached_map(path: Path, shape: tuple[int, int, int]) -> np.ndarray | None:
+    """The cached map at `path` (a read-only memory map) when it is complete, float16 and of
+    `shape`; otherwise None."""
     try:
-        with open(path, "rb") as stored:
-            if np.lib.format.read_magic(stored) != (1, 0):  # _write_map writes version 1.0
-                return None
-            shape, _, dtype = np.lib.format.read_array_header_1_0(stored)
-            data_bytes = path.stat().st_size - stored.tell()
-    except (OSError, ValueError):
+        stored = np.load(path, mmap_mode="r")
+    except (OSError, ValueError):  # absent, shorter than its header says, or not an array
         return None
-    if dtype != np.float16 or data_bytes != int(np.prod(shape)) * 2:
+    complete = path.stat().st_size == stored.offset + stored.nbytes
+    if not complete or stored.dtype != np.float16 or stored.shape != shape:
         return None
-    return tuple(shape)
+    return stored
 
 
 def _cache_key(teacher: ModelPackage, weights_sha256: str, image: ImageData) -> str:
