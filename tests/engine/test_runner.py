@@ -1,5 +1,6 @@
 """The batch runner: batches in flight keep the rows identical, torch.compile gives the eager
-scores (also for a short last batch) from a cache, and compiling asks for PyTorch."""
+scores (also for a short last batch) from a cache, compiling asks for PyTorch, and scores that
+are not finite anywhere are refused."""
 
 from __future__ import annotations
 
@@ -8,11 +9,11 @@ import pytest
 import rasterio
 import torch
 
-from engine.errors import ConfigError
+from engine.errors import ConfigError, ModelError
 from engine.raster_input import TileReader, choose_scaling
 from engine.row_stream import stream_rows
 from engine.runner import BatchRunner, use_compile_cache
-from engine.runtimes import choose_runtime
+from engine.runtimes import checked_scores, choose_runtime
 from engine.tiling import plan_tiles
 
 from .conftest import SmallConvNet, make_card, seeded
@@ -85,6 +86,23 @@ def test_batches_in_flight_give_the_same_rows_while_the_next_batch_runs(landsat_
     assert sorted(recording.events) == sorted(
         [("submit", n) for n in range(batches)] + [("result", n) for n in range(batches)]
     )
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize("where", [(0, 0, 0, 0), (1, 2, 5, 7), (1, 2, 7, 7)])
+def test_scores_not_finite_in_one_element_are_refused(bad, where):
+    scores = np.random.default_rng(0).random((2, 3, 8, 8), dtype=np.float32)
+    scores[where] = bad
+    with pytest.raises(ModelError) as caught:
+        checked_scores(scores, (2, 5, 8, 8), 3)
+    assert caught.value.code == "model.nonfinite"
+
+
+def test_finite_scores_pass_unchanged_up_to_the_largest_float32():
+    scores = np.random.default_rng(0).random((2, 3, 8, 8), dtype=np.float32)
+    scores[0, 0, 0, 0] = np.finfo(np.float32).max
+    scores[1, 2, 7, 7] = np.finfo(np.float32).min
+    assert checked_scores(scores, (2, 5, 8, 8), 3) is scores
 
 
 def test_on_the_cpu_one_batch_is_in_flight():
