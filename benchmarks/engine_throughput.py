@@ -68,7 +68,7 @@ class StandInNet(torch.nn.Module):
         return self.body(x).softmax(1)
 
 
-def stand_in_model(tile: int) -> LoadedModel:
+def stand_in_model(tile: int, device: str) -> LoadedModel:
     card = card_from_dict(
         {
             "name": STAND_IN,
@@ -83,7 +83,8 @@ def stand_in_model(tile: int) -> LoadedModel:
         }
     )
     torch.manual_seed(0)
-    return LoadedModel(card, StandInNet().eval())
+    # The engine runs a LoadedModel on its recorded device: the module must be there too.
+    return LoadedModel(card, StandInNet().eval().to(device), "torch", device)
 
 
 def source_bands(loaded: LoadedModel) -> list[int]:
@@ -115,16 +116,14 @@ def make_raster(path: Path, repeat_y: int, repeat_x: int, bands: list[int]) -> P
 def load(model_arg: str | None, tile: int | None, device: str, runtime: str) -> LoadedModel:
     """The stand-in on PyTorch, or a package (None: the bundled default) on `runtime`."""
     if model_arg == STAND_IN:
-        loaded = stand_in_model(tile or 256)
-        loaded.module.to(device)
-        return loaded
+        return stand_in_model(tile or 256, device)
     package = find_package(model_arg)
     size = tile or package.card.tile_size
     return load_model(package, device, None, choose_runtime(runtime, package.card, device, size))
 
 
 def bare_forward_seconds(
-    loaded: LoadedModel, raster: Path, tile: int, stride: int, batch: int, device: str
+    loaded: LoadedModel, raster: Path, tile: int, stride: int, batch: int
 ) -> float:
     """Seconds for the model alone (the runtime's batch runner, as the engine calls it) on the
     engine's tiles, read and normalized beforehand."""
@@ -197,7 +196,7 @@ def main() -> None:
         bare_runs, pipeline_runs = [], []
         for _ in range(args.rounds):
             bare_runs.append(
-                bare_forward_seconds(loaded, raster, tile, stride, args.batch, args.device)
+                bare_forward_seconds(loaded, raster, tile, stride, args.batch)
             )
             start = time.perf_counter()
             segment(raster, Path(folder) / "out.tif", loaded, options)
