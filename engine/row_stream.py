@@ -8,7 +8,7 @@ single process would, added in the same order.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -82,7 +82,9 @@ def _scored(
         yield done, ready.result() if ready is not None else None
 
 
-def _batches(reader: TileReader, tiles: list[Tile], size: int, batch_size: int) -> Iterator[_Batch]:
+def _batches(
+    reader: TileReader, tiles: Sequence[Tile], size: int, batch_size: int
+) -> Iterator[_Batch]:
     batch = _Batch([], [], [])
     runnable = 0
     for tile in tiles:
@@ -140,7 +142,7 @@ def _clip(rows: DecidedRows, first: int, end: int) -> DecidedRows | None:
 def stream_rows(
     reader: TileReader,
     runner: Callable[[np.ndarray], np.ndarray],
-    tiles: list[Tile],
+    tiles: Sequence[Tile],
     *,
     size: int,
     height: int,
@@ -202,9 +204,3 @@ def stream_rows(
             raise SegmentationCancelled()
     finally:
         prefetch.close()
-
-
-def tiles_for_rows(tiles: list[Tile], first: int, end: int, size: int) -> list[Tile]:
-    """The tiles of a row-major plan whose rows touch [first, end): the shard's own tile rows
-    and the halo rows above it whose tiles reach down into it."""
-    return [t for t in tiles if t.row < end and t.row + size > first]

@@ -178,7 +178,7 @@ class ShardWorker:
                 for rows in stream_rows(
                     reader,  # type: ignore[arg-type]  # a TileReader with a skip counter
                     self._runner,
-                    list(shard.tiles),
+                    shard.tiles,
                     size=spec.size,
                     height=spec.height,
                     width=spec.width,

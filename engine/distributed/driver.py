@@ -47,10 +47,10 @@ from ..raster_output import class_encoding
 from ..row_stream import DecidedRows
 from ..runtimes import choose_runtime
 from ..subset import extent_window, subset_vrt
-from ..tiling import plan_tiles
+from ..tiling import TilePlan, plan_tiles
 from .actor import WorkerSpec
 from .parts import PartInfo, WorkFolder, fingerprint
-from .shards import Shard, default_shard_count, plan_shards, shards_from_rows, tile_row_starts
+from .shards import Shard, default_shard_count, plan_shards, shards_from_rows
 
 log = logging.getLogger(__name__)
 
@@ -352,7 +352,7 @@ def segment_sharded(
 
 def _result(
     job: Job,
-    tiles: list[Any],
+    tiles: TilePlan,
     plan: list[Shard],
     parts: dict[int, PartInfo],
     todo: list[Shard],
@@ -472,7 +472,7 @@ def _tags(job: Job, input_path: Path) -> dict[str, str]:
 def _finished_parts(
     work: WorkFolder,
     manifest: dict[str, Any] | None,
-    tiles: list[Any],
+    tiles: TilePlan,
     source: _Source,
     confidence_dtype: str | None,
 ) -> tuple[list[Shard] | None, dict[int, PartInfo]]:
@@ -525,7 +525,7 @@ def _start_ray(
 def _new_shard_plan(
     work: WorkFolder,
     parameters: dict[str, Any],
-    tiles: list[Any],
+    tiles: TilePlan,
     source: _Source,
     shards: int | None,
     workers: int,
@@ -533,7 +533,7 @@ def _new_shard_plan(
     """Splits the tile plan into shards and records them in the work folder's manifest."""
     job = source.job
     count = shards or default_shard_count(
-        len(tile_row_starts(tiles)), workers, job.size, job.stride, source.height, source.width
+        len(tiles.row_starts), workers, job.size, job.stride, source.height, source.width
     )
     plan = plan_shards(tiles, source.height, job.size, count)
     work.create(

@@ -12,8 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ..row_stream import tiles_for_rows
-from ..tiling import Tile
+from ..tiling import TilePlan
 
 # A shard recomputes its halo tile rows (those above it that reach into it); with at least this
 # many own tile rows per halo row, that extra work stays at or below 1/20 = 5 %.
@@ -33,7 +32,7 @@ class Shard:
     index: int
     first: int
     end: int
-    tiles: tuple[Tile, ...]
+    tiles: TilePlan
 
     @property
     def rows(self) -> int:
@@ -44,15 +43,6 @@ class Shard:
         """The tiles of the plan that belong to this shard (halo tiles belong to the shard
         above)."""
         return sum(1 for tile in self.tiles if self.first <= tile.row < self.end)
-
-
-def tile_row_starts(tiles: list[Tile]) -> list[int]:
-    """The distinct start rows of a row-major tile plan, top to bottom."""
-    starts: list[int] = []
-    for tile in tiles:
-        if not starts or tile.row != starts[-1]:
-            starts.append(tile.row)
-    return starts
 
 
 def halo_rows(size: int, stride: int) -> int:
@@ -76,26 +66,26 @@ def default_shard_count(
     return max(1, min(tile_rows, wanted))
 
 
-def plan_shards(tiles: list[Tile], height: int, size: int, count: int) -> list[Shard]:
+def plan_shards(tiles: TilePlan, height: int, size: int, count: int) -> list[Shard]:
     """`count` shards (fewer when the plan has fewer tile rows) of near-equal numbers of whole
     tile rows, covering output rows [0, height) without gaps or overlaps."""
-    starts = tile_row_starts(tiles)
+    starts = tiles.row_starts
     count = max(1, min(count, len(starts)))
     bounds = [round(k * len(starts) / count) for k in range(count + 1)]
     shards = []
     for k in range(count):
         first = 0 if k == 0 else starts[bounds[k]]
         end = height if k == count - 1 else starts[bounds[k + 1]]
-        shards.append(Shard(k, first, end, tuple(tiles_for_rows(tiles, first, end, size))))
+        shards.append(Shard(k, first, end, tiles.touching_rows(first, end, size)))
     return shards
 
 
 def shards_from_rows(
-    tiles: list[Tile], height: int, size: int, rows: list[tuple[int, int]]
+    tiles: TilePlan, height: int, size: int, rows: list[tuple[int, int]]
 ) -> list[Shard] | None:
     """Shards with the given output rows (a resumed run's plan), or None when the rows are not
     a valid split of this tile plan into whole tile rows."""
-    starts = set(tile_row_starts(tiles))
+    starts = set(tiles.row_starts)
     if not rows or rows[0][0] != 0 or rows[-1][1] != height:
         return None
     for (_, end), (next_first, _) in zip(rows, rows[1:], strict=False):
@@ -105,6 +95,6 @@ def shards_from_rows(
         if end <= first or (index and first not in starts):
             return None
     return [
-        Shard(index, first, end, tuple(tiles_for_rows(tiles, first, end, size)))
+        Shard(index, first, end, tiles.touching_rows(first, end, size))
         for index, (first, end) in enumerate(rows)
     ]

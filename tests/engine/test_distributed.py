@@ -31,11 +31,10 @@ from engine.distributed.shards import (
     default_shard_count,
     plan_shards,
     shards_from_rows,
-    tile_row_starts,
 )
 from engine.errors import CrossEarthError, SegmentationCancelled
 from engine.pipeline import SegmentOptions, segment
-from engine.row_stream import DecidedRows, tiles_for_rows
+from engine.row_stream import DecidedRows
 from engine.tiling import plan_tiles
 
 REPO = Path(__file__).resolve().parents[2]
@@ -55,7 +54,7 @@ def child_env() -> dict[str, str]:
 def test_shards_split_whole_tile_rows_with_their_halo():
     size, stride, height = 64, 43, 301
     tiles = plan_tiles(height, 157, size, stride)
-    starts = tile_row_starts(tiles)
+    starts = tiles.row_starts
     shards = plan_shards(tiles, height, size, 3)
     assert [s.first for s in shards][0] == 0 and shards[-1].end == height
     for shard, following in zip(shards, shards[1:], strict=False):
@@ -64,7 +63,10 @@ def test_shards_split_whole_tile_rows_with_their_halo():
         # The border lies inside the overlap of the tile row above it.
         assert any(t.row < following.first < t.row + size for t in tiles)
     for shard in shards:
-        assert list(shard.tiles) == tiles_for_rows(tiles, shard.first, shard.end, size)
+        # exactly the plan's tiles that touch the shard's rows, indices as in the whole plan
+        assert list(shard.tiles) == [
+            t for t in tiles if t.row < shard.end and t.row + size > shard.first
+        ]
     # Own tiles partition the plan; halo tiles are recomputed by the shard below.
     assert sum(s.own_tiles() for s in shards) == len(tiles)
     assert sum(len(s.tiles) for s in shards) > len(tiles)

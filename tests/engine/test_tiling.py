@@ -1,8 +1,11 @@
+import pickle
+import sys
+
 import numpy as np
 import pytest
 
 from engine.blending import StripAccumulator, decide_classes
-from engine.tiling import WINDOW_FLOOR, axis_starts, blend_window, plan_tiles
+from engine.tiling import WINDOW_FLOOR, Tile, TilePlan, axis_starts, blend_window, plan_tiles
 
 
 @pytest.mark.parametrize(
@@ -30,6 +33,38 @@ def test_plan_is_row_major_and_complete():
     assert [(t.row, t.col) for t in tiles] == sorted((t.row, t.col) for t in tiles)
     assert {t.row for t in tiles} == {0, 100, 172}
     assert {t.col for t in tiles} == {0, 100, 200, 300, 372}
+
+
+def test_plan_indexes_slices_and_pickles_like_the_list_it_stands_for():
+    plan = plan_tiles(300, 500, 128, 100)
+    tiles = list(plan)
+    assert len(plan) == len(tiles) == 15
+    assert [plan[i] for i in range(len(plan))] == tiles
+    assert plan[-1] == tiles[-1] == Tile(14, 172, 372)
+    assert plan[3:11:2] == tiles[3:11:2]
+    with pytest.raises(IndexError):
+        plan[15]
+    assert pickle.loads(pickle.dumps(plan)) == plan
+
+
+@pytest.mark.parametrize(("first", "end"), [(0, 100), (100, 172), (150, 300), (299, 300), (0, 300)])
+def test_plan_part_touching_rows_keeps_whole_plan_indices(first, end):
+    size = 128
+    plan = plan_tiles(300, 500, size, 100)
+    part = plan.touching_rows(first, end, size)
+    assert list(part) == [t for t in plan if t.row < end and t.row + size > first]
+    assert part.row_starts == tuple(sorted({t.row for t in part}))
+
+
+def test_plan_of_a_continental_mosaic_stays_small():
+    # 400,000 px square at 512/384 px: a million tiles, held as two lists of starts
+    plan = plan_tiles(400_000, 400_000, 512, 384)
+    assert len(plan) == 1042**2
+    assert plan[-1] == Tile(1042**2 - 1, 400_000 - 512, 400_000 - 512)
+    held = sys.getsizeof(plan.row_starts) + sys.getsizeof(plan.col_starts)
+    assert held < 20_000
+    assert len(pickle.dumps(plan)) < 20_000
+    assert plan.touching_rows(0, 512, 512) == TilePlan(plan.row_starts[:2], plan.col_starts)
 
 
 def test_blend_window_is_smooth_symmetric_and_floored():
