@@ -33,11 +33,15 @@ class DecidedRows:
     nodata_pixels: int
 
 
+# Most tiles in one batch, runnable or all nodata (see _batches).
+MAX_BATCH_TILES = 64
+
+
 @dataclass
 class _Batch:
     tiles: list[Tile]
-    inputs: list[np.ndarray | None]  # None: all-nodata tile, skipped
-    valid: list[np.ndarray]
+    valid: list[np.ndarray | None]  # per tile; None: all nodata, skipped
+    inputs: np.ndarray | None  # the runnable tiles, stacked [n, C, size, size]; None if none
 
 
 class _Pending(Protocol):
@@ -68,10 +72,9 @@ def _scored(
     for batch in batches:
         if is_cancelled():
             raise SegmentationCancelled()
-        runnable = [x for x in batch.inputs if x is not None]
         handle: _Pending | None = None
-        if runnable:
-            inputs = np.stack(runnable)
+        if batch.inputs is not None:
+            inputs = batch.inputs
             handle = submit(inputs) if submit is not None else _Done(runner(inputs))
         pending.append((batch, handle))
         if len(pending) >= depth:
@@ -85,19 +88,28 @@ def _scored(
 def _batches(
     reader: TileReader, tiles: Sequence[Tile], size: int, batch_size: int
 ) -> Iterator[_Batch]:
-    batch = _Batch([], [], [])
-    runnable = 0
+    """Batches of `batch_size` runnable tiles, in plan order, with the all-nodata tiles between
+    them. A batch also closes at MAX_BATCH_TILES tiles in all, so a large nodata area (a
+    mosaic's empty collar, a scene's rotated corners) passes as a series of small batches:
+    memory stays bounded, and progress and cancel keep moving through it."""
+    most = max(batch_size, MAX_BATCH_TILES)
+    batch_tiles: list[Tile] = []
+    batch_valid: list[np.ndarray | None] = []
+    batch_values: list[np.ndarray] = []
     for tile in tiles:
         values, valid = reader.read_tile(tile.row, tile.col, size)
-        batch.tiles.append(tile)
-        batch.inputs.append(values if valid.any() else None)
-        batch.valid.append(valid)
-        runnable += bool(valid.any())
-        if runnable == batch_size:
-            yield batch
-            batch, runnable = _Batch([], [], []), 0
-    if batch.tiles:
-        yield batch
+        runs = bool(valid.any())
+        batch_tiles.append(tile)
+        # A tile's arrays are views of the reader's whole block (16 MB at 512 px tiles); the
+        # batch keeps copies, so batches waiting in the queue pin no blocks.
+        batch_valid.append(valid.copy() if runs else None)
+        if runs:
+            batch_values.append(values)
+        if len(batch_values) == batch_size or len(batch_tiles) >= most:
+            yield _Batch(batch_tiles, batch_valid, np.stack(batch_values) if batch_values else None)
+            batch_tiles, batch_valid, batch_values = [], [], []
+    if batch_tiles:
+        yield _Batch(batch_tiles, batch_valid, np.stack(batch_values) if batch_values else None)
 
 
 class RowDecider:
@@ -180,9 +192,9 @@ def stream_rows(
     try:
         for batch, scores in _scored(prefetch, runner, is_cancelled):
             position = 0
-            for tile, inputs, valid in zip(batch.tiles, batch.inputs, batch.valid, strict=True):
+            for tile, valid in zip(batch.tiles, batch.valid, strict=True):
                 yield from released(tile.row)
-                if inputs is None:
+                if valid is None:
                     skipped += 1
                     continue
                 assert scores is not None
