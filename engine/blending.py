@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 import numpy as np
+
+T = TypeVar("T")
 
 
 class StripAccumulator:
     """Weighted per-class score sums for rows [top, top + capacity) of a raster of given width.
 
     Tiles arrive in row-major order. Before a tile at row r is added, everything above r is
-    final and handed out by `release(r)`, so the strip never needs more rows than one tile is
-    tall: memory depends on tile size, class count and width, never on raster height.
+    final and handed out by `release_with(r, ...)`, so the strip never needs more rows than
+    one tile is tall: memory depends on tile size, class count and width, never on raster
+    height.
     """
 
     def __init__(self, num_classes: int, capacity: int, width: int, top: int = 0) -> None:
@@ -42,25 +48,28 @@ class StripAccumulator:
         self._weights[rows, cols] += weight
         self._valid[rows, cols] |= valid
 
-    def release(self, until_row: int) -> tuple[int, np.ndarray, np.ndarray, np.ndarray] | None:
-        """Hands out finished rows [top, until_row) as (top, score sums, weight sums, source
-        validity) and shifts the strip down. The returned arrays are copies owned by the
-        caller."""
+    def release_with(
+        self,
+        until_row: int,
+        consume: Callable[[int, np.ndarray, np.ndarray, np.ndarray], T],
+    ) -> T | None:
+        """Hands finished rows [top, until_row) to `consume(top, score sums, weight sums,
+        source validity)` and shifts the strip down; returns what `consume` returned (None when
+        no row is finished). The arrays are views of the strip, valid only during the call:
+        deciding straight from them spares a copy of the rows' scores (117 MB per release on a
+        20,000 px wide raster with 512/384 px tiles and 4 classes)."""
         count = min(until_row, self.top + self.capacity) - self.top
         if count <= 0:
             return None
-        top = self.top
-        released = (
-            self._scores[:, :count].copy(),
-            self._weights[:count].copy(),
-            self._valid[:count].copy(),
+        result = consume(
+            self.top, self._scores[:, :count], self._weights[:count], self._valid[:count]
         )
         keep = self.capacity - count
         for array in (self._scores[:], self._weights, self._valid):
             array[..., :keep, :] = array[..., count:, :]
             array[..., keep:, :] = 0
         self.top += count
-        return (top, *released)
+        return result
 
 
 def decide_classes(

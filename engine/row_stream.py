@@ -180,10 +180,13 @@ def stream_rows(
     nodata_dtype_marker = decide.nodata
 
     def released(until: int) -> Iterator[DecidedRows]:
-        chunk = strip.release(until)
-        if chunk is None:
+        # decided straight from the strip's rows, before they shift out
+        decided = strip.release_with(
+            until, lambda top, scores, weights, valid: decide((top, scores, weights, valid))
+        )
+        if decided is None:
             return
-        clipped = _clip(decide(chunk), first, end)
+        clipped = _clip(decided, first, end)
         if clipped is not None:
             if clipped.nodata_pixels < 0:  # recount within the clipped rows
                 clipped.nodata_pixels = int((clipped.classes == nodata_dtype_marker).sum())

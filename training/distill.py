@@ -167,10 +167,10 @@ def _write_map(
                 x = torch.from_numpy(np.stack(inputs)).to(device)
                 scores = model(x).float().cpu().numpy()
                 for t, score, valid in zip(chunk, scores, valids, strict=True):
-                    _write_rows(out, strip.release(t.row))
+                    strip.release_with(t.row, lambda *rows: _write_rows(out, rows))
                     h, w = min(tile, height - t.row), min(tile, width - t.col)
                     strip.add(score[:, :h, :w], weight[:h, :w], t.row, t.col, valid[:h, :w])
-            _write_rows(out, strip.release(height))
+            strip.release_with(height, lambda *rows: _write_rows(out, rows))
         publish(temp, path)
     except OSError as exc:
         remove_temporary(temp)
@@ -180,13 +180,9 @@ def _write_map(
         raise
 
 
-def _write_rows(
-    out: BinaryIO, released: tuple[int, np.ndarray, np.ndarray, np.ndarray] | None
-) -> None:
+def _write_rows(out: BinaryIO, released: tuple[int, np.ndarray, np.ndarray, np.ndarray]) -> None:
     """Finished rows as probabilities (0 where the teacher has no score or the image no data),
     appended to the file in row order."""
-    if released is None:
-        return
     _, sums, weights, valid = released
     scores = sums / np.maximum(weights, _EPSILON)
     total = scores.sum(0)

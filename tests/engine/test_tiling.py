@@ -78,6 +78,10 @@ def test_blend_window_is_smooth_symmetric_and_floored():
     assert np.abs(np.diff(w, axis=0)).max() < 0.06
 
 
+def copied(top, scores, weights, valid):
+    return top, scores.copy(), weights.copy(), valid.copy()
+
+
 def test_strip_releases_rows_in_order_and_shifts():
     acc = StripAccumulator(num_classes=2, capacity=4, width=3)
     ones = np.ones((2, 4, 3), np.float32)
@@ -86,7 +90,7 @@ def test_strip_releases_rows_in_order_and_shifts():
     acc.add(
         ones * np.array([1, 2], np.float32)[:, None, None], np.ones((4, 3), np.float32), 0, 0, valid
     )
-    top, scores, weights, source_valid = acc.release(2)
+    top, scores, weights, source_valid = acc.release_with(2, copied)
     assert top == 0 and scores.shape == (2, 2, 3)
     np.testing.assert_array_equal(weights, 1.0)
     assert not source_valid[1, 2] and source_valid.sum() == 5
@@ -99,7 +103,7 @@ def test_strip_releases_rows_in_order_and_shifts():
         0,
         second,
     )
-    top, scores, weights, source_valid = acc.release(6)
+    top, scores, weights, source_valid = acc.release_with(6, copied)
     assert top == 2 and scores.shape == (2, 4, 3)
     # rows 2-3 saw both tiles, rows 4-5 only the second
     np.testing.assert_array_equal(weights[:, 0], [2, 2, 1, 1])
@@ -114,6 +118,31 @@ def test_strip_releases_rows_in_order_and_shifts():
     assert none is None
     with pytest.raises(ValueError):
         acc.add(ones, np.ones((4, 3), np.float32), 0, 0, valid)
+
+
+def test_strip_hands_views_to_the_consumer_then_shifts():
+    acc = StripAccumulator(num_classes=2, capacity=4, width=3)
+    scores = np.arange(24, dtype=np.float32).reshape(2, 4, 3)
+    acc.add(scores, np.ones((4, 3), np.float32), 0, 0, np.ones((4, 3), bool))
+    seen = []
+
+    def consume(top, sums, weights, valid):
+        # no copy: the rows are the strip's own, decided before they shift out
+        assert not sums.flags.owndata and not weights.flags.owndata
+        seen.append((top, sums.copy()))
+        return "decided"
+
+    assert acc.release_with(0, consume) is None and not seen  # nothing finished yet
+    assert acc.release_with(3, consume) == "decided"
+    assert seen[0][0] == 0
+    np.testing.assert_array_equal(seen[0][1], scores[:, :3])
+    # the last row moved to the top, the rest of the strip is empty again
+    top, sums, weights, _ = acc.release_with(4, copied)
+    assert top == 3
+    np.testing.assert_array_equal(sums, scores[:, 3:])
+    assert acc.top == 4
+    rest = acc.release_with(8, copied)
+    assert rest[0] == 4 and not rest[1].any() and not rest[2].any()
 
 
 def test_decide_classes_matches_argmax_breaks_ties_to_the_first_and_widens_past_256():
