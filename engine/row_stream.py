@@ -74,8 +74,7 @@ def _scored(
             raise SegmentationCancelled()
         handle: _Pending | None = None
         if batch.inputs is not None:
-            inputs = batch.inputs
-            handle = submit(inputs) if submit is not None else _Done(runner(inputs))
+            handle = submit(batch.inputs) if submit is not None else _Done(runner(batch.inputs))
         pending.append((batch, handle))
         if len(pending) >= depth:
             done, ready = pending.popleft()
@@ -96,6 +95,10 @@ def _batches(
     batch_tiles: list[Tile] = []
     batch_valid: list[np.ndarray | None] = []
     batch_values: list[np.ndarray] = []
+
+    def closed() -> _Batch:
+        return _Batch(batch_tiles, batch_valid, np.stack(batch_values) if batch_values else None)
+
     for tile in tiles:
         values, valid = reader.read_tile(tile.row, tile.col, size)
         runs = bool(valid.any())
@@ -106,10 +109,10 @@ def _batches(
         if runs:
             batch_values.append(values)
         if len(batch_values) == batch_size or len(batch_tiles) >= most:
-            yield _Batch(batch_tiles, batch_valid, np.stack(batch_values) if batch_values else None)
+            yield closed()
             batch_tiles, batch_valid, batch_values = [], [], []
     if batch_tiles:
-        yield _Batch(batch_tiles, batch_valid, np.stack(batch_values) if batch_values else None)
+        yield closed()
 
 
 class RowDecider:
@@ -121,8 +124,10 @@ class RowDecider:
         self.dtype = np.dtype(dtype)
         self.confidence_dtype = confidence_dtype
 
-    def __call__(self, released: tuple[int, np.ndarray, np.ndarray, np.ndarray]) -> DecidedRows:
-        top, scores, weights, source_valid = released
+    def __call__(
+        self, top: int, scores: np.ndarray, weights: np.ndarray, source_valid: np.ndarray
+    ) -> DecidedRows:
+        """Decides the finished strip rows that StripAccumulator.release_with hands over."""
         classes, confidence, covered = decide_classes(
             scores, weights, with_confidence=self.confidence_dtype is not None
         )
@@ -180,10 +185,7 @@ def stream_rows(
     nodata_dtype_marker = decide.nodata
 
     def released(until: int) -> Iterator[DecidedRows]:
-        # decided straight from the strip's rows, before they shift out
-        decided = strip.release_with(
-            until, lambda top, scores, weights, valid: decide((top, scores, weights, valid))
-        )
+        decided = strip.release_with(until, decide)  # from the strip's rows, before they shift
         if decided is None:
             return
         clipped = _clip(decided, first, end)
