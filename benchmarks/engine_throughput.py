@@ -122,11 +122,10 @@ def load(model_arg: str | None, tile: int | None, device: str, runtime: str) -> 
     return load_model(package, device, None, choose_runtime(runtime, package.card, device, size))
 
 
-def bare_forward_seconds(
+def engine_batches(
     loaded: LoadedModel, raster: Path, tile: int, stride: int, batch: int
-) -> float:
-    """Seconds for the model alone (the runtime's batch runner, as the engine calls it) on the
-    engine's tiles, read and normalized beforehand."""
+) -> list[np.ndarray]:
+    """The engine's tiles of `raster`, read, normalized and stacked in batches (once a run)."""
     bands = list(range(1, len(loaded.card.input.bands) + 1))
     with open_raster(raster) as ds:
         scaling = choose_scaling(ds, bands, loaded.card.input, "auto")
@@ -135,7 +134,12 @@ def bare_forward_seconds(
             reader.read_tile(t.row, t.col, tile)[0]
             for t in plan_tiles(ds.height, ds.width, tile, stride)
         ]
-    batches = [np.stack(tiles[i : i + batch]) for i in range(0, len(tiles), batch)]
+    return [np.stack(tiles[i : i + batch]) for i in range(0, len(tiles), batch)]
+
+
+def bare_forward_seconds(loaded: LoadedModel, batches: list[np.ndarray], batch: int) -> float:
+    """Seconds for the model alone (the runtime's batch runner, as the engine calls it) on
+    batches already in memory."""
     runner = make_runner(loaded, batch, amp=True, model_tile=None)
     runner(batches[0])  # warm-up
     start = time.perf_counter()
@@ -193,11 +197,10 @@ def main() -> None:
         # and the ratio is the median of the rounds' own ratios. On a small shared CPU a slow
         # spell of a few seconds slows both halves of a round alike, where medians taken
         # apart would pair a slow bare run with a fast pipeline run (or the reverse).
+        batches = engine_batches(loaded, raster, tile, stride, args.batch)
         bare_runs, pipeline_runs = [], []
         for _ in range(args.rounds):
-            bare_runs.append(
-                bare_forward_seconds(loaded, raster, tile, stride, args.batch)
-            )
+            bare_runs.append(bare_forward_seconds(loaded, batches, args.batch))
             start = time.perf_counter()
             segment(raster, Path(folder) / "out.tif", loaded, options)
             pipeline_runs.append(time.perf_counter() - start)
