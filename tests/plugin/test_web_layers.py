@@ -26,7 +26,6 @@ from qgis.core import (
     QgsRectangle,
     QgsVectorLayer,
 )
-from qgis.PyQt.QtCore import Qt
 
 from crossearth_qgis import layer_export, settings
 from crossearth_qgis.layer_export import (
@@ -387,24 +386,28 @@ def test_dock_cancel_while_reading_a_web_layer(
     dock, tiles, xyz_layer, project, tmp_path, monkeypatch
 ):
     monkeypatch.setattr(layer_export, "BLOCK", 32)  # many blocks: time to cancel
+    seen: list[str] = []
+    report_block = layer_export.ExportSegmentTask._export_progress
+
+    def cancel_while_reading(task, fraction: float, message: str) -> None:
+        seen.append(message)
+        report_block(task, fraction, message)
+        task.cancel()  # what the dock's Cancel does, while the next block is due
+
+    # In place before the task starts: it reads in its own thread from the moment it is added,
+    # so a signal connected after dock.segment() returns can miss every block.
+    monkeypatch.setattr(layer_export.ExportSegmentTask, "_export_progress", cancel_while_reading)
     select_area(dock, project, inside(tiles["extent"], 10), xyz_layer.crs())
     dock.gsd_combo.setCurrentIndex(dock.gsd_combo.findData("native"))
     dock.layer_combo.setLayer(xyz_layer)
     dock.output_widget.setFilePath(str(tmp_path / "cancelled.tif"))
     task = dock.segment()
     assert task is not None
-    seen: list[str] = []
-
-    def cancel_while_reading(text: str) -> None:
-        seen.append(text)
-        if "reading 'olinda tiles': block" in text:
-            task.cancel()  # what the dock's Cancel does, while the block is being read
-
-    # Called in the reading thread itself: a queued call could arrive after the last block.
-    task.statusChanged.connect(cancel_while_reading, Qt.DirectConnection)
     wait_for(lambda: dock.task is None, 120, "the cancelled task")
     assert task.cancelled and task.error is None
-    assert seen and all("tile " not in text for text in seen)  # the engine never started
+    blocks = len(layer_export._blocks(task.plan.grid.width, task.plan.grid.height))
+    assert blocks > 20 and seen == [f"reading 'olinda tiles': block 1/{blocks}"]
+    assert task.outcome is None and task.stderr_lines == []  # the engine never started
     assert dock.status_label.text() == "Cancelled; no output was written."
     exported = task.plan.destination
     assert not exported.exists() and hidden(exported.parent) == []
