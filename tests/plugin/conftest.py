@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from osgeo import gdal
-from qgis.core import Qgis, QgsProject, QgsRasterLayer
+from qgis.core import Qgis, QgsProject, QgsRasterLayer, QgsSettings
 from qgis.PyQt.QtCore import QCoreApplication, QEventLoop, QSettings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -93,6 +93,24 @@ def isolated_qgis_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
+
+
+@pytest.fixture(autouse=True)
+def own_plugin_settings(isolated_qgis_settings: Path) -> Iterator[None]:
+    """Every test starts from the plugin's settings as the session found them: choices one
+    test saves (the dock's model and device, the options page's interpreter) must not steer
+    the next one, whatever order the tests run in."""
+    from crossearth_qgis import settings
+
+    stored = QgsSettings()
+    stored.beginGroup(settings.PREFIX.rstrip("/"))
+    before = {key: stored.value(key) for key in stored.allKeys()}
+    stored.endGroup()
+    yield
+    stored.remove(settings.PREFIX.rstrip("/"))
+    for key, value in before.items():
+        stored.setValue(settings.PREFIX + key, value)
+    stored.sync()
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -205,12 +223,9 @@ def add_raster(project: QgsProject) -> Callable[[Path], QgsRasterLayer]:
 def dock(qgis_iface, project, catalog_json, engine_check):
     """The real dock, with the model list and devices the engine reported (asked once per
     session; test_dock_asks_the_engine_for_models_and_devices covers the asking itself)."""
-    from crossearth_qgis import settings
     from crossearth_qgis.dock import CrossEarthDock
     from crossearth_qgis.models import catalog_from_json
 
-    # Each test starts from the default device: a test that chose CUDA saved it.
-    settings.set_value(settings.DEVICE, "auto")
     widget = CrossEarthDock(qgis_iface, qgis_iface.mainWindow())
     widget.set_catalog(catalog_from_json(catalog_json), select=MODEL_NAME)
     widget._devices_checked(engine_check)

@@ -27,7 +27,7 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QSize, Qt, QTimer
 from qgis.PyQt.QtGui import QColor, QImage
 
-from crossearth_qgis import settings
+from crossearth_qgis import engine_task, settings
 from crossearth_qgis.dock import ADD_MODEL, ADD_MODEL_TEXT, AREA_CANVAS, AREA_SELECTION
 from crossearth_qgis.requests import ConvertRequest
 
@@ -131,7 +131,7 @@ def test_dock_follows_the_active_raster_layer(dock, add_raster, rasters):
 
 
 def test_segment_layer_adds_a_styled_result_with_polygons_and_confidence(
-    dock, add_raster, rasters, project, tmp_path
+    dock, add_raster, rasters, project, tmp_path, monkeypatch
 ):
     # The Landsat crop with a 48 x 48 px nodata corner.
     source = add_raster(rasters["rgb_nodata"], "olinda")
@@ -147,8 +147,16 @@ def test_segment_layer_adds_a_styled_result_with_polygons_and_confidence(
     timer.timeout.connect(lambda: ticks.append(time.monotonic()))
     timer.start(50)
     statuses: list[str] = []
+    compose = engine_task.status_text
+
+    def record(fraction: float, message: str, eta: float | None) -> str:
+        statuses.append(compose(fraction, message, eta))
+        return statuses[-1]
+
+    # In place before the task starts: a signal connected after dock.segment() returned
+    # could miss what the task's thread said first.
+    monkeypatch.setattr(engine_task, "status_text", record)
     task = dock.segment()
-    task.statusChanged.connect(statuses.append)
     wait_for(lambda: dock.task is None, 240, "the segmentation task")
     timer.stop()
     assert max(b - a for a, b in zip(ticks, ticks[1:], strict=False)) < 1.0
