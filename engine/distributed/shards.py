@@ -42,7 +42,8 @@ class Shard:
     def own_tiles(self) -> int:
         """The tiles of the plan that belong to this shard (halo tiles belong to the shard
         above)."""
-        return sum(1 for tile in self.tiles if self.first <= tile.row < self.end)
+        own_rows = sum(1 for row in self.tiles.row_starts if self.first <= row < self.end)
+        return own_rows * len(self.tiles.col_starts)
 
 
 def halo_rows(size: int, stride: int) -> int:

@@ -69,6 +69,9 @@ def test_shards_split_whole_tile_rows_with_their_halo():
         ]
     # Own tiles partition the plan; halo tiles are recomputed by the shard below.
     assert sum(s.own_tiles() for s in shards) == len(tiles)
+    assert [s.own_tiles() for s in shards] == [
+        sum(1 for t in s.tiles if s.first <= t.row < s.end) for s in shards
+    ]
     assert sum(len(s.tiles) for s in shards) > len(tiles)
     assert len(plan_shards(tiles, height, size, 99)) == len(starts)
     rows = [(s.first, s.end) for s in shards]
