@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from functools import partial
 from pathlib import Path
 from typing import BinaryIO
 
@@ -155,6 +156,7 @@ def _write_map(
                 "shape": (height, classes, width),
             }
             np.lib.format.write_array_header_1_0(out, header)
+            write_rows = partial(_write_rows, out)
             for start in range(0, len(tiles), batch):
                 chunk = tiles[start : start + batch]
                 inputs, valids = [], []
@@ -167,10 +169,10 @@ def _write_map(
                 x = torch.from_numpy(np.stack(inputs)).to(device)
                 scores = model(x).float().cpu().numpy()
                 for t, score, valid in zip(chunk, scores, valids, strict=True):
-                    strip.release_with(t.row, lambda *rows: _write_rows(out, rows))
+                    strip.release_with(t.row, write_rows)
                     h, w = min(tile, height - t.row), min(tile, width - t.col)
                     strip.add(score[:, :h, :w], weight[:h, :w], t.row, t.col, valid[:h, :w])
-            strip.release_with(height, lambda *rows: _write_rows(out, rows))
+            strip.release_with(height, write_rows)
         publish(temp, path)
     except OSError as exc:
         remove_temporary(temp)
@@ -180,10 +182,12 @@ def _write_map(
         raise
 
 
-def _write_rows(out: BinaryIO, released: tuple[int, np.ndarray, np.ndarray, np.ndarray]) -> None:
-    """Finished rows as probabilities (0 where the teacher has no score or the image no data),
-    appended to the file in row order."""
-    _, sums, weights, valid = released
+def _write_rows(
+    out: BinaryIO, top: int, sums: np.ndarray, weights: np.ndarray, valid: np.ndarray
+) -> None:
+    """The strip's finished rows (from StripAccumulator.release_with; they start at `top`, the
+    row after the last ones written) as probabilities (0 where the teacher has no score or the
+    image no data), appended to the file in row order."""
     scores = sums / np.maximum(weights, _EPSILON)
     total = scores.sum(0)
     probabilities = np.where(total > _EPSILON, scores / np.maximum(total, _EPSILON), 0.0)

@@ -45,15 +45,14 @@ def peak_traced_bytes(path, out, model):
 
 
 def test_peak_memory_independent_of_height(tmp_path, tiled_landsat, unhurried_model):
-    pixel_model = unhurried_model
     # Both are taller than the strip plus a full block row of output, so both reach the
     # steady state; the second has 6x the rows.
     short = tiled_landsat(4, width=160)  # 1408 rows
     tall = tiled_landsat(24, width=160)  # 8448 rows
     # first-use allocations (caches, lazy imports) are not the job's
-    peak_traced_bytes(short, tmp_path / "warm.tif", pixel_model)
-    peak_short = peak_traced_bytes(short, tmp_path / "short.tif", pixel_model)
-    peak_tall = peak_traced_bytes(tall, tmp_path / "tall.tif", pixel_model)
+    peak_traced_bytes(short, tmp_path / "warm.tif", unhurried_model)
+    peak_short = peak_traced_bytes(short, tmp_path / "short.tif", unhurried_model)
+    peak_tall = peak_traced_bytes(tall, tmp_path / "tall.tif", unhurried_model)
     # The whole tall class raster with its confidence and scores would take:
     whole_output = 8448 * 160 * (1 + 4 + 4 * 4)
     assert peak_tall < 1.05 * peak_short, (peak_short, peak_tall)

@@ -102,12 +102,13 @@ def own_plugin_settings(isolated_qgis_settings: Path) -> Iterator[None]:
     the next one, whatever order the tests run in."""
     from crossearth_qgis import settings
 
+    group = settings.PREFIX.rstrip("/")
     stored = QgsSettings()
-    stored.beginGroup(settings.PREFIX.rstrip("/"))
+    stored.beginGroup(group)
     before = {key: stored.value(key) for key in stored.allKeys()}
     stored.endGroup()
     yield
-    stored.remove(settings.PREFIX.rstrip("/"))
+    stored.remove(group)
     for key, value in before.items():
         stored.setValue(settings.PREFIX + key, value)
     stored.sync()

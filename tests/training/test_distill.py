@@ -110,7 +110,7 @@ def test_an_incomplete_map_in_the_cache_is_computed_again(teacher, data, tmp_pat
 
 
 def test_a_full_disk_is_one_line_and_leaves_no_file(teacher, data, monkeypatch, tmp_path):
-    def full(out, released):
+    def full(out, top, sums, weights, valid):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(distill, "_write_rows", full)
