@@ -44,7 +44,7 @@ class AddModelDialog(QDialog):
         group.addButton(self.checkpoint_radio)
 
         self.package_widget = QgsFileWidget()
-        self.package_widget.setStorageMode(QgsFileWidget.GetDirectory)
+        self.package_widget.setStorageMode(QgsFileWidget.StorageMode.GetDirectory)
 
         self.checkpoint_widget = QgsFileWidget()
         self.checkpoint_widget.setFilter("PyTorch checkpoints (*.pth *.pt)")
@@ -76,7 +76,9 @@ class AddModelDialog(QDialog):
         note = QLabel(f"Models are installed in {self.user_dir}.")
         note.setWordWrap(True)
         layout.addWidget(note)
-        buttons = QDialogButtonBox(QDialogButtonBox.Ok | QDialogButtonBox.Cancel)
+        buttons = QDialogButtonBox(
+            QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel
+        )
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
         layout.addWidget(buttons)

@@ -174,10 +174,10 @@ class CrossEarthDock(DockForm, DockModels, DockProcessing, DockRun, QgsDockWidge
             self,
             "CrossEarth",
             f"{these}:\n{names}\n\nReplace {them} with the new result?",
-            QMessageBox.Yes | QMessageBox.No,
-            QMessageBox.No,
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+            QMessageBox.StandardButton.No,
         )
-        return answer == QMessageBox.Yes
+        return answer == QMessageBox.StandardButton.Yes
 
     def shutdown(self) -> None:
         """Before the plugin unloads: stop a running job and stop following layers."""

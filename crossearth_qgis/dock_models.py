@@ -71,13 +71,15 @@ class DockModels:
             self._query_tasks.remove(task)
         if task.error is not None:
             details = getattr(task.error, "details", "")
-            messages.log(f"{task.description()}: {task.error}\n{details}", Qgis.Warning)
+            messages.log(
+                f"{task.description()}: {task.error}\n{details}", Qgis.MessageLevel.Warning
+            )
             self.model_info.setText(str(task.error))
             return
         try:
             done(task.outcome.json())
         except EngineError as exc:
-            messages.log(f"{task.description()}: {exc}\n{exc.details}", Qgis.Warning)
+            messages.log(f"{task.description()}: {exc}\n{exc.details}", Qgis.MessageLevel.Warning)
 
     def _models_listed(self, data: dict[str, Any]) -> None:
         self.set_catalog(catalog_from_json(data))
@@ -112,7 +114,7 @@ class DockModels:
         for entry in catalog.models:
             self.model_combo.addItem(entry.label(), entry.path)
             self.model_combo.setItemData(
-                self.model_combo.count() - 1, entry.summary(), Qt.ToolTipRole
+                self.model_combo.count() - 1, entry.summary(), Qt.ItemDataRole.ToolTipRole
             )
         self._add_downloadable(catalog.downloadable())
         self.model_combo.insertSeparator(self.model_combo.count())
@@ -124,7 +126,7 @@ class DockModels:
         self.model_combo.blockSignals(False)
         self._model_changed()
         for problem in catalog.problems:
-            messages.log(f"broken model package: {problem}", Qgis.Warning)
+            messages.log(f"broken model package: {problem}", Qgis.MessageLevel.Warning)
 
     def current_model(self) -> ModelEntry | None:
         if self.catalog is None:
@@ -180,7 +182,7 @@ class DockModels:
             messages.error(self.iface, str(exc), getattr(exc, "details", None))
             return
         dialog = AddModelDialog(presets, self._user_models_dir(), self)
-        if not dialog.exec_():
+        if not dialog.exec():
             return
         if dialog.is_conversion():
             self.convert_checkpoint(dialog.convert_request())
@@ -201,7 +203,7 @@ class DockModels:
         except (EngineError, OSError) as exc:
             messages.error(self.iface, f"The model package was not added: {exc}")
             return None
-        messages.notify(self.iface, f"Model package added: {target}", Qgis.Success)
+        messages.notify(self.iface, f"Model package added: {target}", Qgis.MessageLevel.Success)
         self._refresh_models(select=str(target))
         return target
 
@@ -249,8 +251,10 @@ class DockModels:
             )
             return
         for warning in task.outcome.warnings:
-            messages.notify(self.iface, f"Conversion: {warning}", Qgis.Warning)
-        messages.notify(self.iface, f"Checkpoint converted into {request.output}", Qgis.Success)
+            messages.notify(self.iface, f"Conversion: {warning}", Qgis.MessageLevel.Warning)
+        messages.notify(
+            self.iface, f"Checkpoint converted into {request.output}", Qgis.MessageLevel.Success
+        )
         self._refresh_models(select=request.output)
 
     # --- downloading official models
@@ -260,13 +264,15 @@ class DockModels:
         if not available:
             return
         self.model_combo.insertSeparator(self.model_combo.count())
-        grey = QBrush(self.palette().color(QPalette.Disabled, QPalette.Text))
+        grey = QBrush(self.palette().color(QPalette.ColorGroup.Disabled, QPalette.ColorRole.Text))
         for model in available:
             self.model_combo.addItem(model.label(), f"{DOWNLOAD_PREFIX}{model.name}")
             index = self.model_combo.count() - 1
-            self.model_combo.setItemData(index, grey, Qt.ForegroundRole)
+            self.model_combo.setItemData(index, grey, Qt.ItemDataRole.ForegroundRole)
             self.model_combo.setItemData(
-                index, f"Not installed; choose it to download. {model.summary()}", Qt.ToolTipRole
+                index,
+                f"Not installed; choose it to download. {model.summary()}",
+                Qt.ItemDataRole.ToolTipRole,
             )
 
     def offer_download(self, name: str) -> EngineTask | None:
@@ -279,10 +285,10 @@ class DockModels:
             "CrossEarth",
             f"Download {model.name} ({model.size_text}) and install it in "
             f"{self._user_models_dir()}?\n\n{model.summary()}\n\nLicense: {model.license}",
-            QMessageBox.Yes | QMessageBox.No,
-            QMessageBox.Yes,
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+            QMessageBox.StandardButton.Yes,
         )
-        if answer != QMessageBox.Yes:
+        if answer != QMessageBox.StandardButton.Yes:
             return None
         return self.download_model(model.name)
 
@@ -331,9 +337,11 @@ class DockModels:
         self.progress_bar.setValue(100)
         self.status_label.setText(f"Installed {name}.")
         for warning in done.get("warnings", []):
-            messages.notify(self.iface, f"Download: {warning}", Qgis.Warning)
+            messages.notify(self.iface, f"Download: {warning}", Qgis.MessageLevel.Warning)
         messages.notify(
-            self.iface, f"Model {name} downloaded and installed: {package}", Qgis.Success
+            self.iface,
+            f"Model {name} downloaded and installed: {package}",
+            Qgis.MessageLevel.Success,
         )
         self._refresh_models(select=package)
 

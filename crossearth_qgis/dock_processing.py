@@ -178,7 +178,7 @@ class DockProcessing:
             "CrossEarth",
             f"'{plan.layer_name}' is read as {plan.describe()}, more than {limit:g} Mpx: that "
             "much imagery takes long to download and to segment.\n\nRead and segment it anyway?",
-            QMessageBox.Yes | QMessageBox.No,
-            QMessageBox.No,
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+            QMessageBox.StandardButton.No,
         )
-        return answer == QMessageBox.Yes
+        return answer == QMessageBox.StandardButton.Yes

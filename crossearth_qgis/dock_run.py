@@ -4,6 +4,7 @@ layers (a part of CrossEarthDock).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -93,31 +94,44 @@ class DockRun:
             messages.error(self.iface, str(task.error), getattr(task.error, "details", None))
             return
         for warning in getattr(task, "export_warnings", []):
-            messages.notify(self.iface, warning, Qgis.Warning)
+            messages.notify(self.iface, warning, Qgis.MessageLevel.Warning)
         self.progress_bar.setValue(100)
         self._add_results(task.outcome.done or {}, running)
 
     def _add_results(self, done: dict[str, Any], running: dict[str, Any]) -> None:
+        """Adds the class raster (styled where styling works), then the confidence raster and
+        the polygons the worker wrote. A complete class raster is always loaded: an optional
+        output that is missing or cannot be styled is reported in one line of its own."""
         request: SegmentRequest = running["request"]
         model: ModelEntry = running["model"]
         name = styling.result_layer_name(running["layer_name"], model.name)
         classes = styling.classes_from_card(model.card)
         project = QgsProject.instance()
+        failed = {str(k): str(v) for k, v in (done.get("failed") or {}).items()}
+        problems = [f"The {kind} could not be written: {why}" for kind, why in failed.items()]
         try:
-            if request.confidence:
-                confidence = styling.confidence_layer(request.confidence, f"{name} confidence")
-                project.addMapLayer(confidence)
-            result = styling.class_layer(request.output, name, classes)
-            project.addMapLayer(result)
-            if request.polygons:
-                project.addMapLayer(
-                    styling.polygon_layer(request.polygons, f"{name} polygons", classes)
-                )
+            result, style_problem = styling.class_layer_or_plain(request.output, name, classes)
         except styling.StyleError as exc:
             messages.error(self.iface, f"The result could not be added: {exc}")
             return
+        if style_problem:
+            problems.append(style_problem)
+        # Bottom to top: the confidence raster, the classes, their polygons.
+        if request.confidence and "confidence" not in failed:
+            self._add_optional(
+                lambda: styling.confidence_layer(request.confidence, f"{name} confidence"),
+                problems,
+            )
+        project.addMapLayer(result)
+        if request.polygons and "polygons" not in failed:
+            self._add_optional(
+                lambda: styling.polygon_layer(request.polygons, f"{name} polygons", classes),
+                problems,
+            )
+        for problem in problems:
+            messages.notify(self.iface, problem, Qgis.MessageLevel.Warning)
         for warning in done.get("warnings", []):
-            messages.notify(self.iface, warning, Qgis.Warning)
+            messages.notify(self.iface, warning, Qgis.MessageLevel.Warning)
         summary = (
             f"Segmented '{running['layer_name']}' with {model.name} in "
             f"{done.get('seconds', 0):.1f} s on {done.get('device', '?')} "
@@ -127,4 +141,13 @@ class DockRun:
         self.status_label.setToolTip(request.output)
         pixels = ", ".join(f"{k} {v:,}" for k, v in done.get("classes", {}).items())
         details = "\n".join(str(p) for p in request.outputs()) + f"\npixels per class: {pixels}"
-        messages.notify(self.iface, summary, Qgis.Success, details)
+        messages.notify(self.iface, summary, Qgis.MessageLevel.Success, details)
+
+    @staticmethod
+    def _add_optional(make: Callable[[], Any], problems: list[str]) -> None:
+        """Adds a layer of an optional output; one that QGIS cannot open becomes a problem
+        line, never a reason to drop the class raster."""
+        try:
+            QgsProject.instance().addMapLayer(make())
+        except styling.StyleError as exc:
+            problems.append(str(exc))

@@ -4,7 +4,7 @@ options, post-processing and the run controls (a part of CrossEarthDock).
 
 from __future__ import annotations
 
-from qgis.core import QgsApplication, QgsMapLayerProxyModel
+from qgis.core import QgsApplication
 from qgis.gui import (
     QgsCheckableComboBox,
     QgsCollapsibleGroupBox,
@@ -27,10 +27,11 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
+from . import qgis_enums
+
 AREA_WHOLE, AREA_CANVAS, AREA_SELECTION = "whole", "canvas", "selection"
 GSD_AUTO, GSD_NATIVE, GSD_METRES = "auto", "native", "metres"
 REGION_UNITS = [("pixels", "px"), ("m²", "m2"), ("ha", "ha")]
-
 
 
 # The dock's Runtime choices (the engine's --runtime values).
@@ -40,6 +41,7 @@ RUNTIME_CHOICES = (
     ("ONNX Runtime (CPU)", "onnxruntime"),
     ("OpenVINO (CPU)", "openvino"),
 )
+
 
 class DockForm:
     """Builds the widgets; the other parts of the dock fill them and read them."""
@@ -65,12 +67,14 @@ class DockForm:
         """The layer, the model, the device and the area, with notes on the resolution."""
         form = QFormLayout()
         self.layer_combo = QgsMapLayerComboBox()
-        self.layer_combo.setFilters(QgsMapLayerProxyModel.RasterLayer)
+        self.layer_combo.setFilters(qgis_enums.RASTER_LAYERS)
         self.layer_combo.setAllowEmptyLayer(True)
         form.addRow("Raster layer", self.layer_combo)
 
         self.model_combo = QComboBox()
-        self.model_combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        self.model_combo.setSizeAdjustPolicy(
+            QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
+        )
         self.refresh_button = QToolButton()
         self.refresh_button.setIcon(QgsApplication.getThemeIcon("/mActionRefresh.svg"))
         self.refresh_button.setToolTip("Look for models and GPUs again")
@@ -92,7 +96,7 @@ class DockForm:
         self.area_combo.addItem("Extent of selected features", AREA_SELECTION)
         form.addRow("Area", self.area_combo)
         self.area_layer_combo = QgsMapLayerComboBox()
-        self.area_layer_combo.setFilters(QgsMapLayerProxyModel.PolygonLayer)
+        self.area_layer_combo.setFilters(qgis_enums.POLYGON_LAYERS)
         self.area_layer_label = QLabel("Polygons from")
         form.addRow(self.area_layer_label, self.area_layer_combo)
         self.resolution_label = QLabel()
@@ -173,7 +177,7 @@ class DockForm:
 
     def _build_outputs(self, advanced: QFormLayout) -> None:
         self.output_widget = QgsFileWidget()
-        self.output_widget.setStorageMode(QgsFileWidget.SaveFile)
+        self.output_widget.setStorageMode(QgsFileWidget.StorageMode.SaveFile)
         self.output_widget.setFilter("GeoTIFF (*.tif *.tiff)")
         self.output_widget.lineEdit().setPlaceholderText("[Save to temporary file]")
         # The dock asks before replacing anything when the job starts (see _confirm_replace):

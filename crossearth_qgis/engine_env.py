@@ -1,12 +1,14 @@
-"""Where the engine runs: its Python interpreter, its code, and creating that environment.
+"""Where the engine runs: its Python interpreter and its code.
 
 torch never loads inside QGIS. The engine runs as a worker process with its own interpreter,
 found in this order:
 1. the environment variable CROSSEARTH_PYTHON (scripts, CI, qgis_process);
 2. the interpreter chosen in Settings > Options > CrossEarth;
 3. in a development checkout, the repository's .venv;
-4. auto-detection: the environment "Set up engine environment" creates, then python3 on PATH,
-   whichever has the engine's modules.
+4. the environment "Set up engine environment" made, once its set-up has completed.
+Nothing else is picked up by itself (a python3 on PATH may be anything: pyenv, conda, ...).
+An environment whose set-up did not finish is never used: its record says so, and the message
+says to run the set-up again. Creating environments is engine_setup's job.
 The engine's code comes from the plugin's runtime/ folder (zip installs) or, in a development
 checkout, from the folder that holds both crossearth_qgis/ and engine/.
 """
@@ -15,22 +17,23 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from . import settings
-from .process import run_streaming
-from .requirements import LIGHT_REQUIREMENTS_FILE, REQUIREMENTS_FILE, requirements_text
+from .engine_setup import (
+    PLUGIN_DIR,
+    clean_python_env,
+    engine_code_dir,
+    half_built,
+    read_record,
+    venv_python,
+)
 
 ENV_VAR = "CROSSEARTH_PYTHON"
-PLUGIN_DIR = Path(__file__).resolve().parent
-RUNTIME_DIR = PLUGIN_DIR / "runtime"
-# What the worker imports; checked by auto-detection without importing anything heavy.
+# What the worker imports; checked without importing anything heavy.
 # A full engine (PyTorch: every command, CUDA) or a light one (ONNX Runtime: segmenting with
 # packages that carry an ONNX graph, on the CPU); an interpreter with either set is usable.
 REQUIRED_MODULES = ("torch", "timm", "safetensors", "rasterio", "numpy", "pydantic")
@@ -38,7 +41,7 @@ LIGHT_MODULES = ("onnxruntime", "rasterio", "numpy", "pydantic", "tqdm")
 
 SETUP_HINT = (
     "open Settings > Options > CrossEarth and click 'Set up engine environment' (or choose an "
-    "existing Python with PyTorch there, or set CROSSEARTH_PYTHON)"
+    "existing engine Python there, or set CROSSEARTH_PYTHON)"
 )
 
 
@@ -55,23 +58,8 @@ class Interpreter:
         return f"{self.python} ({self.source})"
 
 
-def engine_code_dir() -> Path | None:
-    """The folder to put on the worker's PYTHONPATH (it holds engine/)."""
-    if (RUNTIME_DIR / "engine").is_dir():
-        return RUNTIME_DIR
-    if (PLUGIN_DIR.parent / "engine").is_dir():
-        return PLUGIN_DIR.parent
-    return None
-
-
 def is_development_checkout() -> bool:
     return engine_code_dir() == PLUGIN_DIR.parent
-
-
-def venv_python(venv: Path) -> Path:
-    if sys.platform == "win32":
-        return Path(venv) / "Scripts" / "python.exe"
-    return Path(venv) / "bin" / "python"
 
 
 def user_data_dir() -> Path:
@@ -84,7 +72,9 @@ def user_data_dir() -> Path:
 
 
 def default_venv_dir() -> Path:
-    return Path(settings.get(settings.VENV_DIR) or user_data_dir() / "crossearth" / "venv")
+    """Where "Set up engine environment" makes the environment (a folder of its own: earlier
+    versions' `crossearth/venv`, which saw the system's packages, is left as it is)."""
+    return Path(settings.get(settings.VENV_DIR) or user_data_dir() / "crossearth" / "engine")
 
 
 def _is_interpreter(path: Path) -> bool:
@@ -128,7 +118,7 @@ def missing_modules(python: Path, timeout_s: float = 30.0) -> list[str]:
             capture_output=True,
             text=True,
             timeout=timeout_s,
-            env=_clean_python_env(),
+            env=clean_python_env(),
             creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0),
         )
         missing = json.loads(done.stdout.strip().splitlines()[-1])
@@ -140,23 +130,28 @@ def missing_modules(python: Path, timeout_s: float = 30.0) -> list[str]:
 
 
 def auto_detect() -> Interpreter | None:
-    """The first candidate interpreter that has every engine module."""
-    candidates: list[Path] = [venv_python(default_venv_dir())]
-    for name in ("python3", "python"):
-        found = shutil.which(name)
-        if found:
-            candidates.append(Path(found))
-    seen: set[str] = set()
-    for candidate in candidates:
-        if str(candidate) in seen or not _is_interpreter(candidate):
-            continue
-        seen.add(str(candidate))
-        try:
-            if not missing_modules(candidate):
-                return Interpreter(candidate, "auto-detected")
-        except EngineEnvironmentError:
-            continue
+    """The environment "Set up engine environment" made, if its set-up completed."""
+    folder = default_venv_dir()
+    record = read_record(folder)
+    candidate = venv_python(folder)
+    if record is None or not record.ready or not _is_interpreter(candidate):
+        return None
+    try:
+        if not missing_modules(candidate):
+            return Interpreter(candidate, "auto-detected")
+    except EngineEnvironmentError:
+        return None
     return None
+
+
+def _refuse_half_built(path: Path, where: str) -> None:
+    record = half_built(path)
+    if record is not None:
+        raise EngineEnvironmentError(
+            f"The CrossEarth engine environment is not complete: {where} ({path}) belongs to a "
+            f"{record.kind} set-up that did not finish. Open Settings > Options > CrossEarth and "
+            "click 'Set up engine environment' again to complete it."
+        )
 
 
 def resolve_interpreter(configured: str | None = None) -> Interpreter:
@@ -174,6 +169,7 @@ def resolve_interpreter(configured: str | None = None) -> Interpreter:
                 f"is not a Python interpreter on this computer. Point {ENV_VAR} at the engine's "
                 "python, or unset it to use the one chosen in Settings > Options > CrossEarth."
             )
+        _refuse_half_built(path, ENV_VAR)
         return Interpreter(path, ENV_VAR)
     chosen = (settings.get(settings.PYTHON) if configured is None else configured).strip()
     if chosen:
@@ -184,6 +180,7 @@ def resolve_interpreter(configured: str | None = None) -> Interpreter:
                 f"Options > CrossEarth ({path}) does not exist anymore. Choose another one there "
                 "or click 'Set up engine environment'."
             )
+        _refuse_half_built(path, "the Python chosen in Settings > Options > CrossEarth")
         return Interpreter(path, "settings")
     dev = dev_checkout_python()
     if dev is not None:
@@ -192,17 +189,9 @@ def resolve_interpreter(configured: str | None = None) -> Interpreter:
     if found is not None:
         return found
     raise EngineEnvironmentError(
-        "The CrossEarth engine environment is missing: no Python with PyTorch and the engine's "
-        f"requirements was found. To create one, {SETUP_HINT}."
+        "The CrossEarth engine environment is missing: no engine environment has been set up "
+        f"yet. To create one, {SETUP_HINT}."
     )
-
-
-def _clean_python_env() -> dict[str, str]:
-    """The environment without QGIS's own Python settings, which belong to another Python."""
-    env = dict(os.environ)
-    for key in ("PYTHONHOME", "PYTHONPATH", "PYTHONSTARTUP", "PYTHONEXECUTABLE"):
-        env.pop(key, None)
-    return env
 
 
 def worker_directory() -> Path:
@@ -223,7 +212,7 @@ def worker_directory() -> Path:
 
 def worker_environment() -> dict[str, str]:
     """Environment of an engine worker: the engine code importable, output unbuffered."""
-    env = _clean_python_env()
+    env = clean_python_env()
     env["PYTHONPATH"] = str(worker_directory())
     env["PYTHONUNBUFFERED"] = "1"  # progress lines must arrive while the worker runs
     env["PYTHONIOENCODING"] = "utf-8"
@@ -232,159 +221,3 @@ def worker_environment() -> dict[str, str]:
 
 def engine_command(python: Path, args: list[str]) -> list[str]:
     return [str(python), "-m", "engine.cli", *args]
-
-
-# --- creating an engine environment ---------------------------------------------------------
-
-
-def requirements_file(kind: str = "full") -> Path:
-    """The requirements of a full or light engine environment: runtime/requirements.txt (or
-    requirements-light.txt) in a zip install; written from pyproject.toml in a checkout."""
-    name = LIGHT_REQUIREMENTS_FILE if kind == "light" else REQUIREMENTS_FILE
-    shipped = RUNTIME_DIR / name
-    if shipped.is_file():
-        return shipped
-    pyproject = PLUGIN_DIR.parent / "pyproject.toml"
-    if not pyproject.is_file():
-        raise EngineEnvironmentError(
-            f"The engine's requirements list is missing ({shipped}); reinstall the plugin."
-        )
-    target = Path(tempfile.gettempdir()) / f"crossearth-{name}"
-    target.write_text(requirements_text(pyproject, kind), encoding="utf-8")
-    return target
-
-
-def base_python() -> Path:
-    """A plain Python to create the venv with (inside QGIS, sys.executable is QGIS itself)."""
-    version = f"{sys.version_info.major}.{sys.version_info.minor}"
-    executable = Path(sys.executable)
-    candidates = [executable] if executable.name.lower().startswith("python") else []
-    base = Path(sys.base_prefix)
-    candidates += [
-        base / "bin" / f"python{version}",
-        base / "bin" / "python3",
-        base / "python.exe",  # Windows (OSGeo4W / standalone installer)
-        base / "python3.exe",
-    ]
-    for name in (f"python{version}", "python3", "python"):
-        found = shutil.which(name)
-        if found:
-            candidates.append(Path(found))
-    for candidate in candidates:
-        if _is_interpreter(candidate):
-            return candidate
-    raise EngineEnvironmentError(
-        "No Python was found to create the engine environment with; install Python 3 "
-        "(with its venv module) or choose an existing engine Python in the options."
-    )
-
-
-class PipProgress:
-    """Turns pip's output lines into a rising fraction and a short status message."""
-
-    def __init__(self, requirement_count: int) -> None:
-        self.expected = max(1, requirement_count) * 3  # pip also fetches their dependencies
-        self.seen = 0
-        self.fraction = 0.0
-
-    def update(self, line: str) -> str | None:
-        text = line.strip()
-        message = None
-        if text.startswith(("Collecting ", "Requirement already satisfied: ")):
-            self.seen += 1
-            name = text.split(" ", 1)[1] if text.startswith("Collecting") else text.split(": ")[1]
-            message = f"resolving {name.split()[0]}"
-            target = 0.1 + 0.5 * min(1.0, self.seen / self.expected)
-        elif text.startswith("Downloading "):
-            message = text.split("(")[0].strip().replace("Downloading ", "downloading ")
-            target = min(0.8, max(self.fraction, 0.5) + 0.02)
-        elif text.startswith("Installing collected packages"):
-            message = "installing packages (this takes a while for PyTorch)"
-            target = 0.85
-        elif text.startswith("Successfully installed"):
-            message = "installed"
-            target = 1.0
-        else:
-            return None
-        self.fraction = max(self.fraction, target)
-        return message
-
-
-def setup_environment(
-    venv_dir: Path,
-    progress: Callable[[float, str], None],
-    output: Callable[[str], None],
-    is_cancelled: Callable[[], bool] = lambda: False,
-    requirements: Path | None = None,
-) -> Path:
-    """Creates (or completes) a venv at `venv_dir` and installs the engine requirements.
-
-    `progress(fraction, message)` gets the stage, `output(line)` every line of venv/pip output.
-    Returns the venv's python. Raises EngineEnvironmentError in plain words, or
-    process.ProcessCancelled.
-    """
-    venv_dir = Path(venv_dir).expanduser()
-    requirements = requirements or requirements_file()
-    python = venv_python(venv_dir)
-    env = _clean_python_env()
-    if not _is_interpreter(python):
-        base = base_python()
-        progress(0.02, f"creating the environment in {venv_dir}")
-        venv_dir.parent.mkdir(parents=True, exist_ok=True)
-        # System site packages: on Linux, rasterio/GDAL come from the system and match QGIS's.
-        code = run_streaming(
-            [base, "-m", "venv", "--system-site-packages", venv_dir],
-            env=env,
-            on_stdout=output,
-            on_stderr=output,
-            is_cancelled=is_cancelled,
-        )
-        if code != 0 or not _is_interpreter(python):
-            raise EngineEnvironmentError(
-                f"Creating the engine environment in {venv_dir} failed (python -m venv exit code "
-                f"{code}). On Debian/Ubuntu install the python3-venv package; details are in the "
-                "CrossEarth log."
-            )
-    count = sum(
-        1
-        for line in requirements.read_text(encoding="utf-8").splitlines()
-        if line.strip() and not line.lstrip().startswith("#")
-    )
-    tracker = PipProgress(count)
-    progress(0.1, f"installing {count} engine requirements with pip")
-    errors: list[str] = []
-
-    def pip_line(line: str) -> None:
-        output(line)
-        if line.startswith("ERROR:"):
-            errors.append(line[len("ERROR:") :].strip())
-        message = tracker.update(line)
-        if message:
-            progress(tracker.fraction, message)
-
-    code = run_streaming(
-        [
-            python,
-            "-m",
-            "pip",
-            "install",
-            "--disable-pip-version-check",
-            "--progress-bar",
-            "off",
-            "-r",
-            requirements,
-        ],
-        env=env,
-        on_stdout=pip_line,
-        on_stderr=pip_line,
-        is_cancelled=is_cancelled,
-    )
-    if code != 0:
-        reason = errors[-1] if errors else f"pip exit code {code}"
-        raise EngineEnvironmentError(
-            f"Installing the engine requirements failed: {reason}. Check the internet "
-            "connection (or proxy) and the free disk space (PyTorch needs about 3 GB); pip's "
-            "full output is in the CrossEarth log."
-        )
-    progress(1.0, "the engine environment is ready")
-    return python

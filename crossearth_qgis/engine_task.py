@@ -33,7 +33,7 @@ class EngineTask(QgsTask):
         cancelable: bool = True,
         timeout_s: float | None = None,
     ) -> None:
-        flags = QgsTask.CanCancel if cancelable else QgsTask.Flags()
+        flags = QgsTask.Flag.CanCancel if cancelable else QgsTask.Flags()
         super().__init__(description, flags)
         self.args = list(args)
         self.interpreter = interpreter

@@ -40,6 +40,7 @@ from qgis.core import (
     QgsUnitTypes,
 )
 
+from . import qgis_enums
 from .engine_env import Interpreter
 from .engine_errors import EngineError
 from .engine_task import EngineTask
@@ -52,16 +53,16 @@ RGB_NAMES = ["red", "green", "blue"]
 EARTH_RADIUS_M = 6_371_008.8  # as engine/resolution.py
 DEFAULT_LIMIT_MPX = 100.0  # the dock asks before reading more (settings.EXPORT_LIMIT_MPX)
 
-_IMAGE_TYPES = (Qgis.ARGB32, Qgis.ARGB32_Premultiplied)
+_IMAGE_TYPES = (Qgis.DataType.ARGB32, Qgis.DataType.ARGB32_Premultiplied)
 # QGIS data type -> (numpy dtype, GDAL type) for the band values of "data" layers.
 _TYPES = {
-    Qgis.Byte: (np.uint8, gdal.GDT_Byte),
-    Qgis.UInt16: (np.uint16, gdal.GDT_UInt16),
-    Qgis.Int16: (np.int16, gdal.GDT_Int16),
-    Qgis.UInt32: (np.uint32, gdal.GDT_UInt32),
-    Qgis.Int32: (np.int32, gdal.GDT_Int32),
-    Qgis.Float32: (np.float32, gdal.GDT_Float32),
-    Qgis.Float64: (np.float64, gdal.GDT_Float64),
+    Qgis.DataType.Byte: (np.uint8, gdal.GDT_Byte),
+    Qgis.DataType.UInt16: (np.uint16, gdal.GDT_UInt16),
+    Qgis.DataType.Int16: (np.int16, gdal.GDT_Int16),
+    Qgis.DataType.UInt32: (np.uint32, gdal.GDT_UInt32),
+    Qgis.DataType.Int32: (np.int32, gdal.GDT_Int32),
+    Qgis.DataType.Float32: (np.float32, gdal.GDT_Float32),
+    Qgis.DataType.Float64: (np.float64, gdal.GDT_Float64),
 }
 _BAND_NAME = re.compile(r"^Band 0*\d+: (.+)$")
 
@@ -110,7 +111,7 @@ def layer_kind(layer: QgsRasterLayer | None) -> str:
 def has_fixed_grid(layer: QgsRasterLayer) -> bool:
     """Whether the provider has a size in pixels (database and virtual rasters); web map
     services draw any extent at any resolution and have none."""
-    return bool(layer.dataProvider().capabilities() & QgsRasterDataProvider.Size)
+    return bool(layer.dataProvider().capabilities() & qgis_enums.RASTER_SIZE_CAPABILITY)
 
 
 def metres_per_unit(crs: QgsCoordinateReferenceSystem, extent: QgsRectangle) -> tuple[float, float]:
@@ -126,7 +127,7 @@ def metres_per_unit(crs: QgsCoordinateReferenceSystem, extent: QgsRectangle) -> 
         latitude = math.radians(max(-89.9, min(89.9, extent.center().y())))
         per_degree = math.pi / 180 * EARTH_RADIUS_M
         return per_degree * math.cos(latitude), per_degree
-    factor = QgsUnitTypes.fromUnitToUnitFactor(crs.mapUnits(), QgsUnitTypes.DistanceMeters)
+    factor = QgsUnitTypes.fromUnitToUnitFactor(crs.mapUnits(), qgis_enums.METERS)
     if "+proj=merc" in crs.toProj():
         # Mercator (Web Mercator tiles above all) stretches the map by 1 / cos(latitude);
         # the engine counts the same way (engine/resolution.py mercator_scale).
@@ -292,7 +293,7 @@ def plan_export(
             names.append(match.group(1) if match else "")
             has = provider.sourceHasNoDataValue(band) and provider.useSourceNoDataValue(band)
             nodata.append(provider.sourceNoDataValue(band) if has else None)
-    wkt = layer.crs().toWkt(QgsCoordinateReferenceSystem.WKT_PREFERRED_GDAL)
+    wkt = layer.crs().toWkt(qgis_enums.WKT_PREFERRED_GDAL)
     return ExportPlan(
         provider=provider.clone(),
         layer_name=layer.name(),
@@ -467,7 +468,7 @@ class _Layout:
 def _layout(plan: ExportPlan) -> _Layout:
     provider = plan.provider
     if plan.kind == RENDERED:
-        premultiplied = provider.dataType(1) == Qgis.ARGB32_Premultiplied
+        premultiplied = provider.dataType(1) == Qgis.DataType.ARGB32_Premultiplied
         return _Layout(True, 3, gdal.GDT_Byte, premultiplied)
     count = len(plan.band_names)
     types = {provider.dataType(b) for b in range(1, count + 1)}

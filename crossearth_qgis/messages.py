@@ -15,15 +15,15 @@ LOG_TAG = "CrossEarth"
 TITLE = "CrossEarth"
 
 _LEVELS = {
-    logging.DEBUG: Qgis.Info,
-    logging.INFO: Qgis.Info,
-    logging.WARNING: Qgis.Warning,
-    logging.ERROR: Qgis.Critical,
-    logging.CRITICAL: Qgis.Critical,
+    logging.DEBUG: Qgis.MessageLevel.Info,
+    logging.INFO: Qgis.MessageLevel.Info,
+    logging.WARNING: Qgis.MessageLevel.Warning,
+    logging.ERROR: Qgis.MessageLevel.Critical,
+    logging.CRITICAL: Qgis.MessageLevel.Critical,
 }
 
 
-def log(text: str, level: Qgis.MessageLevel = Qgis.Info) -> None:
+def log(text: str, level: Qgis.MessageLevel = Qgis.MessageLevel.Info) -> None:
     """Writes to the CrossEarth tab of the log panel (never shown as a pop-up)."""
     QgsMessageLog.logMessage(text, LOG_TAG, level, notifyUser=False)
 
@@ -31,7 +31,7 @@ def log(text: str, level: Qgis.MessageLevel = Qgis.Info) -> None:
 def notify(
     iface: Any,
     text: str,
-    level: Qgis.MessageLevel = Qgis.Info,
+    level: Qgis.MessageLevel = Qgis.MessageLevel.Info,
     details: str | None = None,
     duration: int | None = None,
 ) -> None:
@@ -44,7 +44,7 @@ def notify(
         return
     if duration is None:
         # Errors stay until dismissed; success and information fade.
-        duration = 0 if level in (Qgis.Critical, Qgis.Warning) else 8
+        duration = 0 if level in (Qgis.MessageLevel.Critical, Qgis.MessageLevel.Warning) else 8
     bar = iface.messageBar()
     if details:
         bar.pushMessage(TITLE, text, details, level, duration)
@@ -53,7 +53,7 @@ def notify(
 
 
 def error(iface: Any, text: str, details: str | None = None) -> None:
-    notify(iface, text, Qgis.Critical, details)
+    notify(iface, text, Qgis.MessageLevel.Critical, details)
 
 
 class QgisLogHandler(logging.Handler):
@@ -61,7 +61,7 @@ class QgisLogHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            level = _LEVELS.get(record.levelno, Qgis.Info)
+            level = _LEVELS.get(record.levelno, Qgis.MessageLevel.Info)
             log(self.format(record), level)
         except Exception:  # a logging handler must never raise into the caller
             self.handleError(record)

@@ -1,19 +1,22 @@
-"""Settings > Options > CrossEarth: the engine's Python, setting it up, checking it.
+"""Settings > Options > CrossEarth: the engine environment in use, and setting one up.
 
-"Set up engine environment" creates a venv and installs the pinned engine requirements in a
-background task whose progress and pip output are shown on the page; "Check" asks the engine
-which PyTorch, CUDA and GPUs it sees.
+"Set up engine environment" makes a self-contained environment of the chosen kind (Light or
+Full) with the chosen base interpreter, as a task in QGIS's task manager
+(engine_setup_task): the page only follows it, so closing the page or the Options dialog
+never stops or breaks it, and the environment is selected when it completes. "Check" asks the
+engine what the environment can do; the answer is kept, so the dock and Processing offer only
+what the environment has.
 """
 
 from __future__ import annotations
 
-import traceback
 from pathlib import Path
 from typing import Any
 
-from qgis.core import Qgis, QgsApplication, QgsTask
+from qgis.core import Qgis, QgsApplication
 from qgis.gui import QgsFileWidget, QgsOptionsPageWidget, QgsOptionsWidgetFactory
-from qgis.PyQt.QtCore import Qt, pyqtSignal
+from qgis.PyQt import sip
+from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtGui import QIcon
 from qgis.PyQt.QtWidgets import (
     QComboBox,
@@ -27,31 +30,44 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
-from . import messages, settings
+from . import base_python, engine_setup_task, messages, settings
 from .engine_env import (
     ENV_VAR,
     PLUGIN_DIR,
     EngineEnvironmentError,
     Interpreter,
-    auto_detect,
     default_venv_dir,
-    requirements_file,
     resolve_interpreter,
-    setup_environment,
 )
 from .engine_errors import EngineError
+from .engine_setup import (
+    SIZE_TEXT,
+    WHAT_IT_INSTALLS,
+    EngineSetupError,
+    read_record,
+    venv_of,
+)
 from .engine_task import EngineTask
-from .process import ProcessCancelled
 
 ICON = PLUGIN_DIR / "icons" / "crossearth.svg"
 PAGE_TITLE = "CrossEarth"
 
-
-# The two kinds of engine environment "Set up engine environment" creates.
-ENVIRONMENT_CHOICES = (
-    ("full", "Full (PyTorch, CUDA, fine-tuning; about 3 GB)"),
-    ("light", "Light (CPU, ONNX Runtime, about 100 MB)"),
+ENVIRONMENT_CHOICES = tuple(
+    (kind, f"{name} ({SIZE_TEXT[kind]})")
+    for kind, name in (("light", "Light: CPU, ONNX Runtime"), ("full", "Full: PyTorch, GPU"))
 )
+
+# What each feature is called for the analyst, and what a Light environment lacks for it.
+FEATURE_WORDS = {
+    "segment": "segmenting",
+    "polygons": "class polygons",
+    "download": "official model downloads",
+    "convert": "converting official checkpoints",
+    "train": "fine-tuning",
+    "export": "ONNX export",
+    "sharded": "sharded runs on Ray",
+}
+UPGRADE_TEXT = "Add PyTorch (GPU, fine-tuning, official checkpoints)"
 
 
 def check_summary(report: dict[str, Any]) -> str:
@@ -78,54 +94,15 @@ def check_summary(report: dict[str, Any]) -> str:
     for device in report.get("devices", []):
         memory = f", {device['memory_gib']} GiB" if "memory_gib" in device else ""
         lines.append(f"  {device['id']}: {device['name']}{memory}")
-    return "\n".join(lines)
-
-
-class EnvironmentSetupTask(QgsTask):
-    """Creates the engine venv and installs the requirements (see engine_env.setup_environment)."""
-
-    statusChanged = pyqtSignal(str)
-    outputLine = pyqtSignal(str)
-    completed = pyqtSignal()
-
-    def __init__(self, venv_dir: Path, requirements: Path | None = None) -> None:
-        super().__init__("CrossEarth: setting up the engine environment", QgsTask.CanCancel)
-        self.venv_dir = Path(venv_dir)
-        self.requirements = requirements
-        self.python: Path | None = None
-        self.error: Exception | None = None
-        self.cancelled = False
-        self.output: list[str] = []
-
-    def _progress(self, fraction: float, message: str) -> None:
-        self.setProgress(fraction * 100)
-        self.statusChanged.emit(message)
-
-    def _line(self, line: str) -> None:
-        self.output.append(line)
-        self.outputLine.emit(line)
-
-    def run(self) -> bool:
-        try:
-            self.python = setup_environment(
-                self.venv_dir,
-                self._progress,
-                self._line,
-                self.isCanceled,
-                requirements=self.requirements,
+    features = report.get("features") or {}
+    if features:
+        missing = [FEATURE_WORDS.get(f, f) for f, ok in features.items() if not ok]
+        if missing:
+            lines.append(
+                f"Not in this environment: {', '.join(missing)} (they need PyTorch: "
+                f"'{UPGRADE_TEXT}')"
             )
-            return True
-        except ProcessCancelled:
-            self.cancelled = True
-        except EngineEnvironmentError as exc:
-            self.error = exc
-        except Exception as exc:  # shown, not lost in the task thread
-            self.error = EngineEnvironmentError(f"Unexpected problem: {exc}")
-            self.output.append(traceback.format_exc())
-        return False
-
-    def finished(self, result: bool) -> None:
-        self.completed.emit()
+    return "\n".join(lines)
 
 
 class CrossEarthOptionsPage(QgsOptionsPageWidget):
@@ -133,87 +110,53 @@ class CrossEarthOptionsPage(QgsOptionsPageWidget):
         super().__init__(parent)
         self.setObjectName(PAGE_TITLE)
         self.iface = iface
-        self.setup_task: EnvironmentSetupTask | None = None
+        self.setup_task: engine_setup_task.EngineSetupTask | None = None
         self.check_task: EngineTask | None = None
         self.check_report: dict[str, Any] | None = None
         layout = QVBoxLayout(self)
+        layout.addWidget(self._engine_group())
+        layout.addWidget(self._setup_group(), 1)
+        self.update_status()
+        self.update_base()
+        self._show_kind()
+        task = engine_setup_task.running()
+        if task is not None:
+            self._follow(task)
 
-        engine = QGroupBox("Engine Python interpreter")
+    # --- the environment in use ---------------------------------------------------------
+
+    def _engine_group(self) -> QGroupBox:
+        engine = QGroupBox("Engine environment in use")
         engine_layout = QVBoxLayout(engine)
         intro = QLabel(
-            "CrossEarth runs its models in a separate Python with PyTorch, so QGIS never loads "
-            f"PyTorch. Leave this empty to use the automatic choice; {ENV_VAR}, when set, "
-            "overrides it."
+            "CrossEarth runs its models in a separate Python environment, so QGIS never loads "
+            "PyTorch or ONNX Runtime. Leave the field empty to use the environment set up below; "
+            f"choose another engine Python to use that one. {ENV_VAR}, when set, overrides both."
         )
         intro.setWordWrap(True)
         engine_layout.addWidget(intro)
         row = QHBoxLayout()
         self.python_widget = QgsFileWidget()
-        self.python_widget.setStorageMode(QgsFileWidget.GetFile)
+        self.python_widget.setStorageMode(QgsFileWidget.StorageMode.GetFile)
         self.python_widget.setFilePath(settings.get(settings.PYTHON))
-        self.python_widget.lineEdit().setPlaceholderText("automatic")
+        self.python_widget.lineEdit().setPlaceholderText("the environment set up below")
         self.python_widget.fileChanged.connect(self.update_status)
-        self.detect_button = QPushButton("Auto-detect")
-        self.detect_button.clicked.connect(self.detect)
+        self.check_button = QPushButton("Check")
+        self.check_button.setToolTip(
+            "Ask the engine what it can do: runtimes, CUDA and GPUs, downloads, fine-tuning"
+        )
+        self.check_button.clicked.connect(self.check)
         row.addWidget(self.python_widget, 1)
-        row.addWidget(self.detect_button)
+        row.addWidget(self.check_button)
         engine_layout.addLayout(row)
         self.status_label = QLabel()
         self.status_label.setWordWrap(True)
         engine_layout.addWidget(self.status_label)
-        check_row = QHBoxLayout()
-        self.check_button = QPushButton("Check")
-        self.check_button.setToolTip("Show PyTorch's version, CUDA and the GPUs the engine sees")
-        self.check_button.clicked.connect(self.check)
-        check_row.addWidget(self.check_button)
-        check_row.addStretch(1)
-        engine_layout.addLayout(check_row)
         self.check_label = QLabel()
         self.check_label.setWordWrap(True)
-        self.check_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.check_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         engine_layout.addWidget(self.check_label)
-        layout.addWidget(engine)
-
-        setup = QGroupBox("Set up engine environment")
-        setup_layout = QVBoxLayout(setup)
-        note = QLabel(
-            "Creates a Python environment in the folder below and installs the engine's pinned "
-            "requirements with pip. Full: PyTorch, for GPUs, fine-tuning and converting "
-            "checkpoints. Light: ONNX Runtime only, for segmenting on the CPU with models that "
-            "carry an ONNX graph (the bundled model does; 'crossearth export' adds one)."
-        )
-        note.setWordWrap(True)
-        setup_layout.addWidget(note)
-        self.kind_combo = QComboBox()
-        for kind, label in ENVIRONMENT_CHOICES:
-            self.kind_combo.addItem(label, kind)
-        setup_layout.addWidget(self.kind_combo)
-        self.venv_widget = QgsFileWidget()
-        self.venv_widget.setStorageMode(QgsFileWidget.GetDirectory)
-        self.venv_widget.setFilePath(str(default_venv_dir()))
-        setup_layout.addWidget(self.venv_widget)
-        buttons = QHBoxLayout()
-        self.setup_button = QPushButton("Set up engine environment")
-        self.setup_button.clicked.connect(self.set_up)
-        self.setup_cancel_button = QPushButton("Cancel")
-        self.setup_cancel_button.setEnabled(False)
-        self.setup_cancel_button.clicked.connect(self.cancel_setup)
-        buttons.addWidget(self.setup_button)
-        buttons.addWidget(self.setup_cancel_button)
-        buttons.addStretch(1)
-        setup_layout.addLayout(buttons)
-        self.setup_progress = QProgressBar()
-        self.setup_progress.setRange(0, 100)
-        setup_layout.addWidget(self.setup_progress)
-        self.setup_status = QLabel()
-        self.setup_status.setWordWrap(True)
-        setup_layout.addWidget(self.setup_status)
-        self.setup_output = QPlainTextEdit()
-        self.setup_output.setReadOnly(True)
-        self.setup_output.setMaximumBlockCount(2000)
-        setup_layout.addWidget(self.setup_output, 1)
-        layout.addWidget(setup, 1)
-        self.update_status()
+        return engine
 
     def configured_python(self) -> str:
         return self.python_widget.filePath().strip()
@@ -223,23 +166,20 @@ class CrossEarthOptionsPage(QgsOptionsPageWidget):
 
     def update_status(self) -> None:
         try:
-            self.status_label.setText(f"The engine runs with {self.interpreter().describe()}.")
+            interpreter = self.interpreter()
         except EngineEnvironmentError as exc:
             self.status_label.setText(str(exc))
-
-    def detect(self) -> None:
-        found = auto_detect()
-        if found is None:
-            self.status_label.setText(
-                "No Python with PyTorch and the engine's requirements was found; click "
-                "'Set up engine environment' to create one."
-            )
+            self._show_upgrade(None)
             return
-        self.python_widget.setFilePath(str(found.python))
-        self.update_status()
+        folder = venv_of(interpreter.python)
+        record = read_record(folder) if folder is not None else None
+        kind = f", {record.kind.capitalize()}" if record is not None else ""
+        self.status_label.setText(f"The engine runs with {interpreter.describe()}{kind}.")
+        self._show_upgrade(folder if record is not None and record.kind == "light" else None)
 
-    def check(self) -> EngineTask | None:
-        """Runs `check` with the chosen interpreter in the background; shows the report."""
+    def check(self, _checked: bool = False) -> EngineTask | None:
+        """Runs `check --json` with the chosen interpreter in the background; shows the report
+        and keeps it as what the selected environment can do."""
         try:
             interpreter = self.interpreter()
         except EngineEnvironmentError as exc:
@@ -256,6 +196,8 @@ class CrossEarthOptionsPage(QgsOptionsPageWidget):
         return task
 
     def _checked(self) -> None:
+        if sip.isdeleted(self):
+            return
         task, self.check_task = self.check_task, None
         self.check_button.setEnabled(True)
         if task is None:
@@ -266,60 +208,187 @@ class CrossEarthOptionsPage(QgsOptionsPageWidget):
             self.check_report = task.outcome.json()
         except (EngineError, EngineEnvironmentError) as exc:
             self.check_label.setText(str(exc))
-            messages.log(f"{exc}\n{getattr(exc, 'details', '')}", Qgis.Warning)
+            messages.log(f"{exc}\n{getattr(exc, 'details', '')}", Qgis.MessageLevel.Warning)
             return
+        engine_setup_task.remember_capabilities(task.interpreter.python, self.check_report)
         self.check_label.setText(check_summary(self.check_report))
 
-    def set_up(self, requirements: Path | None = None) -> EnvironmentSetupTask:
-        """Starts creating the environment in the chosen folder (a background task)."""
-        venv_dir = Path(self.venv_widget.filePath().strip() or default_venv_dir())
-        if requirements is None:
-            try:
-                requirements = requirements_file(self.kind_combo.currentData())
-            except EngineEnvironmentError as exc:
-                self.setup_status.setText(str(exc))
-                raise
-        task = EnvironmentSetupTask(venv_dir, requirements)
-        task.progressChanged.connect(lambda value: self.setup_progress.setValue(int(value)))
-        task.statusChanged.connect(self.setup_status.setText)
-        task.outputLine.connect(self.setup_output.appendPlainText)
-        task.completed.connect(self._set_up_done)
-        self.setup_task = task
-        self.setup_button.setEnabled(False)
-        self.setup_cancel_button.setEnabled(True)
+    # --- setting one up ------------------------------------------------------------------
+
+    def _setup_group(self) -> QGroupBox:
+        setup = QGroupBox("Set up engine environment")
+        setup_layout = QVBoxLayout(setup)
+        self.kind_combo = QComboBox()
+        for kind, label in ENVIRONMENT_CHOICES:
+            self.kind_combo.addItem(label, kind)
+        saved = settings.get(settings.ENGINE_KIND) or "light"
+        self.kind_combo.setCurrentIndex(max(0, self.kind_combo.findData(saved)))
+        self.kind_combo.currentIndexChanged.connect(self._show_kind)
+        setup_layout.addWidget(self.kind_combo)
+        self.kind_label = QLabel()
+        self.kind_label.setWordWrap(True)
+        setup_layout.addWidget(self.kind_label)
+
+        base_row = QHBoxLayout()
+        base_row.addWidget(QLabel("Made with"))
+        self.base_widget = QgsFileWidget()
+        self.base_widget.setStorageMode(QgsFileWidget.StorageMode.GetFile)
+        self.base_widget.setFilePath(settings.get(settings.BASE_PYTHON))
+        self.base_widget.lineEdit().setPlaceholderText("QGIS's own Python")
+        self.base_widget.fileChanged.connect(self.update_base)
+        base_row.addWidget(self.base_widget, 1)
+        setup_layout.addLayout(base_row)
+        self.base_label = QLabel()
+        self.base_label.setWordWrap(True)
+        setup_layout.addWidget(self.base_label)
+
+        folder_row = QHBoxLayout()
+        folder_row.addWidget(QLabel("In the folder"))
+        self.venv_widget = QgsFileWidget()
+        self.venv_widget.setStorageMode(QgsFileWidget.StorageMode.GetDirectory)
+        self.venv_widget.setFilePath(str(default_venv_dir()))
+        folder_row.addWidget(self.venv_widget, 1)
+        setup_layout.addLayout(folder_row)
+
+        buttons = QHBoxLayout()
+        self.setup_button = QPushButton("Set up engine environment")
+        self.setup_button.clicked.connect(self.set_up)
+        self.upgrade_button = QPushButton(UPGRADE_TEXT)
+        self.upgrade_button.clicked.connect(self.upgrade)
+        self.upgrade_button.setVisible(False)
+        self.setup_cancel_button = QPushButton("Cancel")
+        self.setup_cancel_button.setEnabled(False)
+        self.setup_cancel_button.clicked.connect(self.cancel_setup)
+        buttons.addWidget(self.setup_button)
+        buttons.addWidget(self.upgrade_button)
+        buttons.addWidget(self.setup_cancel_button)
+        buttons.addStretch(1)
+        setup_layout.addLayout(buttons)
+        self.setup_progress = QProgressBar()
+        self.setup_progress.setRange(0, 100)
+        setup_layout.addWidget(self.setup_progress)
+        self.setup_status = QLabel()
+        self.setup_status.setWordWrap(True)
+        setup_layout.addWidget(self.setup_status)
+        self.setup_output = QPlainTextEdit()
+        self.setup_output.setReadOnly(True)
+        self.setup_output.setMaximumBlockCount(2000)
+        setup_layout.addWidget(self.setup_output, 1)
+        return setup
+
+    def chosen_kind(self) -> str:
+        return str(self.kind_combo.currentData())
+
+    def _show_kind(self, _index: int = 0) -> None:
+        kind = self.chosen_kind()
+        self.kind_label.setText(f"Installs {WHAT_IT_INSTALLS[kind]}; {SIZE_TEXT[kind]} of disk.")
+        settings.set_value(settings.ENGINE_KIND, kind)
+
+    def base(self) -> base_python.BasePython:
+        return base_python.choose(self.base_widget.filePath().strip())
+
+    def update_base(self) -> None:
+        try:
+            self.base_label.setText(f"The environment is made with {self.base().describe()}.")
+        except base_python.BasePythonError as exc:
+            self.base_label.setText(str(exc))
+
+    def _show_upgrade(self, light_folder: Path | None) -> None:
+        self._light_folder = light_folder
+        self.upgrade_button.setVisible(light_folder is not None)
+        if light_folder is not None:
+            self.upgrade_button.setToolTip(
+                f"Installs PyTorch into {light_folder} ({SIZE_TEXT['full']} in all)"
+            )
+
+    def set_up(self, _checked: bool = False) -> engine_setup_task.EngineSetupTask | None:
+        """The button: sets up the chosen kind in the chosen folder (clicked(bool) passes its
+        checked state, which says nothing about the kind)."""
+        folder = Path(self.venv_widget.filePath().strip() or default_venv_dir())
+        return self.start_set_up(folder, self.chosen_kind())
+
+    def upgrade(self, _checked: bool = False) -> engine_setup_task.EngineSetupTask | None:
+        """Grows the selected Light environment into a Full one, in place."""
+        if self._light_folder is None:
+            return None
+        return self.start_set_up(self._light_folder, "full")
+
+    def start_set_up(
+        self, folder: Path, kind: str, requirements: Path | None = None
+    ) -> engine_setup_task.EngineSetupTask | None:
+        try:
+            base = self.base()
+            task = engine_setup_task.start(folder, kind, base, requirements)
+        except (base_python.BasePythonError, EngineSetupError) as exc:
+            self.setup_status.setText(str(exc))
+            return None
+        settings.set_value(settings.BASE_PYTHON, self.base_widget.filePath().strip())
         self.setup_output.clear()
         self.setup_progress.setValue(0)
-        QgsApplication.taskManager().addTask(task)
+        self._follow(task)
         return task
 
-    def cancel_setup(self) -> None:
+    def _follow(self, task: engine_setup_task.EngineSetupTask) -> None:
+        """Shows a set-up task's progress on this page; the task does not depend on it."""
+        self.setup_task = task
+        task.progressChanged.connect(self._progress)
+        task.statusChanged.connect(self._status)
+        task.outputLine.connect(self._output)
+        task.completed.connect(self._set_up_done)
+        self.setup_progress.setValue(int(task.progress()))
+        self.setup_status.setText(task.status)
+        for line in task.output[-200:]:
+            self.setup_output.appendPlainText(line)
+        self.setup_button.setEnabled(False)
+        self.upgrade_button.setEnabled(False)
+        self.setup_cancel_button.setEnabled(True)
+
+    # Slots of the task's signals: the page may be gone when they arrive (the Options dialog
+    # closed), which must never raise.
+    def _progress(self, value: float) -> None:
+        if not sip.isdeleted(self):
+            self.setup_progress.setValue(int(value))
+
+    def _status(self, text: str) -> None:
+        if not sip.isdeleted(self):
+            self.setup_status.setText(text)
+
+    def _output(self, line: str) -> None:
+        if not sip.isdeleted(self):
+            self.setup_output.appendPlainText(line)
+
+    def cancel_setup(self, _checked: bool = False) -> None:
         if self.setup_task is not None:
             self.setup_task.cancel()
 
     def _set_up_done(self) -> None:
+        if sip.isdeleted(self):
+            return
         task, self.setup_task = self.setup_task, None
         self.setup_button.setEnabled(True)
+        self.upgrade_button.setEnabled(True)
         self.setup_cancel_button.setEnabled(False)
         if task is None:
             return
-        messages.log("\n".join(task.output))
         if task.cancelled:
-            self.setup_status.setText("Set-up cancelled.")
+            self.setup_status.setText(
+                "Set-up cancelled; the environment is not used until a set-up completes."
+            )
             return
         if task.error is not None:
             self.setup_status.setText(str(task.error))
-            messages.error(self.iface, str(task.error))
+            messages.error(self.iface, f"The engine set-up failed: {task.error}")
             return
         self.python_widget.setFilePath(str(task.python))
-        settings.set_value(settings.VENV_DIR, str(task.venv_dir))
-        settings.set_value(settings.PYTHON, str(task.python))
+        self.setup_progress.setValue(100)
         self.setup_status.setText(f"Ready: the engine runs with {task.python}.")
         self.update_status()
 
     def apply(self) -> None:
-        """Called by the Options dialog's OK: keep the chosen interpreter."""
+        """Called by the Options dialog's OK: keep the choices."""
         settings.set_value(settings.PYTHON, self.configured_python())
         settings.set_value(settings.VENV_DIR, self.venv_widget.filePath().strip())
+        settings.set_value(settings.BASE_PYTHON, self.base_widget.filePath().strip())
 
 
 class CrossEarthOptionsFactory(QgsOptionsWidgetFactory):

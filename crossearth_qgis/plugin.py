@@ -11,11 +11,12 @@ from typing import Any
 from qgis.core import QgsApplication
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtGui import QIcon
-from qgis.PyQt.QtWidgets import QAction, QToolBar
+from qgis.PyQt.QtWidgets import QToolBar
 
 from . import messages
 from .engine_env import PLUGIN_DIR
 from .processing.provider import CrossEarthProvider
+from .qt_compat import QAction
 
 ICON = PLUGIN_DIR / "icons" / "crossearth.svg"
 MENU = "&CrossEarth"
@@ -47,7 +48,7 @@ class CrossEarthPlugin:
         icon = QIcon(str(ICON))
 
         self.dock = CrossEarthDock(self.iface, window)
-        self.iface.addDockWidget(Qt.RightDockWidgetArea, self.dock)
+        self.iface.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.dock)
         self.dock.hide()
 
         self.segment_action = QAction(icon, "Segment layer", window)

@@ -1,4 +1,4 @@
-"""The engine's pinned requirements, read from pyproject.toml (Qt-free; the build script uses it).
+"""The engine's requirements (lower bounds), read from pyproject.toml (Qt-free; the build uses it).
 
 The plugin zip carries them as runtime/requirements.txt; a development checkout reads them from
 the repository's pyproject.toml, so the two can never disagree.
@@ -20,7 +20,7 @@ SETUP_EXTRAS = ("scale", "onnx")
 ENVIRONMENT_KINDS = ("full", "light")
 
 
-def pinned_requirements(pyproject: Path) -> list[str]:
+def project_dependencies(pyproject: Path) -> list[str]:
     """The `[project] dependencies` of a pyproject.toml, in file order."""
     text = Path(pyproject).read_text(encoding="utf-8")
     try:
@@ -53,7 +53,7 @@ def extra_requirements(pyproject: Path, extra: str) -> list[str]:
 
 def setup_requirements(pyproject: Path) -> list[str]:
     """What 'Set up engine environment' installs: the dependencies and SETUP_EXTRAS."""
-    found = pinned_requirements(pyproject)
+    found = project_dependencies(pyproject)
     for extra in SETUP_EXTRAS:
         found += [r for r in extra_requirements(pyproject, extra) if r not in found]
     return found
@@ -95,7 +95,7 @@ def requirements_text(pyproject: Path, kind: str = "full") -> str:
         ]
     else:
         lines = [
-            "# Pinned requirements of the CrossEarth engine (from pyproject.toml);",
+            "# The full CrossEarth engine's requirements (from pyproject.toml, lower bounds);",
             "# 'Set up engine environment' installs them into the engine's venv, with the",
             f"# optional extras {', '.join(SETUP_EXTRAS)} (ray: sharded runs, imported only "
             "then; onnxruntime: ONNX graphs on the CPU).",

@@ -7,6 +7,9 @@ from qgis.core import QgsSettings
 PREFIX = "CrossEarth/"
 PYTHON = "python"  # the engine interpreter chosen in the options page ("" = automatic)
 VENV_DIR = "venv_dir"  # where "Set up engine environment" creates the venv
+ENGINE_KIND = "engine_kind"  # the set-up's choice: "light" or "full"
+BASE_PYTHON = "base_python"  # the interpreter the set-up makes it with ("" = QGIS's own)
+CAPABILITIES = "capabilities"  # JSON: `check --json` of the selected environment, probed last
 MODEL = "model"  # the dock's last model (package path)
 DEVICE = "device"  # the dock's last device id (auto, cpu, cuda:N)
 # Web and other non-file layers: the dock asks before reading more megapixels than this.

@@ -123,6 +123,23 @@ def class_layer(
     return layer
 
 
+def class_layer_or_plain(
+    path: str | Path, name: str, classes: list[ClassStyle] | None = None
+) -> tuple[QgsRasterLayer, str | None]:
+    """The class raster as a layer, styled where styling works: a complete result is always
+    loaded, and a style that fails (unreadable class names, a .qml that cannot be saved) is
+    returned as one line beside it. Raises StyleError only when QGIS cannot open the file."""
+    layer = QgsRasterLayer(str(path), name, "gdal")
+    if not layer.isValid():
+        raise StyleError(f"QGIS cannot open the result {path}")
+    try:
+        apply_class_style(layer, classes or classes_from_raster(path))
+        save_style(layer, style_path(path))
+    except StyleError as exc:
+        return layer, f"The result was loaded without its class style: {exc}"
+    return layer, None
+
+
 def confidence_layer(path: str | Path, name: str) -> QgsRasterLayer:
     """Grey from uncertain (dark) to certain (bright); float 0..1 or uint8 percent."""
     layer = QgsRasterLayer(str(path), name, "gdal")
@@ -132,7 +149,9 @@ def confidence_layer(path: str | Path, name: str) -> QgsRasterLayer:
     provider.setUseSourceNoDataValue(CLASS_BAND, True)
     renderer = QgsSingleBandGrayRenderer(provider, CLASS_BAND)
     enhancement = QgsContrastEnhancement(provider.dataType(CLASS_BAND))
-    enhancement.setContrastEnhancementAlgorithm(QgsContrastEnhancement.StretchToMinimumMaximum)
+    enhancement.setContrastEnhancementAlgorithm(
+        QgsContrastEnhancement.ContrastEnhancementAlgorithm.StretchToMinimumMaximum
+    )
     enhancement.setMinimumValue(0.0)
     enhancement.setMaximumValue(100.0 if provider.dataType(CLASS_BAND) == 1 else 1.0)
     renderer.setContrastEnhancement(enhancement)

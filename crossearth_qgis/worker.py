@@ -41,6 +41,9 @@ TEMP_PREFIX = ".crossearth-tmp-"
 SCRATCH_PREFIX = "crossearth-scratch-"
 
 ProgressCallback = Callable[[float, str], None]
+# `segment`'s exit code when the class raster is complete but an optional output (confidence,
+# polygons) failed (engine/cli.py PARTIAL_EXIT_CODE; the plugin never imports the engine).
+PARTIAL_EXIT_CODE = 3
 
 
 @dataclass
@@ -59,6 +62,13 @@ class EngineOutcome:
                 "code and the plugin may be from different versions.",
                 "\n".join(self.stdout + self.stderr),
             ) from None
+
+    @property
+    def failed(self) -> dict[str, str]:
+        """Optional outputs the worker could not write ({"polygons": "..."}): the class
+        raster is complete all the same (exit code PARTIAL_EXIT_CODE)."""
+        failed = self.done.get("failed") if self.done else None
+        return {str(k): str(v) for k, v in failed.items()} if isinstance(failed, dict) else {}
 
     @property
     def warnings(self) -> list[str]:
@@ -187,7 +197,7 @@ def run_engine(
         if code != 0 and temporaries:
             remove_announced_temporaries(temporaries)
     details = "\n".join(outcome.stderr)
-    if code == 0:
+    if code == 0 or (code == PARTIAL_EXIT_CODE and outcome.done is not None):
         return outcome
     if code == 130 or "cancelled" in reported:
         raise EngineCancelled()

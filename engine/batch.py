@@ -8,15 +8,13 @@ index with its reason and the batch goes on.
 
 Outputs in the output folder, named from each input's file name (stem):
 `<stem>_classes.tif`, `<stem>_confidence.tif`, `<stem>_classes.gpkg`; equal stems (from
-different folders) get `_2`, `_3`, ... in input order. `index.gpkg` (`index.csv` without GDAL's
-Python bindings) has one footprint per input with its status, and `mosaic.vrt` joins the class
-rasters when they share a CRS.
+different folders) get `_2`, `_3`, ... in input order. `index.gpkg` has one footprint per
+input with its status, and `mosaic.vrt` joins the class rasters when they share a CRS.
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
 import dataclasses
 import glob
 import json
@@ -29,9 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .errors import ConfigError, CrossEarthError, InputError, OutputError, SegmentationCancelled
 from .files import (
-    create_temporary_file,
     create_temporary_folder,
     describe_path,
     publish,
@@ -40,10 +39,11 @@ from .files import (
     same_file,
     write_error,
 )
-from .gdal_bindings import missing_osgeo_message, osgeo_modules, require_osgeo
 from .output_paths import AUX_SUFFIX, dataset_files
 from .pipeline import CancelFlag, LoadedModel, SegmentOptions, SegmentResult
 from .raster_input import first_line, open_raster
+from .vector_io import feature_count, read_layer, vector_errors, write_layer
+from .vrt import mosaic_vrt, wrapper_vrt
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,6 @@ CLASSES_SUFFIX = "_classes.tif"
 CONFIDENCE_SUFFIX = "_confidence.tif"
 POLYGONS_SUFFIX = "_classes.gpkg"
 INDEX_GPKG = "index.gpkg"
-INDEX_CSV = "index.csv"
 INDEX_LAYER = "index"
 MOSAIC = "mosaic.vrt"
 OK, FAILED, SKIPPED = "ok", "failed", "skipped"
@@ -432,7 +431,7 @@ def plan_batch(
     ]
     for plan in plans:
         _scan(plan, card, options, options.extent)
-    index = output_dir / (INDEX_GPKG if osgeo_modules() else INDEX_CSV)
+    index = output_dir / INDEX_GPKG
     mosaic = output_dir / MOSAIC
     _check_destinations(plans, [index, mosaic], overwrite, resume)
     if resume:
@@ -513,9 +512,9 @@ def segment_options_from_args(args: Any) -> SegmentOptions:
     return SegmentOptions(**values)
 
 
-def _check_request(request: BatchRequest, gdal_available: bool) -> tuple[Any, Any]:
-    """Option errors that concern every input: the model, tile geometry, scaling, what needs
-    GDAL's bindings. Returns (card, package)."""
+def _check_request(request: BatchRequest) -> tuple[Any, Any]:
+    """Option errors that concern every input: the model, tile geometry, scaling, bands.
+    Returns (card, package)."""
     from .packages import find_package
     from .pipeline import tile_geometry
     from .raster_input import parse_scaling
@@ -535,14 +534,6 @@ def _check_request(request: BatchRequest, gdal_available: bool) -> tuple[Any, An
             value=list(options.bands),
             wanted=wanted,
         )
-    if not gdal_available:
-        for given, option in ((request.polygons, "polygons"), (options.extent, "extent")):
-            if given:
-                raise CrossEarthError(
-                    missing_osgeo_message(f"the {option} option"),
-                    code="environment.osgeo",
-                    option=option,
-                )
     return package.card, package
 
 
@@ -556,8 +547,7 @@ def run_batch(
     SegmentationCancelled when stopped (finished outputs are kept; no index is written)."""
     emit = on_event or (lambda event, fields: None)
     started = time.perf_counter()
-    gdal_available = osgeo_modules() is not None
-    card, package = _check_request(request, gdal_available)
+    card, package = _check_request(request)
     plans, index_path, mosaic_path = plan_batch(
         request.items,
         request.output_dir,
@@ -708,6 +698,11 @@ def _run_one(
     finally:
         if staging is not None:
             remove_temporary(staging)
+    if result.failed:
+        # The class raster stands; the row fails so that --resume makes what is missing.
+        missing = "; ".join(f"{name} not written: {why}" for name, why in result.failed.items())
+        message = f"the class raster is complete, {missing}"
+        return _row(plan, FAILED, message, result.class_pixels, result.seconds)
     message = "; ".join(result.warnings)
     return _row(plan, OK, message, result.class_pixels, result.seconds)
 
@@ -742,12 +737,7 @@ def _segment(
 
 
 def _wrapper_vrt(source: str, target: Path) -> str:
-    gdal = require_osgeo(f"reading {source}")[0]
-    try:
-        gdal.Translate(str(target), source, options=gdal.TranslateOptions(format="VRT"))
-    except RuntimeError as exc:
-        raise CrossEarthError(f"cannot read {source} ({first_line(exc)})") from None
-    return str(target)
+    return str(wrapper_vrt(source, target))
 
 
 def _row(
@@ -825,12 +815,6 @@ def _footprint(plan: PlannedInput, index_crs: Any) -> list[tuple[float, float]] 
     return list(zip(tx, ty, strict=True))
 
 
-def _wkt(ring: list[tuple[float, float]] | None) -> str:
-    if not ring:
-        return ""
-    return "POLYGON ((" + ", ".join(f"{x!r} {y!r}" for x, y in ring) + "))"
-
-
 def _index_values(row: BatchRow) -> dict[str, Any]:
     return {
         "input": row.input,
@@ -844,66 +828,37 @@ def _index_values(row: BatchRow) -> dict[str, Any]:
 
 
 def _write_index(destination: Path, rows: list[BatchRow], crs: Any) -> None:
-    if destination.suffix == ".csv":
-        _write_index_csv(destination, rows, crs)
-    else:
-        _write_index_gpkg(destination, rows, crs)
+    """index.gpkg: one footprint polygon per input with its status, output and class counts."""
+    import shapely
 
-
-def _write_index_csv(destination: Path, rows: list[BatchRow], crs: Any) -> None:
-    temp = create_temporary_file(destination)
-    try:
-        with open(temp, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow([*INDEX_FIELDS, "footprint", "footprint_crs"])
-            for row in rows:
-                values = _index_values(row)
-                writer.writerow(
-                    [values[name] if values[name] is not None else "" for name in INDEX_FIELDS]
-                    + [_wkt(row.footprint), _crs_name(crs)]
-                )
-        publish(temp, destination)
-    except OSError as exc:
-        raise write_error(destination, exc) from None
-    finally:
-        remove_temporary(temp)
-
-
-def _write_index_gpkg(destination: Path, rows: list[BatchRow], crs: Any) -> None:
-    _gdal, ogr, osr = osgeo_modules()  # type: ignore[misc]
+    failures: tuple[type[Exception], ...] = (RuntimeError, *vector_errors())
     staging = create_temporary_folder(destination)
     temp = staging / destination.name
     try:
-        srs = None
-        if crs is not None:
-            srs = osr.SpatialReference()
-            srs.ImportFromWkt(crs.to_wkt())
-            srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
-        data = ogr.GetDriverByName("GPKG").CreateDataSource(str(temp))
-        layer = data.CreateLayer(INDEX_LAYER, srs=srs, geom_type=ogr.wkbPolygon)
-        for name in INDEX_FIELDS:
-            kind = ogr.OFTReal if name == "seconds" else ogr.OFTString
-            layer.CreateField(ogr.FieldDefn(name, kind))
-        data.StartTransaction()
-        for row in rows:
-            feature = ogr.Feature(layer.GetLayerDefn())
-            for name, value in _index_values(row).items():
-                if value is None:
-                    feature.SetFieldNull(name)
-                else:
-                    feature.SetField(name, value)
-            if row.footprint:
-                feature.SetGeometry(ogr.CreateGeometryFromWkt(_wkt(row.footprint)))
-            layer.CreateFeature(feature)
-        data.CommitTransaction()
-        data = layer = None
-        check = ogr.Open(str(temp))
-        found = check.GetLayerByName(INDEX_LAYER).GetFeatureCount()
-        check = None
+        geometries = np.array(
+            [shapely.Polygon(row.footprint) if row.footprint else None for row in rows],
+            dtype=object,
+        )
+        columns = {name: [_index_values(row)[name] for row in rows] for name in INDEX_FIELDS}
+        fields = {
+            name: np.array([np.nan if v is None else v for v in values], np.float64)
+            if name == "seconds"
+            else np.array([None if v is None else str(v) for v in values], dtype=object)
+            for name, values in columns.items()
+        }
+        write_layer(
+            temp,
+            INDEX_LAYER,
+            shapely.to_wkb(geometries),
+            fields,
+            crs.to_wkt() if crs is not None else None,
+            "Polygon",
+        )
+        found = feature_count(temp, INDEX_LAYER)
         if found != len(rows):
             raise RuntimeError(f"{found} of {len(rows)} rows were written")
         publish(temp, destination)
-    except RuntimeError as exc:
+    except failures as exc:
         raise write_error(destination, exc) from None
     finally:
         remove_temporary(staging)
@@ -915,18 +870,12 @@ def _previous_rows(index: Path) -> dict[str, tuple[dict[str, int] | None, float 
     found: dict[str, tuple[dict[str, int] | None, float | None]] = {}
     records: list[dict[str, Any]] = []
     with contextlib.suppress(Exception):
-        if index.suffix == ".csv":
-            with open(index, newline="", encoding="utf-8") as handle:
-                records = list(csv.DictReader(handle))
-        else:
-            modules = osgeo_modules()
-            if modules is not None and index.exists():
-                data = modules[1].Open(str(index))
-                layer = data.GetLayerByName(INDEX_LAYER)
-                records = [
-                    {name: feature.GetField(name) for name in INDEX_FIELDS} for feature in layer
-                ]
-                data = None
+        if index.exists():
+            table = read_layer(index, INDEX_LAYER, list(INDEX_FIELDS)).fields
+            records = [
+                {name: table[name][i] for name in INDEX_FIELDS}
+                for i in range(len(table[INDEX_FIELDS[0]]))
+            ]
     for record in records:
         if record.get("status") != OK or not record.get("output"):
             continue
@@ -953,22 +902,7 @@ def _write_mosaic(
         names = sorted({_crs_name(crs) or "none" for crs in crss})
         shown = ", ".join(name if len(name) < 40 else name[:37] + "..." for name in names)
         return None, f"no mosaic: the outputs are in different CRSs ({shown})"
-    modules = osgeo_modules()
-    if modules is None:
-        return None, "no mosaic: it needs GDAL's Python bindings (osgeo)"
-    gdal = modules[0]
     # Written beside the class rasters, so the VRT names them relative to itself and the
     # folder can be moved as a whole.
-    temp = create_temporary_file(destination)
-    try:
-        vrt = gdal.BuildVRT(str(temp), [str(plan.classes) for plan, _ in outputs])
-        if vrt is None:
-            raise RuntimeError("gdal.BuildVRT gave no dataset")
-        vrt.FlushCache()
-        vrt = None
-        publish(temp, destination)
-    except RuntimeError as exc:
-        raise write_error(destination, exc) from None
-    finally:
-        remove_temporary(temp)
+    mosaic_vrt([plan.classes for plan, _ in outputs], destination)
     return destination, ""

@@ -11,7 +11,7 @@ import os
 import signal
 import sys
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -85,7 +85,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_segment_command(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    seg = commands.add_parser("segment", help="segment a raster into a class GeoTIFF")
+    seg = commands.add_parser(
+        "segment",
+        help="segment a raster into a class GeoTIFF",
+        description="Segments a raster into a class GeoTIFF. Exit code 0 when every output is "
+        f"written, 2 for bad input (nothing written), {PARTIAL_EXIT_CODE} when the class raster "
+        "is complete but the confidence raster or the polygons could not be written (one line "
+        "each on stderr; the class raster stays).",
+    )
     # str, not Path: a /vsicurl/https://... source must keep its '//'.
     seg.add_argument("input", help="input raster (any GDAL format, /vsi paths and URLs too)")
     seg.add_argument("output", type=Path, help="output class GeoTIFF")
@@ -344,6 +351,8 @@ def _add_info_command(commands: argparse._SubParsersAction) -> None:
 # of this group names `register(subparsers) -> handler`, which adds the sub-parser of the
 # entry's name and returns the function that runs it (training/cli.py provides train/evaluate).
 COMMAND_GROUP = "crossearth.commands"
+# `segment`: the class raster is complete and in place, an optional output is not.
+PARTIAL_EXIT_CODE = 3
 _HANDLER = "_plugin_handler"
 _UNAVAILABLE = "_plugin_unavailable"
 
@@ -485,6 +494,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         "scaling": result.scaling,
         "resolution": result.resolution,
         "warnings": result.warnings,
+        "failed": result.failed,
     }
     sharded = getattr(result, "summary", None)
     if sharded is not None:
@@ -511,7 +521,10 @@ def _cmd_segment(args: argparse.Namespace) -> int:
             )
         for warning in result.warnings:
             print(f"warning: {warning}")
-    return 0
+    for name, problem in result.failed.items():
+        print(f"crossearth: {name} not written: {problem}", file=sys.stderr)
+    # 3: the class raster is complete and in place, an optional output is missing.
+    return PARTIAL_EXIT_CODE if result.failed else 0
 
 
 def _segment_sharded(
@@ -552,11 +565,11 @@ def _add_batch_command(commands: argparse._SubParsersAction, seg: argparse.Argum
         "and GDAL /vsi paths. Outputs are named after each input's file name: "
         "<stem>_classes.tif, <stem>_confidence.tif (--confidence), <stem>_classes.gpkg "
         "(--polygons); equal stems from different folders get _2, _3, ... in input order "
-        "(a/x.tif -> x_classes.tif, b/x.tif -> x_2_classes.tif). index.gpkg (index.csv without "
-        "GDAL's Python bindings) holds each input's footprint (in EPSG:4326 when the inputs' "
-        "CRSs differ) with its status (ok, failed, skipped), message, pixels per class (JSON) "
-        "and seconds; mosaic.vrt joins the class rasters when they share a CRS. Every input is "
-        "opened before the first one runs; an input that fails later is recorded and the batch "
+        "(a/x.tif -> x_classes.tif, b/x.tif -> x_2_classes.tif). index.gpkg holds each "
+        "input's footprint (in EPSG:4326 when the inputs' CRSs differ) with its status (ok, "
+        "failed, skipped), message, pixels per class (JSON) and seconds; mosaic.vrt joins the "
+        "class rasters when they share a CRS. Every input is opened before the first one runs; "
+        "an input that fails later is recorded and the batch "
         "goes on. Exit code 0 when every input is ok or skipped, 2 when some failed.",
     )
     batch.add_argument("inputs", nargs="+", metavar="INPUT", help="rasters, folders, globs, lists")
@@ -981,9 +994,19 @@ def _safe_streams() -> None:
             reconfigure(errors="backslashreplace")
 
 
+@contextlib.contextmanager
+def _gdal_messages_to_logging() -> Iterator[None]:
+    """A rasterio Env for the whole command: inside one, GDAL reports to Python's logging."""
+    import rasterio
+
+    with rasterio.Env():
+        yield
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the `crossearth` command line and returns its exit code: 0 done, 2 bad input
-    (one 'crossearth: ...' line on stderr, no traceback), 130 interrupted."""
+    (one 'crossearth: ...' line on stderr, no traceback), 3 a segment whose class raster is
+    complete but an optional output failed, 130 interrupted."""
     _safe_streams()
     warnings.showwarning = _one_line_warning
     args = _parse(build_parser(), list(argv) if argv is not None else sys.argv[1:])
@@ -997,6 +1020,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    # GDAL's own messages: the engine turns each failure into one line of its own, so GDAL's
+    # words are for -v only (without an Env, GDAL would print them to stderr itself).
+    logging.getLogger("rasterio._env").setLevel(logging.INFO if args.verbose else logging.CRITICAL)
     signal.signal(signal.SIGTERM, _terminate)
     json_mode = getattr(args, "progress", None) == "json"
     announce = _announce_temporary if json_mode else None
@@ -1004,7 +1030,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         add_temporary_listener(announce)
     try:
         handler = getattr(args, _HANDLER, None) or COMMANDS[args.command]
-        return handler(args)
+        with _gdal_messages_to_logging():
+            return handler(args)
     except Cancelled as exc:
         remove_run_temporaries()
         _report_error(exc, json_mode, "cancelled")
@@ -1036,7 +1063,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 # What the light engine environment (numpy, rasterio, ONNX Runtime) lacks: PyTorch and what
 # builds on it. Commands that need them say so in one line there.
-FULL_ENGINE_MODULES = ("torch", "timm", "safetensors", "torchvision", "onnx", "onnxscript", "scipy")
+FULL_ENGINE_MODULES = (
+    "torch", "timm", "safetensors", "torchvision", "onnx", "onnxscript", "scipy", "huggingface_hub",
+)
 
 
 def _needs_full_engine(command: str, module: str) -> CrossEarthError:

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 from .errors import CrossEarthError
-from .gdal_bindings import missing_osgeo_message
 
 # Option names whose flag is not simply "--" + the name with dashes.
 OPTION_FLAGS: dict[str, str] = {
@@ -146,7 +145,6 @@ CLI_WORDING: dict[str, Wording] = {
     "option.empty_name": lambda f: (
         f"{flag(f['option'])} '{f['value']}' has an empty name; separate names with commas"
     ),
-    "environment.osgeo": lambda f: missing_osgeo_message(flag(f["option"])),
     "cancelled.batch": lambda f: (
         f"batch stopped after {f['done']} of {f['total']} inputs; the {f['finished']} finished "
         f"output(s) in {f['path']} are kept and no index was written: run the same command "

@@ -86,6 +86,21 @@ class EnvironmentReport(TypedDict):
     cpu_count: int | None
     ray: str | None  # None: not installed
     runtimes: dict[str, str]  # installed runtimes (torch, onnxruntime, openvino): version
+    features: dict[str, bool]  # FEATURE_NEEDS: what this environment can do
+
+
+# What each engine feature needs installed (distribution names), for `check --json`: the plugin
+# offers a feature only where the environment has it, and says what to add otherwise.
+FEATURE_NEEDS: dict[str, tuple[tuple[str, ...], ...]] = {
+    # any one of the runtimes segments
+    "segment": (("torch",), ("onnxruntime",), ("openvino",)),
+    "polygons": (("pyogrio", "shapely"),),
+    "download": (("torch", "huggingface_hub", "safetensors"),),
+    "convert": (("torch", "timm", "safetensors"),),
+    "train": (("torch", "timm", "safetensors", "scipy", "pyyaml", "torchvision"),),
+    "export": (("torch", "onnx", "onnxscript"),),
+    "sharded": (("ray",),),
+}
 
 
 def environment_report() -> EnvironmentReport:
@@ -117,6 +132,10 @@ def environment_report() -> EnvironmentReport:
         # Sharded runs (--workers/--cluster) need Ray; its version is read without importing it.
         "ray": _installed_version("ray"),
         "runtimes": runtimes,
+        "features": {
+            feature: any(all(_installed_version(n) for n in option) for option in options)
+            for feature, options in FEATURE_NEEDS.items()
+        },
     }
 
 

@@ -73,12 +73,16 @@ def _hub() -> Any:
         import huggingface_hub.constants
         import huggingface_hub.errors
         import huggingface_hub.file_download
-    except ImportError:
+    except ImportError as exc:
+        from importlib.util import find_spec
+
+        if find_spec("torch") is None:
+            raise  # a Light environment: the CLI says that downloads need the Full engine
         raise CrossEarthError(
             "downloading needs the Python package huggingface_hub, which the engine environment "
-            "lacks; install it (pip install 'huggingface_hub>=2.4,<3') or set up the engine "
+            "lacks; install it (pip install 'huggingface_hub>=2.4') or set up the engine "
             "environment again"
-        ) from None
+        ) from exc
     return huggingface_hub
 
 

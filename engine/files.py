@@ -212,6 +212,8 @@ def write_error(path: Path, exc: BaseException) -> CrossEarthError:
     text = str(exc).strip()
     detail = getattr(exc, "strerror", None) or (text.splitlines()[0] if text else "")
     detail = detail or type(exc).__name__
+    if len(detail) > 120:  # a library's whole SQL statement says nothing more to the user
+        detail = detail[:117] + "..."
     return CrossEarthError(f"cannot write {path} ({detail}); check the folder and free space")
 
 

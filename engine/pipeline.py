@@ -20,7 +20,7 @@ from .memory import check_fits, segmentation_bytes
 from .model_card import ModelCard
 from .output_paths import RunOutputs, clear_stale_temporaries, dataset_files, plan_outputs
 from .packages import ModelPackage, find_package
-from .postprocess import class_indices, parse_min_region, sieve
+from .postprocess import class_indices, parse_min_region, sieve, sieve_bytes
 from .raster_input import (
     TileReader,
     ValueScaling,
@@ -96,6 +96,9 @@ class SegmentResult:
     scaling: str
     warnings: list[str] = field(default_factory=list)
     resolution: str = ""
+    # Optional outputs the run could not write ({"polygons": "the disk is full ..."}); the
+    # class raster is complete and in place all the same.
+    failed: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def of(
@@ -108,14 +111,16 @@ class SegmentResult:
         tiles_skipped: int,
         seconds: float,
         device: str,
+        failed: dict[str, str] | None = None,
         **extra: Any,
     ) -> _Result:
         """What a finished job wrote and how it ran (`extra`: a subclass's own fields)."""
         names = job.card.class_names
+        failed = failed or {}
         return cls(
             output=job.outputs.classes,
-            confidence=job.outputs.confidence,
-            polygons=job.outputs.polygons,
+            confidence=None if "confidence" in failed else job.outputs.confidence,
+            polygons=None if "polygons" in failed else job.outputs.polygons,
             class_names=names,
             class_pixels={n: int(c) for n, c in zip(names, counts, strict=True)},
             nodata_pixels=nodata_pixels,
@@ -127,6 +132,7 @@ class SegmentResult:
             scaling=job.scaling.description,
             warnings=job.warnings,
             resolution=job.resolution.description,
+            failed=failed,
             **extra,
         )
 
@@ -217,9 +223,9 @@ class OutputWriter:
             assert rows.confidence is not None
             self.confidence.write_rows(rows.confidence)
 
-    def finish(self, sieve_pixels: int = 0, keep_classes: tuple[int, ...] = ()) -> None:
-        """Completes the files; a minimum region size sieves the class raster first (and the
-        class counts follow it)."""
+    def finish_classes(self, sieve_pixels: int = 0, keep_classes: tuple[int, ...] = ()) -> None:
+        """Completes the class raster; a minimum region size sieves it first (and the class
+        counts follow it)."""
         postprocess = None
         if sieve_pixels > 1:
 
@@ -227,12 +233,26 @@ class OutputWriter:
                 self.counts = sieve(path, sieve_pixels, list(keep_classes), self.num_classes)
 
         self.classes.finish(postprocess)
-        for file in self.files[1:]:
-            file.finish()
 
-    def publish(self) -> list[Path]:
-        """Renames the finished files into place and returns their paths."""
-        return [file.publish() for file in self.files]
+    def publish_classes(self) -> list[Path]:
+        """Renames the finished class raster (and its .aux.xml) into place; returns both."""
+        published = self.classes.publish()
+        aux = Path(f"{published}.aux.xml")
+        return [published, aux] if aux.exists() else [published]
+
+    def complete_confidence(self) -> str | None:
+        """Finishes and publishes the confidence raster, if the run makes one. A failure is
+        returned as its one line and the confidence file removed: the class raster, already
+        in place, stands."""
+        if self.confidence is None:
+            return None
+        try:
+            self.confidence.finish()
+            self.confidence.publish()
+        except CrossEarthError as exc:
+            self.confidence.discard()
+            return str(exc)
+        return None
 
     def discard(self) -> None:
         """Removes the unfinished files; nothing that existed before the run is touched."""
@@ -316,6 +336,14 @@ def prepare_job(
     raster_gsd = raster_gsd_m(reader_ds)
     if minimum is not None:
         sieve_pixels = minimum.pixels(raster_gsd**2 if raster_gsd else None)
+    if sieve_pixels > 1:
+        check_fits(
+            sieve_bytes(height, width),
+            f"the minimum region filter on {height} x {width} px",
+            "segment a smaller extent, or leave the minimum region out and filter the result "
+            "afterwards (QGIS: Raster > Analysis > Sieve)",
+            ("min_region",),
+        )
     keep = class_indices(options.keep_classes, card.class_names)
     if options.simplify_m is not None and not (
         math.isfinite(options.simplify_m) and options.simplify_m >= 0
@@ -405,7 +433,7 @@ def segment(
         with open_raster(source) as reader_ds:
             job = prepare_job(reader_ds, input_path, Path(output_path), model, options, input_files)
             loaded = model if isinstance(model, LoadedModel) else None
-            tiles, counts, nodata_pixels, skipped, device = _run(
+            tiles, counts, nodata_pixels, skipped, device, failed = _run(
                 reader_ds, input_path, job, loaded, options, report, is_cancelled
             )
     finally:
@@ -421,6 +449,7 @@ def segment(
         tiles_skipped=skipped,
         seconds=seconds,
         device=device,
+        failed=failed,
     )
 
 
@@ -454,9 +483,9 @@ def _run(
     options: SegmentOptions,
     report: ProgressCallback,
     is_cancelled: Callable[[], bool],
-) -> tuple[int, np.ndarray, int, int, str]:
-    """Loads the model, streams the tiles through it into the outputs, and publishes them
-    together. Returns (tiles, class counts, nodata pixels, skipped tiles, device)."""
+) -> tuple[int, np.ndarray, int, int, str, dict[str, str]]:
+    """Loads the model, streams the tiles through it into the outputs, and publishes them.
+    Returns (tiles, class counts, nodata pixels, skipped tiles, device, failed outputs)."""
     from .runtimes import choose_runtime, load_model, make_runner, release
 
     card, size, stride = job.card, job.size, job.stride
@@ -519,14 +548,14 @@ def _run(
             on_tiles=tiles_done,
         ):
             writer.write(rows)
-        complete_outputs(writer, job, options, report, is_cancelled)
+        failed = complete_outputs(writer, job, options, report, is_cancelled)
     except BaseException:
         if writer is not None:
             writer.discard()
         raise
     finally:
         release(loaded)
-    return len(tiles), writer.counts, writer.nodata_pixels, counted["skipped"], device
+    return len(tiles), writer.counts, writer.nodata_pixels, counted["skipped"], device, failed
 
 
 def complete_outputs(
@@ -535,27 +564,42 @@ def complete_outputs(
     options: SegmentOptions,
     report: ProgressCallback,
     is_cancelled: Callable[[], bool],
-) -> None:
-    """Finishes the written rows into the run's outputs (sieve, overviews, polygons) and
-    publishes them together: without one of them, none of those the run made remains.
-    Single-process and sharded runs end with this same step."""
-    published: list[Path] = []
+) -> dict[str, str]:
+    """Finishes the written rows into the run's outputs. The class raster is finished (sieve,
+    overviews) and published first; the confidence raster and the polygons follow, and a
+    failure of either (a full disk, a layer that cannot be written) is returned as one line
+    per output ({"polygons": "..."}): a complete class raster is never discarded for them. A
+    cancel removes every output the run published. Single-process and sharded runs end with
+    this same step."""
+    report(0.96, "building overviews")
+    writer.finish_classes(job.sieve_pixels, job.keep_classes)
+    if is_cancelled():
+        raise SegmentationCancelled()
+    published = writer.publish_classes()
+    failed: dict[str, str] = {}
     try:
-        report(0.96, "building overviews")
-        writer.finish(job.sieve_pixels, job.keep_classes)
+        problem = writer.complete_confidence()
+        if problem is not None:
+            failed["confidence"] = problem
+        elif job.outputs.confidence is not None:
+            published.append(job.outputs.confidence)
         if job.outputs.polygons is not None:
             report(0.98, "vectorizing classes")
             if is_cancelled():
                 raise SegmentationCancelled()
-            polygonize(
-                writer.classes.temp_path,
-                job.outputs.polygons,
-                job.card.class_names,
-                simplify_m=options.simplify_m,
-            )
-            published.append(job.outputs.polygons)
-        published += writer.publish()
+            try:
+                polygonize(
+                    job.outputs.classes,
+                    job.outputs.polygons,
+                    job.card.class_names,
+                    simplify_m=options.simplify_m,
+                )
+            except CrossEarthError as exc:
+                failed["polygons"] = str(exc)
     except BaseException:
         for path in published:
             path.unlink(missing_ok=True)
         raise
+    for name, problem in failed.items():
+        log.info("%s not written: %s", name, problem)  # the caller reports it
+    return failed

@@ -1,4 +1,5 @@
-"""Post-processing of the class raster: a minimum region size (GDAL's sieve filter).
+"""Post-processing of the class raster: a minimum region size (GDAL's sieve filter, through
+rasterio).
 
 Regions (8-connected pixels of one class) smaller than the minimum are merged into the
 largest neighbouring region; regions of classes the user keeps stay as they were. The filter
@@ -14,10 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import rasterio
+import rasterio.features
+from rasterio.errors import RasterioError
+from rasterio.windows import Window
 
 from .errors import ConfigError, CrossEarthError
-from .files import announce_temporary, remove_temporary
-from .gdal_bindings import require_osgeo
 
 _SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*(px|m2|m²|ha)?\s*$")
 _STRIP_ROWS = 256
@@ -80,54 +83,44 @@ def class_indices(names: list[str] | None, class_names: list[str]) -> list[int]:
     return sorted({lookup[n.strip().lower()] for n in names})
 
 
+def sieve_bytes(height: int, width: int) -> int:
+    """Memory of the minimum region filter: rasterio's sieve takes and returns whole arrays,
+    so the filtered classes and the mask of valid pixels are held for the whole raster (one
+    byte each per pixel)."""
+    return 2 * height * width
+
+
 def sieve(path: Path, threshold: int, keep: list[int], num_classes: int) -> np.ndarray:
-    """Applies the sieve filter to band 1 of `path` in place (nodata pixels are neither
-    merged nor merged into) and restores the pixels of kept classes. Returns the new class
-    pixel counts."""
-    gdal = require_osgeo("the minimum region filter")[0]
-    original = None
+    """Applies the sieve filter (rasterio's, GDAL's SieveFilter) to band 1 of `path` in place
+    (nodata pixels are neither merged nor merged into) and restores the pixels of kept
+    classes. Returns the new class pixel counts."""
+    counts = np.zeros(num_classes, np.int64)
+    keep_values = np.asarray(keep)
     try:
-        dataset = gdal.Open(str(path), gdal.GA_Update)
-        band = dataset.GetRasterBand(1)
-        if keep:
-            # The pixels to restore: a copy beside the (temporary) file, not in memory.
-            original = announce_temporary(Path(f"{path}.before-sieve.tif"))
-            gdal.Translate(
-                str(original), dataset, format="GTiff", creationOptions=["COMPRESS=DEFLATE"]
+        with rasterio.open(path, "r+") as dataset:
+            valid = dataset.read_masks(1) > 0
+            sieved = rasterio.features.sieve(
+                rasterio.band(dataset, 1),
+                # rasterio refuses a size beyond the image's; every region is smaller anyway.
+                min(threshold, dataset.height * dataset.width),
+                out=np.empty((dataset.height, dataset.width), dataset.dtypes[0]),
+                mask=valid,
+                connectivity=8,
             )
-        if threshold > 1:
-            gdal.SieveFilter(band, band.GetMaskBand(), band, threshold, 8)
-        band.FlushCache()
-        counts = _restore_and_count(band, original, keep, num_classes)
-        band.FlushCache()
-        band = None
-        dataset = None
-    except RuntimeError as exc:
+            del valid
+            for top in range(0, dataset.height, _STRIP_ROWS):
+                rows = min(_STRIP_ROWS, dataset.height - top)
+                window = Window(0, top, dataset.width, rows)
+                values = sieved[top : top + rows]
+                if len(keep_values):
+                    # The file still holds the classes before the filter.
+                    old = dataset.read(1, window=window)
+                    kept = np.isin(old, keep_values)
+                    values[kept] = old[kept]
+                dataset.write(values, 1, window=window)
+                counts += np.bincount(values.ravel(), minlength=num_classes)[:num_classes]
+    except (RasterioError, OSError, ValueError) as exc:
         raise CrossEarthError(
             f"the minimum region filter failed on {path.name} ({str(exc).splitlines()[0]})"
         ) from None
-    finally:
-        if original is not None:
-            remove_temporary(original)
-    return counts
-
-
-def _restore_and_count(band, original: Path | None, keep: list[int], num_classes: int):
-    gdal = require_osgeo("the minimum region filter")[0]
-    counts = np.zeros(num_classes, np.int64)
-    # The dataset must outlive its band (GDAL's Python bindings crash otherwise).
-    before_dataset = gdal.Open(str(original)) if original is not None else None
-    before = before_dataset.GetRasterBand(1) if before_dataset is not None else None
-    width, height = band.XSize, band.YSize
-    keep_values = np.asarray(keep)
-    for top in range(0, height, _STRIP_ROWS):
-        rows = min(_STRIP_ROWS, height - top)
-        values = band.ReadAsArray(0, top, width, rows)
-        if before is not None:
-            old = before.ReadAsArray(0, top, width, rows)
-            kept = np.isin(old, keep_values)
-            if kept.any():
-                values[kept] = old[kept]
-                band.WriteArray(values, 0, top)
-        counts += np.bincount(values.ravel(), minlength=num_classes)[:num_classes]
     return counts

@@ -25,7 +25,6 @@ from .files import (
     remove_temporary,
     write_error,
 )
-from .gdal_bindings import osgeo_modules
 from .option_values import CONFIDENCE_NODATA
 
 log = logging.getLogger(__name__)
@@ -188,20 +187,24 @@ class StreamingGeoTiff:
             ) from None
 
     def _write_category_names(self) -> Path | None:
-        """Category names live in GDAL's .aux.xml beside a GeoTIFF; written when osgeo is
-        available (the class names are also embedded in the TIFF's own metadata tags)."""
+        """Category names live in GDAL's .aux.xml beside a GeoTIFF (its PAM file, which every
+        GDAL reads); written here as that XML (the class names are also embedded in the TIFF's
+        own metadata tags)."""
         if not self._category_names:
             return None
-        modules = osgeo_modules()
-        if modules is None:
-            return None
-        gdal = modules[0]
         aux = announce_temporary(Path(f"{self.temp_path}.aux.xml"))
         try:
-            handle = gdal.Open(str(self.temp_path), gdal.GA_ReadOnly)
-            handle.GetRasterBand(1).SetCategoryNames(self._category_names)
-            handle = None  # closing flushes the .aux.xml
-        except RuntimeError as exc:
+            root = _pam_document(aux)
+            band = next(
+                (b for b in root.iter("PAMRasterBand") if b.get("band") == "1"), None
+            ) or ElementTree.SubElement(root, "PAMRasterBand", band="1")
+            for old in band.findall("CategoryNames"):
+                band.remove(old)
+            names = ElementTree.SubElement(band, "CategoryNames")
+            for name in self._category_names:
+                ElementTree.SubElement(names, "Category").text = name
+            ElementTree.ElementTree(root).write(aux, encoding="utf-8", xml_declaration=False)
+        except (OSError, ElementTree.ParseError) as exc:
             raise write_error(Path(f"{self.destination}.aux.xml"), exc) from None
         _check_aux(aux, self._category_names, Path(f"{self.destination}.aux.xml"))
         return aux
@@ -227,6 +230,14 @@ class StreamingGeoTiff:
                 self._dataset.close()
         for path in (self.temp_path, Path(f"{self.temp_path}.aux.xml")):
             remove_temporary(path)
+
+
+def _pam_document(aux: Path) -> ElementTree.Element:
+    """The PAM file GDAL already wrote beside the temporary file (metadata it could not keep
+    in the TIFF), or a new one."""
+    if aux.exists():
+        return ElementTree.parse(aux).getroot()
+    return ElementTree.Element("PAMDataset")
 
 
 def _check_aux(aux: Path, names: list[str], shown: Path) -> None:

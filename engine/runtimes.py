@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from .devices import check_device_name
-from .errors import ConfigError, CrossEarthError, ModelError, ResourceError
+from .errors import ConfigError, CrossEarthError, DeviceError, ModelError, ResourceError
 from .files import describe_path, file_sha256
 from .model_card import ModelCard
 from .packages import ModelPackage
@@ -103,6 +103,15 @@ def choose_runtime(
     if name == "auto":
         if _cuda_wanted(device) and installed("torch"):
             return "torch"
+        if (device or "").strip().lower().startswith("cuda"):
+            # A GPU asked for by name never runs on the CPU in silence.
+            reason = "this is a Light engine environment, without the PyTorch GPUs need"
+            raise DeviceError(
+                f"device '{device}' requested but {reason}; use the device cpu or auto",
+                device=device,
+                reason=reason,
+                option="device",
+            )
         if graph_problem(card, tile) is None:
             for runtime in ONNX_RUNTIMES:
                 if installed(runtime):

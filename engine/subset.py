@@ -9,7 +9,7 @@ import rasterio
 from rasterio.windows import Window, from_bounds
 
 from .errors import CrossEarthError
-from .gdal_bindings import require_osgeo
+from .vrt import resampled_vrt, window_vrt
 
 Extent = tuple[float, float, float, float]
 
@@ -55,19 +55,7 @@ def extent_window(dataset: rasterio.DatasetReader, extent: Extent) -> Window:
 
 def subset_vrt(source: Path | str, window: Window, folder: Path) -> Path:
     """A VRT of `window` of `source` (values, nodata, masks and band names carried over)."""
-    gdal = require_osgeo("segmenting an extent")[0]
-    target = folder / "subset.vrt"
-    options = gdal.TranslateOptions(
-        format="VRT",
-        srcWin=[int(window.col_off), int(window.row_off), int(window.width), int(window.height)],
-    )
-    try:
-        gdal.Translate(str(target), _gdal_name(source), options=options)
-    except RuntimeError as exc:
-        raise CrossEarthError(
-            f"cannot read the extent of {source} ({str(exc).splitlines()[0]}); check the file"
-        ) from None
-    return target
+    return window_vrt(source, window, folder / "subset.vrt")
 
 
 def warp_to_gsd(
@@ -77,7 +65,6 @@ def warp_to_gsd(
     average when coarsening, bilinear when refining."""
     from .resolution import EARTH_RADIUS_M
 
-    gdal = require_osgeo("writing on the model's grid")[0]
     target_m = resolution.processing_gsd_m
     if dataset.crs.is_geographic:
         centre_lat = (dataset.transform * (dataset.width / 2, dataset.height / 2))[1]
@@ -86,25 +73,5 @@ def warp_to_gsd(
         y_res = target_m / metres_per_degree
     else:
         x_res = y_res = target_m / float(dataset.crs.linear_units_factor[1])
-    target = folder / "processing_grid.vrt"
-    options = gdal.WarpOptions(
-        format="VRT",
-        xRes=x_res,
-        yRes=y_res,
-        resampleAlg="average" if resolution.factor < 1 else "bilinear",
-    )
-    try:
-        gdal.Warp(str(target), _gdal_name(source), options=options)
-    except RuntimeError as exc:
-        raise CrossEarthError(
-            f"cannot resample {source} to {target_m:g} m ({str(exc).splitlines()[0]})"
-        ) from None
-    return target
-
-
-def _gdal_name(source: Path | str) -> str:
-    """Local files absolute (the VRT lives elsewhere); /vsi paths and URLs as written."""
-    text = str(source)
-    if text.startswith("/vsi") or "://" in text:
-        return text
-    return str(Path(source).absolute())
+    resampling = "average" if resolution.factor < 1 else "bilinear"
+    return resampled_vrt(source, x_res, y_res, resampling, folder / "processing_grid.vrt")

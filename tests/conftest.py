@@ -1,8 +1,5 @@
 import gc
 import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,26 +14,27 @@ os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="session")
-def light_python(tmp_path_factory) -> Path:
-    """The python of a real virtual environment without PyTorch: the system's site packages
-    (numpy and rasterio from Debian) and only the light engine requirements, installed by pip
-    from the list the plugin's "Light" set-up installs."""
-    sys.path.insert(0, str(REPO))
-    from crossearth_qgis.requirements import requirements_text
+LIGHT_ENGINE = REPO / "build" / "engine-light"
+LIGHT_WHEELS = REPO / "build" / "wheelhouse-light"
 
-    root = tmp_path_factory.mktemp("light") / "venv"
-    base = shutil.which("python3", path="/usr/bin") or sys.executable
-    subprocess.run([base, "-m", "venv", "--system-site-packages", str(root)], check=True)
-    requirements = root / "requirements-light.txt"
-    requirements.write_text(requirements_text(REPO / "pyproject.toml", "light"), encoding="utf-8")
-    python = root / "bin" / "python"
-    subprocess.run(
-        [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", "-r",
-         str(requirements)],
-        check=True,
-    )  # fmt: skip
-    return python
+
+@pytest.fixture(scope="session")
+def light_python() -> Path:
+    """The python of a Light engine environment (no PyTorch) made as the plugin makes one for
+    a user: self-contained, PyPI wheels only (`make setup` makes it with the plugin's
+    crossearth_qgis.engine_setup, from build/wheelhouse-light)."""
+    from crossearth_qgis.engine_setup import read_record, venv_python
+
+    record = read_record(LIGHT_ENGINE)
+    assert record is not None and record.ready, f"{LIGHT_ENGINE} is missing: run make setup"
+    return venv_python(LIGHT_ENGINE)
+
+
+@pytest.fixture(scope="session")
+def light_wheels() -> Path:
+    """A folder of the wheels a Light environment installs (made by `make setup`)."""
+    assert any(LIGHT_WHEELS.glob("onnxruntime-*.whl")), f"{LIGHT_WHEELS}: run make setup"
+    return LIGHT_WHEELS
 
 
 @pytest.fixture(scope="session", autouse=True)

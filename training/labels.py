@@ -16,8 +16,8 @@ from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
 from engine.errors import CrossEarthError
-from engine.gdal_bindings import require_osgeo
 from engine.raster_input import open_raster
+from engine.vector_io import layer_fields, read_layer, vector_errors
 
 from .config import IGNORE
 
@@ -115,55 +115,41 @@ def _check_overlap(dataset: rasterio.DatasetReader, grid: Grid, name: str, image
         )
 
 
-def _ogr():
-    _gdal, ogr, osr = require_osgeo("reading label polygons")
-    return ogr, osr
-
-
 def read_polygons(
     path: Path, grid: Grid, layer: str | None, field: str | None
 ) -> tuple[list[dict[str, Any]], list[Any], np.ndarray]:
     """Geometries (GeoJSON dicts, in the grid's CRS), their `field` values, and their bounds."""
-    ogr, osr = _ogr()
+    import shapely
+    from rasterio.crs import CRS
+    from rasterio.warp import transform_geom
+
     try:
-        source = ogr.Open(str(path))
-    except RuntimeError as exc:
-        raise CrossEarthError(f"{path} is not a vector file GDAL can read ({exc})") from None
-    if source is None:
-        raise CrossEarthError(f"{path} is not a vector file GDAL can read")
-    vector = source.GetLayerByName(layer) if layer else source.GetLayer(0)
-    if vector is None:
-        raise CrossEarthError(f"{path} has no layer named '{layer}'")
-    definition = vector.GetLayerDefn()
-    names = [definition.GetFieldDefn(i).GetName() for i in range(definition.GetFieldCount())]
+        names = layer_fields(path, layer)
+    except vector_errors() as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if layer is not None and "layer" in reason.lower():
+            raise CrossEarthError(f"{path} has no layer named '{layer}'") from None
+        raise CrossEarthError(f"{path} is not a vector file GDAL can read ({reason})") from None
     if field is not None and field not in names:
         raise CrossEarthError(
             f"{path.name} has no field '{field}'; its fields are {', '.join(names) or 'none'}"
         )
-    transform = None
-    source_srs = vector.GetSpatialRef()
-    if grid.crs is not None and source_srs is not None:
-        target = osr.SpatialReference()
-        target.ImportFromWkt(grid.crs.to_wkt())
-        for srs in (source_srs, target):
-            srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
-        if not source_srs.IsSame(target):
-            transform = osr.CoordinateTransformation(source_srs, target)
-    geometries, values, bounds = [], [], []
-    import json
-
-    for feature in vector:
-        geometry = feature.GetGeometryRef()
-        if geometry is None or geometry.IsEmpty():
-            continue
-        geometry = geometry.Clone()
-        if transform is not None:
-            geometry.Transform(transform)
-        xmin, xmax, ymin, ymax = geometry.GetEnvelope()
-        geometries.append(json.loads(geometry.ExportToJson()))
-        values.append(feature.GetField(field) if field else 1)
-        bounds.append((xmin, ymin, xmax, ymax))
-    source = None
+    try:
+        table = read_layer(path, layer, [field] if field else [])
+    except vector_errors() as exc:
+        raise CrossEarthError(f"{path} is not a vector file GDAL can read ({exc})") from None
+    shapes = shapely.from_wkb(table.geometries)
+    present = ~(shapely.is_missing(shapes) | shapely.is_empty(shapes))
+    shapes = shapes[present]
+    values = list(table.fields[field][present]) if field else [1] * len(shapes)
+    geometries = [shapely.geometry.mapping(shape) for shape in shapes]
+    if grid.crs is not None and table.crs and geometries:
+        source_crs = CRS.from_user_input(table.crs)
+        if source_crs != grid.crs:
+            geometries = list(transform_geom(source_crs, grid.crs, geometries))
+    shapes = np.array([shapely.geometry.shape(g) for g in geometries], dtype=object)
+    bounds = shapely.bounds(shapes) if len(shapes) else np.empty((0, 4))
+    values = [v.item() if isinstance(v, np.generic) else v for v in values]
     box = np.asarray(bounds, np.float64).reshape(-1, 4)
     g_left, g_bottom, g_right, g_top = grid.bounds
     if (

@@ -7,13 +7,11 @@ from pathlib import Path
 from typing import Any
 
 from qgis.core import (
-    QgsProcessing,
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingFeedback,
     QgsProcessingOutputNumber,
     QgsProcessingOutputString,
-    QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
     QgsProcessingParameterField,
     QgsProcessingParameterFolderDestination,
@@ -25,6 +23,7 @@ from qgis.core import (
     QgsVectorLayer,
 )
 
+from .. import qgis_enums
 from ..catalog_events import catalog_events
 from ..inputs import InputProblem, local_raster_source, parse_bands
 from ..requests import FineTuneRequest
@@ -124,7 +123,10 @@ class FineTuneAlgorithm(CrossEarthAlgorithm):
         )
         self.addParameter(
             QgsProcessingParameterVectorLayer(
-                self.POLYGONS, "or label polygons", [QgsProcessing.TypeVectorPolygon], optional=True
+                self.POLYGONS,
+                "or label polygons",
+                [qgis_enums.VECTOR_POLYGON],
+                optional=True,
             )
         )
         self.addParameter(
@@ -139,7 +141,7 @@ class FineTuneAlgorithm(CrossEarthAlgorithm):
             QgsProcessingParameterVectorLayer(
                 self.MASK,
                 "Labelled area (polygons)",
-                [QgsProcessing.TypeVectorPolygon],
+                [qgis_enums.VECTOR_POLYGON],
                 optional=True,
             )
         )
@@ -171,7 +173,7 @@ class FineTuneAlgorithm(CrossEarthAlgorithm):
             QgsProcessingParameterNumber(
                 self.STEPS,
                 f"Training steps {RECIPE_DEFAULT}",
-                QgsProcessingParameterNumber.Integer,
+                qgis_enums.NUMBER_INTEGER,
                 optional=True,
                 minValue=1,
             )
@@ -180,21 +182,21 @@ class FineTuneAlgorithm(CrossEarthAlgorithm):
             QgsProcessingParameterNumber(
                 self.BATCH_SIZE,
                 f"Windows per step {RECIPE_DEFAULT}",
-                QgsProcessingParameterNumber.Integer,
+                qgis_enums.NUMBER_INTEGER,
                 optional=True,
                 minValue=1,
             ),
             QgsProcessingParameterNumber(
                 self.LEARNING_RATE,
                 f"Learning rate {RECIPE_DEFAULT}",
-                QgsProcessingParameterNumber.Double,
+                qgis_enums.NUMBER_DOUBLE,
                 optional=True,
                 minValue=0.0,
             ),
             QgsProcessingParameterNumber(
                 self.VAL_FRACTION,
                 f"Share of labelled pixels held out for validation {RECIPE_DEFAULT}",
-                QgsProcessingParameterNumber.Double,
+                qgis_enums.NUMBER_DOUBLE,
                 optional=True,
                 minValue=0.01,
                 maxValue=0.9,
@@ -208,14 +210,14 @@ class FineTuneAlgorithm(CrossEarthAlgorithm):
             QgsProcessingParameterNumber(
                 self.DISTILL_WEIGHT,
                 f"Weight of the teacher's loss {RECIPE_DEFAULT}",
-                QgsProcessingParameterNumber.Double,
+                qgis_enums.NUMBER_DOUBLE,
                 optional=True,
                 minValue=0.0,
             ),
             QgsProcessingParameterString(self.DEVICE, "Device (auto, cpu, cuda, cuda:N)", "auto"),
         ]
         for parameter in advanced:
-            parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+            parameter.setFlags(parameter.flags() | qgis_enums.ADVANCED_PARAMETER)
             self.addParameter(parameter)
         self.addParameter(
             QgsProcessingParameterString(self.NAME, "Name of the new model", optional=True)

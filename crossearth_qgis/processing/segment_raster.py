@@ -7,7 +7,6 @@ from typing import Any
 
 from qgis.core import (
     QgsMapLayer,
-    QgsProcessing,
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingFeedback,
@@ -27,7 +26,7 @@ from qgis.core import (
     QgsVectorLayer,
 )
 
-from .. import styling
+from .. import qgis_enums, styling
 from ..engine_env import EngineEnvironmentError
 from ..engine_errors import EngineError
 from ..inputs import InputProblem, extent_in_layer_crs, local_raster_source
@@ -212,7 +211,7 @@ class SegmentRasterAlgorithm(CrossEarthAlgorithm):
         for parameter in self._source_parameters() + self._region_parameters():
             self.addParameter(parameter)
         for parameter in self._advanced_parameters():
-            parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+            parameter.setFlags(parameter.flags() | qgis_enums.ADVANCED_PARAMETER)
             self.addParameter(parameter)
         for parameter in self._output_parameters():
             self.addParameter(parameter)
@@ -242,7 +241,7 @@ class SegmentRasterAlgorithm(CrossEarthAlgorithm):
             QgsProcessingParameterNumber(
                 self.MIN_REGION,
                 "Minimum region size (smaller regions are merged; empty = keep all)",
-                QgsProcessingParameterNumber.Double,
+                qgis_enums.NUMBER_DOUBLE,
                 optional=True,
                 minValue=0,
             ),
@@ -261,7 +260,7 @@ class SegmentRasterAlgorithm(CrossEarthAlgorithm):
             QgsProcessingParameterNumber(
                 self.SIMPLIFY,
                 "Simplify polygons: tolerance in metres (empty = not simplified)",
-                QgsProcessingParameterNumber.Double,
+                qgis_enums.NUMBER_DOUBLE,
                 optional=True,
                 minValue=0,
             ),
@@ -273,21 +272,21 @@ class SegmentRasterAlgorithm(CrossEarthAlgorithm):
             QgsProcessingParameterNumber(
                 self.TILE_SIZE,
                 "Tile size in pixels (empty = the model's)",
-                QgsProcessingParameterNumber.Integer,
+                qgis_enums.NUMBER_INTEGER,
                 optional=True,
                 minValue=16,
             ),
             QgsProcessingParameterNumber(
                 self.OVERLAP,
                 "Overlap of neighbouring tiles in pixels (empty = the model's)",
-                QgsProcessingParameterNumber.Integer,
+                qgis_enums.NUMBER_INTEGER,
                 optional=True,
                 minValue=0,
             ),
             QgsProcessingParameterNumber(
                 self.BATCH_SIZE,
                 "Tiles per batch",
-                QgsProcessingParameterNumber.Integer,
+                qgis_enums.NUMBER_INTEGER,
                 4,
                 minValue=1,
             ),
@@ -338,7 +337,7 @@ class SegmentRasterAlgorithm(CrossEarthAlgorithm):
             QgsProcessingParameterVectorDestination(
                 self.POLYGONS,
                 "Class polygons",
-                QgsProcessing.TypeVectorPolygon,
+                qgis_enums.VECTOR_POLYGON,
                 optional=True,
                 createByDefault=False,
             ),
@@ -406,10 +405,28 @@ class SegmentRasterAlgorithm(CrossEarthAlgorithm):
         done = outcome.done or {}
         for warning in outcome.warnings:
             feedback.pushWarning(warning)
-        classes = styling.classes_from_raster(output)
+        # The class raster is complete even where an optional output failed: report it, and
+        # neither return nor load the missing file.
+        written = {"confidence": confidence, "polygons": polygons}
+        for kind, problem in outcome.failed.items():
+            feedback.reportError(f"The {kind} could not be written: {problem}", fatalError=False)
+            missing = written.pop(kind, None)
+            if missing and context.willLoadLayerOnCompletion(missing):
+                loading = context.layersToLoadOnCompletion()
+                loading.pop(missing, None)
+                context.setLayersToLoadOnCompletion(loading)
+        confidence, polygons = written.get("confidence"), written.get("polygons")
         model_name = styling.model_name_of(output)
         name = styling.result_layer_name(layer.name(), model_name)
-        styling.class_layer(output, name, classes)  # saves the .qml beside the output
+        classes: list[styling.ClassStyle] = []
+        try:
+            classes = styling.classes_from_raster(output)
+            # Saves the .qml beside the output, so the result opens styled anywhere.
+            _, style_problem = styling.class_layer_or_plain(output, name, classes)
+        except styling.StyleError as exc:
+            style_problem = str(exc)
+        if style_problem:
+            feedback.pushWarning(style_problem)
         feedback.pushInfo(
             f"{model_name}: {done.get('tiles')} tiles in {done.get('seconds')} s on "
             f"{done.get('device')}; pixels per class: {done.get('classes')}"

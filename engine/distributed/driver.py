@@ -323,7 +323,7 @@ def segment_sharded(
             )
             parts.update(stats.parts)
 
-        counts, nodata_pixels = _assemble(
+        counts, nodata_pixels, failed = _assemble(
             job,
             work,
             plan,
@@ -346,7 +346,7 @@ def segment_sharded(
     seconds = time.perf_counter() - started
     report(1.0, f"done in {seconds:.1f} s")
     return _result(
-        job, tiles, plan, parts, todo, worker_plan, stats, counts, nodata_pixels, seconds
+        job, tiles, plan, parts, todo, worker_plan, stats, counts, nodata_pixels, seconds, failed
     )
 
 
@@ -361,6 +361,7 @@ def _result(
     counts: Any,
     nodata_pixels: int,
     seconds: float,
+    failed: dict[str, str],
 ) -> ShardedResult:
     """What the run wrote and did, for the caller and the CLI's done event."""
     return ShardedResult.of(
@@ -371,6 +372,7 @@ def _result(
         tiles_skipped=sum(part.tiles_skipped for part in parts.values()),
         seconds=seconds,
         device=f"ray: {worker_plan.describe()}" if worker_plan else "ray: all parts reused",
+        failed=failed,
         workers=min(worker_plan.count, len(todo)) if worker_plan else 0,
         shards=len(plan),
         shards_run=len(todo),
@@ -626,9 +628,9 @@ def _assemble(
     options: SegmentOptions,
     report: ProgressCallback,
     is_cancelled: Any,
-) -> tuple[np.ndarray, int]:
-    """Streams the parts, in order, into the run's outputs and publishes them together (as
-    engine.pipeline._run does). Returns (class counts, nodata pixels)."""
+) -> tuple[np.ndarray, int, dict[str, str]]:
+    """Streams the parts, in order, into the run's outputs and publishes them (as
+    engine.pipeline._run does). Returns (class counts, nodata pixels, failed outputs)."""
     card = job.card
     nodata = class_encoding(card.num_classes)[1]
     height, width = profile["height"], profile["width"]
@@ -664,9 +666,9 @@ def _assemble(
             raise CrossEarthError(
                 f"{problem}; run again without resume", code="parts.damaged", problem=problem
             )
-        complete_outputs(writer, job, options, report, is_cancelled)
+        failed = complete_outputs(writer, job, options, report, is_cancelled)
     except BaseException:
         if writer is not None:
             writer.discard()
         raise
-    return writer.counts, writer.nodata_pixels
+    return writer.counts, writer.nodata_pixels, failed

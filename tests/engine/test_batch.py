@@ -389,7 +389,9 @@ def test_vsi_paths_and_urls(tmp_path, capsys, scenes, monkeypatch):
     no_leftovers(out)
 
 
-def test_index_as_csv_without_gdal_bindings(tmp_path, scenes, monkeypatch):
+def test_batch_needs_no_gdal_bindings(tmp_path, scenes, monkeypatch):
+    """The engine's environment has rasterio and pyogrio, not osgeo: index, mosaic and polygons
+    all work without it."""
     monkeypatch.setitem(sys.modules, "osgeo", None)  # `from osgeo import ...` fails
     out = tmp_path / "out"
     result = run_batch(
@@ -398,18 +400,26 @@ def test_index_as_csv_without_gdal_bindings(tmp_path, scenes, monkeypatch):
             output_dir=out,
             model=str(BUNDLED),
             options=SegmentOptions(device="cpu"),
+            polygons=True,
         )
     )
-    assert result.index == out / "index.csv" and result.mosaic is None
-    assert result.note == "no mosaic: it needs GDAL's Python bindings (osgeo)"
-    import csv
-
-    with open(result.index, newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
+    assert result.index == out / "index.gpkg" and result.mosaic == out / "mosaic.vrt"
+    monkeypatch.delitem(sys.modules, "osgeo")
+    rows = index_rows(result.index)
     assert [r["status"] for r in rows] == ["ok", "ok"]
-    assert rows[0]["footprint"].startswith("POLYGON ((")
-    assert rows[0]["footprint_crs"] == "EPSG:32119"
-    assert json.loads(rows[1]["classes"])["forest"] >= 0
+    assert all(r["envelope"] is not None for r in rows)
+    for stem in ("raleigh_a", "raleigh_b"):
+        data = ogr.Open(str(out / f"{stem}_classes.gpkg"))  # the layer needs its dataset
+        polygons = data.GetLayerByName("classes")
+        assert polygons.GetFeatureCount() > 0
+        assert ogr.GeometryTypeToName(polygons.GetGeomType()) == "Multi Polygon"
+        polygons = data = None
+    with rasterio.open(out / "mosaic.vrt") as mosaic, rasterio.open(
+        out / "raleigh_a_classes.tif"
+    ) as part:
+        window = mosaic.window(*part.bounds)
+        assert (mosaic.read(1, window=window) == part.read(1)).all()
+
 
 
 def test_input_expansion(tmp_path):

@@ -244,11 +244,6 @@ def test_library_errors_and_warnings_speak_no_flags():
             InputError("x", code="labels.class_field", path="roads.gpkg"),
             "roads.gpkg holds polygons: give --class-field",
         ),
-        (
-            CrossEarthError("x", code="environment.osgeo", option="polygons"),
-            "--polygons needs GDAL's Python bindings (osgeo); install python3-gdal or the GDAL "
-            "package of your Python distribution",
-        ),
     ],
 )
 def test_the_cli_words_library_codes_with_its_flags(error, cli_line):

@@ -121,7 +121,9 @@ def test_compiled_model_gives_the_eager_scores_from_a_cache(tmp_path, monkeypatc
     fast = BatchRunner(model, torch.device("cpu"), 3, 4, compile=True)
     batch = np.random.default_rng(0).normal(size=(6, 3, 32, 32)).astype(np.float32)
     # Six tiles at batch size 4: a full batch and a short one, padded to the compiled shape.
-    np.testing.assert_allclose(fast(batch), eager(batch), atol=1e-5)
+    # Inductor's kernels sum in another order than eager: measured up to 1.4e-5 apart in
+    # float32 scores (10 of 18,432), never a different class.
+    np.testing.assert_allclose(fast(batch), eager(batch), atol=1e-4)
     assert fast(batch[:1]).shape == (1, 3, 32, 32)
     compiled_files = list((tmp_path / "cache" / "torch-compile").rglob("*"))
     assert any(p.is_file() for p in compiled_files)

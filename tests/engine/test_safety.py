@@ -225,9 +225,14 @@ def _limited_file_size(limit: int):
     return apply
 
 
-def test_full_disk_leaves_nothing_and_says_so(tmp_path, package, rgb):  # noqa: F811
-    # Files may not grow past 16 KiB in the child: the float confidence raster cannot be
-    # completed, as on a full disk.
+def test_full_disk_after_the_class_raster_keeps_it_and_says_what_is_missing(
+    tmp_path,
+    package,  # noqa: F811
+    rgb,
+):
+    # Files may not grow past 16 KiB in the child: the small class raster fits, the float
+    # confidence raster and the GeoPackage (SQLite's pages alone are larger) do not, as on a
+    # disk that fills up at the end of a run.
     out = tmp_path / "out"
     out.mkdir()
     before = checksum(rgb)
@@ -239,6 +244,8 @@ def test_full_disk_leaves_nothing_and_says_so(tmp_path, package, rgb):  # noqa: 
             *map(str, segment_args(package, rgb, out / "x.tif")),
             "--confidence",
             str(out / "conf.tif"),
+            "--polygons",
+            str(out / "x.gpkg"),
             "--progress",
             "none",
         ],
@@ -249,11 +256,20 @@ def test_full_disk_leaves_nothing_and_says_so(tmp_path, package, rgb):  # noqa: 
         timeout=120,
     )
     lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert result.returncode == 2, result.stderr
-    assert len(lines) == 1, lines
+    assert result.returncode == 3, result.stderr
+    assert len(lines) == 2, lines
     # Caught at the write (EFBIG) or, when GDAL only logs it at close, by the read-back.
-    assert "conf.tif" in lines[0] and "disk" in lines[0] and "full" in lines[0], lines
-    assert list(out.iterdir()) == []
+    confidence, polygons = lines
+    assert (
+        confidence.startswith("crossearth: confidence not written: ") and "conf.tif" in confidence
+    )
+    assert "disk" in confidence and "full" in confidence, lines
+    assert polygons.startswith("crossearth: polygons not written: ") and "x.gpkg" in polygons
+    # The class raster is complete, readable and the only output; no temporary is left.
+    assert sorted(p.name for p in out.iterdir()) in (["x.tif"], ["x.tif", "x.tif.aux.xml"])
+    with rasterio.open(out / "x.tif") as classes:
+        assert classes.shape == (96, 80)
+        assert set(np.unique(classes.read(1)).tolist()) <= set(range(len(package.card.classes)))
     assert checksum(rgb) == before
 
 

@@ -22,8 +22,12 @@ REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 LANDSAT = REPO / "resources" / "samples" / "landsat7_olinda_6band.tif"
 TINY_MMSEG_CONFIG = HERE / "data" / "tiny_mmseg_config.py"
-# The tests run in the engine's venv, so its interpreter is the engine interpreter.
-ENGINE_PYTHON = sys.executable
+# The tests run in the engine's venv, so its interpreter is the engine interpreter. The
+# QGIS-version matrix (scripts/matrix.sh) runs them in another QGIS with a Light engine made
+# the plugin's way (CROSSEARTH_TEST_ENGINE) and fixtures a Full engine made beforehand
+# (CROSSEARTH_TEST_FIXTURES); tests marked full_engine then skip, saying why.
+ENGINE_PYTHON = os.environ.get("CROSSEARTH_TEST_ENGINE") or sys.executable
+PREMADE_FIXTURES = os.environ.get("CROSSEARTH_TEST_FIXTURES")
 MODEL_NAME = "tiny-landcover"
 CLASSES = [
     ("water", (30, 100, 220)),
@@ -32,6 +36,30 @@ CLASSES = [
 ]
 
 gdal.UseExceptions()
+
+
+def _engine_has_torch() -> bool:
+    found = subprocess.run(
+        [
+            ENGINE_PYTHON,
+            "-c",
+            "import importlib.util as u; print(u.find_spec('torch') is not None)",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return found.stdout.strip() == "True"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests of what only a Full engine does (fine-tuning, converting, downloading) skip, with
+    the reason, when the tests' engine is a Light one (the QGIS-version matrix)."""
+    marked = [item for item in items if item.get_closest_marker("full_engine")]
+    if marked and not _engine_has_torch():
+        skip = pytest.mark.skip(reason=f"needs a Full engine; {ENGINE_PYTHON} is a Light one")
+        for item in marked:
+            item.add_marker(skip)
 
 
 def wait_for(condition: Callable[[], Any], timeout: float = 180.0, what: str = "") -> None:
@@ -119,12 +147,15 @@ def engine_fixtures(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """Real tiny model packages (made by make_fixtures.py in a child process) in a user models
     folder the engine workers see through CROSSEARTH_MODELS_DIR."""
     out = tmp_path_factory.mktemp("engine")
-    subprocess.run(
-        [ENGINE_PYTHON, str(HERE / "make_fixtures.py"), str(out)],
-        check=True,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        timeout=300,
-    )
+    if PREMADE_FIXTURES:
+        shutil.copytree(PREMADE_FIXTURES, out, dirs_exist_ok=True)
+    else:
+        subprocess.run(
+            [ENGINE_PYTHON, str(HERE / "make_fixtures.py"), str(out)],
+            check=True,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            timeout=300,
+        )
     saved = {k: os.environ.get(k) for k in ("CROSSEARTH_MODELS_DIR", "CROSSEARTH_PYTHON")}
     os.environ["CROSSEARTH_MODELS_DIR"] = str(out / "models")
     os.environ["CROSSEARTH_PYTHON"] = ENGINE_PYTHON
@@ -247,3 +278,13 @@ def assert_plain(message: str) -> None:
     """A message for the analyst: no traceback, no command-line flags."""
     assert "Traceback" not in message
     assert " --" not in message, message
+
+
+@pytest.fixture
+def no_engine_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Neither CROSSEARTH_PYTHON nor a saved choice: the automatic order applies (the plugin
+    settings come back after the test, see own_plugin_settings)."""
+    from crossearth_qgis import settings
+
+    monkeypatch.delenv("CROSSEARTH_PYTHON", raising=False)
+    settings.remove(settings.PYTHON)

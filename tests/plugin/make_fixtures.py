@@ -3,10 +3,12 @@
 Run by tests/plugin/conftest.py with the engine's interpreter in a child process, so torch is
 never imported into the test process that hosts QGIS (as in QGIS itself).
 
-    python make_fixtures.py OUT_FOLDER
+    python make_fixtures.py OUT_FOLDER [--onnx]
 writes OUT/models/tiny-landcover (the dock's model: water, built-up, vegetation; bands
 red/green/blue), OUT/extra/tiny-buildings (a package to add from the dock) and OUT/tiny.pth
-(an mmseg-layout checkpoint for the converter).
+(an mmseg-layout checkpoint for the converter). With --onnx, tiny-landcover also gets its
+ONNX graph (`crossearth export`), so a Light engine runs it: the QGIS-version matrix makes the
+fixtures once with the Full engine and runs the plugin tests with a Light one.
 """
 
 from __future__ import annotations
@@ -76,3 +78,7 @@ def main(out: Path) -> None:
 
 if __name__ == "__main__":
     main(Path(sys.argv[1]))
+    if "--onnx" in sys.argv[2:]:
+        from engine.export import export_onnx
+
+        export_onnx(Path(sys.argv[1]) / "models" / "tiny-landcover")

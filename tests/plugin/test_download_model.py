@@ -23,6 +23,9 @@ REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "tests" / "fixtures" / "official" / "tiny_state_dict.pth"
 HUB_REPO = "test-org/CrossEarth-tiny"
 
+# Downloads convert official checkpoints with PyTorch: a Full engine's feature.
+pytestmark = pytest.mark.full_engine
+
 
 @pytest.fixture
 def local_hub(tmp_path, monkeypatch):

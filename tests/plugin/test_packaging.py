@@ -162,7 +162,8 @@ def test_installed_copy_loads_its_gui_and_finds_its_runtime(plugin_zip, qgis_ifa
         engine_env = sys.modules[f"{alias}.engine_env"]
         assert engine_env.engine_code_dir() == installed / "runtime"
         assert not engine_env.is_development_checkout()
-        assert engine_env.requirements_file() == installed / "runtime" / "requirements.txt"
+        engine_setup = sys.modules[f"{alias}.engine_setup"]
+        assert engine_setup.requirements_file() == installed / "runtime" / "requirements.txt"
         catalog = sys.modules[f"{alias}.models"].list_models()
         assert catalog.bundled_dir == str(installed / "runtime" / "resources" / "models")
         assert MODEL_NAME in [m.name for m in catalog.models]

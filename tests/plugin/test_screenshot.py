@@ -6,10 +6,11 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 
 from qgis.PyQt.QtGui import QImage
 
-from .conftest import ENGINE_PYTHON, HERE, REPO, fresh_qgis_config
+from .conftest import HERE, REPO, fresh_qgis_config
 
 SCREENSHOT = REPO / "docs" / "plugin_screenshot.png"
 
@@ -24,7 +25,7 @@ def test_screenshot_of_the_dock_and_a_segmented_layer(tmp_path):
             "xvfb-run",
             "--auto-servernum",
             "--server-args=-screen 0 1600x1000x24",
-            ENGINE_PYTHON,
+            sys.executable,  # QGIS's Python: the app is a QGIS window (the engine is apart)
             str(HERE / "screenshot_app.py"),
             str(SCREENSHOT),
             str(tmp_path),

@@ -209,6 +209,12 @@ def hidden(folder: Path) -> list[Path]:
 # --- reading a layer into a GeoTIFF ------------------------------------------------------------
 
 
+@pytest.mark.xfail(
+    Qgis.QGIS_VERSION_INT >= 34400,
+    reason="QGIS 3.44's XYZ provider hands back some tiles resampled (measured: 64 % of the "
+    "pixels differ, mean |difference| 2.7 of 255; exact on 3.22 and 3.40)",
+    strict=True,
+)
 def test_xyz_layer_is_read_at_its_tile_pixels(tiles, xyz_layer, tmp_path):
     assert layer_kind(xyz_layer) == RENDERED
     assert layer_gsd_m(xyz_layer) == pytest.approx(Z13)  # the finest zoom level

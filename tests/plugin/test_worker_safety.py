@@ -539,6 +539,7 @@ def test_dock_default_output_is_a_new_name(dock, add_raster, west_raster, tmp_pa
     assert not any(path.exists() for path in request.outputs())
 
 
+@pytest.mark.full_engine
 def test_dock_conversion_keeps_an_existing_package_unless_confirmed(
     dock, engine_fixtures, monkeypatch
 ):
