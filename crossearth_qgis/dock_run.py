@@ -47,9 +47,11 @@ class DockRun:
         settings.set_value(settings.DEVICE, request.device)
         description = f"CrossEarth: segmenting {layer.name()}"
         if job.export is not None:
-            task = ExportSegmentTask(description, request.args(), interpreter, job.export)
+            task = ExportSegmentTask(
+                description, request.args(), interpreter, job.export, warm=True
+            )
         else:
-            task = EngineTask(description, request.args(), interpreter)
+            task = EngineTask(description, request.args(), interpreter, warm=True)
         task.progressChanged.connect(self._task_progress)
         task.statusChanged.connect(self.status_label.setText)
         task.completed.connect(self._segment_finished)

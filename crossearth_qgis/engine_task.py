@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from qgis.core import QgsTask
 from qgis.PyQt.QtCore import pyqtSignal
 
+from . import settings
 from .engine_env import EngineEnvironmentError, Interpreter
 from .engine_errors import EngineCancelled, EngineError
 from .eta import EtaEstimator, status_text
@@ -32,12 +33,15 @@ class EngineTask(QgsTask):
         interpreter: Interpreter,
         cancelable: bool = True,
         timeout_s: float | None = None,
+        warm: bool = False,
     ) -> None:
         flags = QgsTask.Flag.CanCancel if cancelable else QgsTask.Flags()
         super().__init__(description, flags)
         self.args = list(args)
         self.interpreter = interpreter
         self.timeout_s = timeout_s
+        # the warm worker's idle time (settings), read here on the main thread
+        self.warm_idle_s = settings.worker_idle_s() if warm else 0.0
         self.outcome: EngineOutcome | None = None
         self.error: Exception | None = None
         self.cancelled = False
@@ -57,6 +61,7 @@ class EngineTask(QgsTask):
                 on_log=self.stderr_lines.append,
                 is_cancelled=self.isCanceled,
                 timeout_s=self.timeout_s,
+                warm_idle_s=self.warm_idle_s,
             )
             return True
         except EngineCancelled:

@@ -586,9 +586,14 @@ class ExportSegmentTask(EngineTask):
     EXPORT_SHARE = 0.3
 
     def __init__(
-        self, description: str, args: list[str], interpreter: Interpreter, plan: ExportPlan
+        self,
+        description: str,
+        args: list[str],
+        interpreter: Interpreter,
+        plan: ExportPlan,
+        warm: bool = False,
     ) -> None:
-        super().__init__(description, args, interpreter)
+        super().__init__(description, args, interpreter, warm=warm)
         self.plan = plan
         self.export_warnings: list[str] = []
 

@@ -13,7 +13,7 @@ from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtGui import QIcon
 from qgis.PyQt.QtWidgets import QToolBar
 
-from . import messages
+from . import messages, warm_worker
 from .engine_env import PLUGIN_DIR
 from .processing.provider import CrossEarthProvider
 from .qt_compat import QAction
@@ -95,5 +95,6 @@ class CrossEarthPlugin:
         if self.provider is not None:
             QgsApplication.processingRegistry().removeProvider(self.provider)
             self.provider = None
+        warm_worker.stop_all()  # its model's memory goes with the plugin
         messages.remove_log_handler(self.log_handler)
         self.log_handler = None

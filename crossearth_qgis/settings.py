@@ -12,6 +12,9 @@ BASE_PYTHON = "base_python"  # the interpreter the set-up makes it with ("" = QG
 CAPABILITIES = "capabilities"  # JSON: `check --json` of the selected environment, probed last
 MODEL = "model"  # the dock's last model (package path)
 DEVICE = "device"  # the dock's last device id (auto, cpu, cuda:N)
+# How long the warm engine worker keeps a model loaded after a run, in minutes (0: off).
+WORKER_IDLE_MINUTES = "worker_idle_minutes"
+DEFAULT_WORKER_IDLE_MINUTES = 10.0
 # Web and other non-file layers: the dock asks before reading more megapixels than this.
 EXPORT_LIMIT_MPX = "export_limit_mpx"
 
@@ -27,3 +30,12 @@ def set_value(key: str, value: str) -> None:
 
 def remove(key: str) -> None:
     QgsSettings().remove(PREFIX + key)
+
+
+def worker_idle_s() -> float:
+    """The warm worker's idle time in seconds (0: no warm worker)."""
+    try:
+        minutes = float(get(WORKER_IDLE_MINUTES) or DEFAULT_WORKER_IDLE_MINUTES)
+    except ValueError:
+        minutes = DEFAULT_WORKER_IDLE_MINUTES
+    return max(0.0, minutes * 60.0)

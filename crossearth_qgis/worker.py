@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import warm_worker
 from .engine_env import (
     SETUP_HINT,
     EngineEnvironmentError,
@@ -129,8 +130,13 @@ def run_engine(
     is_cancelled: Callable[[], bool] | None = None,
     timeout_s: float | None = None,
     terminate_grace_s: float = TERMINATE_GRACE_S,
+    warm_idle_s: float = 0.0,
 ) -> EngineOutcome:
     """Runs one engine command in a worker process and waits for it.
+
+    With `warm_idle_s` > 0 the command runs in the interpreter's warm worker (warm_worker.py),
+    which stays for that many idle seconds with its model loaded; a busy one is not waited for:
+    the command then runs in a one-shot worker as without it.
 
     Progress events go to `on_progress(fraction, message)`, stderr lines to `on_log`. Raises
     EngineEnvironmentError (no usable interpreter), EngineCancelled (is_cancelled() became
@@ -172,16 +178,23 @@ def run_engine(
     log.info("running %s", " ".join(command))
     code: int | None = None
     try:
-        code = run_streaming(
-            command,
-            env=env,
-            cwd=worker_directory(),
-            on_stdout=stdout_line,
-            on_stderr=stderr_line,
-            is_cancelled=is_cancelled,
-            timeout_s=timeout_s,
-            terminate_grace_s=terminate_grace_s,
-        )
+        with warm_worker.acquire(interpreter, warm_idle_s, args[0] if args else "") as warm:
+            if warm is not None:
+                code = _run_warm(
+                    warm, args, stdout_line, stderr_line, is_cancelled, timeout_s,
+                    terminate_grace_s,
+                )
+            else:
+                code = run_streaming(
+                    command,
+                    env=env,
+                    cwd=worker_directory(),
+                    on_stdout=stdout_line,
+                    on_stderr=stderr_line,
+                    is_cancelled=is_cancelled,
+                    timeout_s=timeout_s,
+                    terminate_grace_s=terminate_grace_s,
+                )
     except ProcessCancelled:
         raise EngineCancelled() from None
     except TimeoutError as exc:
@@ -204,6 +217,30 @@ def run_engine(
     if code == 2:
         raise reported_error(reported.get("error"), outcome.stderr, details)
     raise failure(code, outcome.stderr, interpreter)
+
+
+def _run_warm(
+    warm: warm_worker.WarmWorker,
+    args: Sequence[str],
+    on_stdout: Callable[[str], None],
+    on_stderr: Callable[[str], None],
+    is_cancelled: Callable[[], bool] | None,
+    timeout_s: float | None,
+    terminate_grace_s: float,
+) -> int:
+    """The command's exit code from the warm worker; a worker that died during the command
+    answers as a one-shot worker that died would (its exit status)."""
+    try:
+        return warm.run(
+            args,
+            on_stdout=on_stdout,
+            on_stderr=on_stderr,
+            is_cancelled=is_cancelled,
+            timeout_s=timeout_s,
+            terminate_grace_s=terminate_grace_s,
+        )
+    except warm_worker.WorkerGone as gone:
+        return gone.returncode if gone.returncode is not None else 1
 
 
 def run_engine_json(

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .cli_messages import cli_message, error_event
-from .errors import Cancelled, CrossEarthError, SegmentationCancelled
+from .errors import Cancelled, CrossEarthError, InputError, SegmentationCancelled
 from .files import add_temporary_listener, remove_run_temporaries, remove_temporary_listener
 from .option_values import CONFIDENCE_NODATA, WEIGHTS_DTYPES, parse_band_numbers
 
@@ -81,7 +81,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_plugin_commands(commands)
     _add_info_command(commands)
     _add_export_command(commands)
+    for name, register in _own_commands().items():
+        handler = register(commands)
+        commands.choices[name].set_defaults(**{_HANDLER: handler})
     return parser
+
+
+def _own_commands() -> dict[str, Callable[[argparse._SubParsersAction], Any]]:
+    """The engine's commands that live in modules of their own (engine/commands/)."""
+    from .commands import fit, serve
+
+    return {"fit": fit.register, "serve": serve.register}
 
 
 def _add_segment_command(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -478,6 +488,12 @@ def _cmd_segment(args: argparse.Namespace) -> int:
             result = _segment_sharded(args, options, update)
         else:
             result = segment(args.input, args.output, args.model, options, progress=update)
+    except InputError as exc:
+        if exc.code != "input.bands_missing":
+            raise
+        from .model_fit import with_advice
+
+        raise with_advice(exc, args.input, args.model) from None
     finally:
         close()
     summary = {

@@ -486,7 +486,7 @@ def _run(
 ) -> tuple[int, np.ndarray, int, int, str, dict[str, str]]:
     """Loads the model, streams the tiles through it into the outputs, and publishes them.
     Returns (tiles, class counts, nodata pixels, skipped tiles, device, failed outputs)."""
-    from .runtimes import choose_runtime, load_model, make_runner, release
+    from .runtimes import choose_runtime, is_loaded, load_model, make_runner, release
 
     card, size, stride = job.card, job.size, job.stride
     if loaded is None:
@@ -498,7 +498,10 @@ def _run(
             from .devices import resolve_device
 
             resolve_device(options.device)  # a missing GPU is refused before loading starts
-        report(0.0, f"loading model {card.name} ({runtime})")
+        if is_loaded(job.package, options.device, options.threads, runtime):
+            report(0.0, f"model {card.name} ({runtime}) is loaded already")
+        else:
+            report(0.0, f"loading model {card.name} ({runtime})")
         loaded = load_model(job.package, options.device, options.threads, runtime)
     device = loaded.device if loaded.runtime == "torch" else f"cpu ({loaded.runtime})"
     resampled = job.resolution.factor != 1.0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,6 +131,25 @@ def describe_bands(dataset: rasterio.DatasetReader) -> list[str]:
     return names
 
 
+def band_labels(dataset: rasterio.DatasetReader, index: int) -> tuple[str | None, str | None]:
+    """The names band `index` (0-based) goes by, lower case: its description and its colour
+    (None where it has none)."""
+    description = (dataset.descriptions[index] or "").strip().lower() or None
+    return description, _COLOR_NAMES.get(dataset.colorinterp[index])
+
+
+def band_positions(labels: Sequence[Sequence[str | None]]) -> dict[str, int]:
+    """Band name -> 1-based band number, from each band's labels (band_labels): a description
+    wins over a colour (a 3-band file's red colour on band 1 never hides band 2's "red"),
+    and the first band of a name wins over later ones."""
+    positions: dict[str, int] = {}
+    for rank in range(max((len(names) for names in labels), default=0)):
+        for index, names in enumerate(labels):
+            if rank < len(names) and names[rank]:
+                positions.setdefault(str(names[rank]), index + 1)
+    return positions
+
+
 def resolve_bands(
     dataset: rasterio.DatasetReader, spec: InputSpec, user_bands: list[int] | None
 ) -> list[int]:
@@ -162,15 +182,14 @@ def resolve_bands(
             )
         return list(user_bands)
     if count < len(wanted):
-        raise CrossEarthError(
+        raise InputError(
             f"the raster has {count} band(s) but the model needs {len(wanted)} "
-            f"({', '.join(wanted)}); use a raster with those bands"
+            f"({', '.join(wanted)}); use a raster with those bands, or another model",
+            code="input.bands_missing",
+            count=count,
+            wanted=wanted,
         )
-    labels: dict[str, int] = {}
-    for index in range(count):
-        for label in (dataset.descriptions[index], _COLOR_NAMES.get(dataset.colorinterp[index])):
-            if label:
-                labels.setdefault(label.strip().lower(), index + 1)
+    labels = band_positions([band_labels(dataset, index) for index in range(count)])
     by_name = [labels.get(name.lower()) for name in wanted]
     if all(b is not None for b in by_name) and len(set(by_name)) == len(by_name):
         return [int(b) for b in by_name]  # type: ignore[arg-type]

@@ -315,7 +315,27 @@ class OnnxRunner:
 def load_model(
     package: ModelPackage, device: str, threads: int | None, runtime: str
 ) -> LoadedModel:
-    """The package's model on the chosen runtime (see choose_runtime), ready to run."""
+    """The package's model on the chosen runtime (see choose_runtime), ready to run; from
+    memory when the warm worker loaded it before (engine/model_cache.py)."""
+    from .model_cache import loaded
+
+    return loaded(
+        (device, threads, runtime),
+        package.path,
+        lambda: _load_model(package, device, threads, runtime),
+    )
+
+
+def is_loaded(package: ModelPackage, device: str, threads: int | None, runtime: str) -> bool:
+    """Whether load_model would take this model from the warm worker's memory."""
+    from .model_cache import holds
+
+    return holds((device, threads, runtime), package.path)
+
+
+def _load_model(
+    package: ModelPackage, device: str, threads: int | None, runtime: str
+) -> LoadedModel:
     if runtime in ONNX_RUNTIMES:
         return LoadedModel(package.card, OnnxModel(package, runtime, threads), runtime, "cpu")
     from .devices import resolve_device

@@ -11,8 +11,9 @@ from collections.abc import Sequence
 
 from qgis.core import QgsProcessingException, QgsProcessingFeedback
 
+from .. import settings
 from ..engine_env import EngineEnvironmentError, Interpreter
-from ..engine_errors import EngineCancelled, EngineError
+from ..engine_errors import CLI_PREFIX, EngineCancelled, EngineError
 from ..eta import EtaEstimator, status_text
 from ..worker import EngineOutcome, run_engine
 
@@ -36,19 +37,25 @@ def run_engine_for_feedback(
         feedback.setProgress(fraction * 100)
         feedback.setProgressText(status_text(fraction, message, eta.update(fraction)))
 
+    def console(line: str) -> None:
+        # The engine's own "crossearth: ..." error line becomes the algorithm's error (or its
+        # warning, for a missing optional output): the log shows each sentence once.
+        if not line.startswith(CLI_PREFIX):
+            feedback.pushConsoleInfo(line)
+
     try:
         return run_engine(
             args,
             interpreter=interpreter,
             on_progress=progress,
-            on_log=feedback.pushConsoleInfo,
+            on_log=console,
             is_cancelled=feedback.isCanceled,
+            warm_idle_s=settings.worker_idle_s(),
         )
     except EngineCancelled as exc:
         raise QgsProcessingException(str(exc)) from None
     except EngineError as exc:
-        if exc.details:
-            feedback.pushConsoleInfo(exc.details)
+        # stderr reached the log line by line while the worker ran (see `console`)
         raise QgsProcessingException(str(exc)) from None
     except EngineEnvironmentError as exc:
         raise QgsProcessingException(str(exc)) from None

@@ -142,6 +142,16 @@ def own_plugin_settings(isolated_qgis_settings: Path) -> Iterator[None]:
     stored.sync()
 
 
+@pytest.fixture(autouse=True)
+def no_warm_worker_after_the_test() -> Iterator[None]:
+    """The dock and the algorithms keep a warm engine worker between runs; each test ends it,
+    so that no test talks to a worker started with another test's environment or models."""
+    yield
+    from crossearth_qgis import warm_worker
+
+    warm_worker.stop_all()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def engine_fixtures(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """Real tiny model packages (made by make_fixtures.py in a child process) in a user models
