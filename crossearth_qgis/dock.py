@@ -18,6 +18,7 @@ from qgis.gui import QgsDockWidget
 from qgis.PyQt.QtWidgets import QMessageBox, QWidget
 
 from .catalog_events import catalog_events
+from .dock_choices import ChoiceKey, ChoiceMemory
 from .dock_models import ADD_MODEL, ADD_MODEL_TEXT, DOWNLOAD_PREFIX, DockModels
 from .dock_processing import DockProcessing
 from .dock_run import DockRun
@@ -30,11 +31,12 @@ from .dock_widgets import (
     GSD_NATIVE,
     DockForm,
 )
-from .engine_env import Interpreter, resolve_interpreter
+from .engine_env import EngineEnvironmentError, Interpreter, resolve_interpreter
 from .engine_task import EngineTask
 from .inputs import InputProblem, check_bands, local_raster_source, parse_bands
 from .layer_export import FILE, RENDERED, ExportPlan, check_rendered_bands, layer_kind, plan_export
 from .models import ModelCatalog, ModelEntry
+from .options import PAGE_TITLE as OPTIONS_PAGE
 from .requests import SegmentRequest
 
 log = logging.getLogger("crossearth_qgis.dock")
@@ -78,6 +80,11 @@ class CrossEarthDock(DockForm, DockModels, DockProcessing, DockRun, QgsDockWidge
         self._query_tasks: list[EngineTask] = []
         self._running: dict[str, Any] = {}
         self._last_model_index = -1
+        self.features: dict[str, bool] | None = None  # `check --json`: what the engine can do
+        self.choice_memory = ChoiceMemory()
+        self._choice_key: ChoiceKey | None = None
+        self._fit_serial = 0  # only the answer to the latest fit question is shown
+        self.result_layer_ids: set[str] = set()  # layers the dock added: never its input
         self._build()
         catalog_events.package_added.connect(self._package_added)
         if iface is not None:
@@ -89,9 +96,79 @@ class CrossEarthDock(DockForm, DockModels, DockProcessing, DockRun, QgsDockWidge
             iface.mapCanvas().extentsChanged.connect(self.update_resolution_info)
 
     def follow_layer(self, layer: QgsMapLayer | None) -> None:
-        """Keeps the raster picker on the active layer when that is a raster."""
-        if isinstance(layer, QgsRasterLayer) and self.task is None:
+        """Keeps the raster picker on the active layer when that is a raster, except for the
+        results the dock added (QGIS makes a new layer active: the input stays chosen)."""
+        if (
+            isinstance(layer, QgsRasterLayer)
+            and self.task is None
+            and layer.id() not in self.result_layer_ids
+        ):
             self.layer_combo.setLayer(layer)
+
+    def _layer_or_model_changed(self, *_: Any) -> None:
+        """Bands, resolution and runtime follow the (layer, model) pair; the fit is asked."""
+        layer = self.layer_combo.currentLayer()
+        model = self.current_model()
+        key = (layer.id() if layer is not None else "", model.path if model is not None else "")
+        if key == self._choice_key:
+            return
+        leaving, self._choice_key = self._choice_key, key
+        if leaving is not None and all(leaving):
+            # what was typed before the layer or the model list was there stays as it is
+            self.set_form_choices(self.choice_memory.swap(leaving, self.form_choices(), key))
+        self.check_fit()
+
+    def select_model(self, path: str) -> None:
+        index = self.model_combo.findData(path)
+        if index >= 0:
+            self.model_combo.setCurrentIndex(index)
+
+    def open_options(self) -> None:
+        """Settings > Options at the CrossEarth page (where PyTorch is added)."""
+        if self.iface is not None:
+            self.iface.showOptionsDialog(self.iface.mainWindow(), OPTIONS_PAGE)
+
+    def check_fit(self) -> None:
+        """Asks the engine whether the chosen model takes the layer, and which ones do."""
+        self._fit_serial += 1
+        serial = self._fit_serial
+        self.fit_panel.clear()
+        args = self._fit_args()
+        if args is None:
+            return
+        try:
+            interpreter = resolve_interpreter()
+        except EngineEnvironmentError:
+            return  # the model list says what is missing
+        self._query(
+            "CrossEarth: models that fit the layer",
+            args,
+            interpreter,
+            lambda report: self._fit_checked(serial, report),
+            quiet=True,
+        )
+
+    def _fit_args(self) -> list[str] | None:
+        layer = self.layer_combo.currentLayer()
+        model = self.current_model()
+        if layer is None or model is None:
+            return None
+        try:
+            kind = layer_kind(layer)
+            if kind == FILE:
+                return ["fit", "--json", "--model", model.path, "--", local_raster_source(layer)]
+        except InputProblem:
+            return None  # the pre-check words it when the analyst clicks Segment
+        if kind != RENDERED:
+            return None
+        # A web layer is read as its rendered red, green and blue, at the processing GSD.
+        return ["fit", "--json", "--model", model.path, "--layer-bands", "red,green,blue",
+                "--layer-name", layer.name()]
+
+    def _fit_checked(self, serial: int, report: dict[str, Any]) -> None:
+        if serial == self._fit_serial:
+            can_download = self.features.get("download") if self.features is not None else None
+            self.fit_panel.show_report(report, can_download)
 
     def build_request(self) -> Job:
         """The job the current choices describe; InputProblem/EngineEnvironmentError if none."""

@@ -18,6 +18,7 @@ from .add_model import AddModelDialog
 from .engine_env import EngineEnvironmentError, Interpreter, resolve_interpreter
 from .engine_errors import EngineError
 from .engine_task import EngineTask
+from .model_fit_panel import NEEDS_FULL
 from .models import LIST_MODELS_ARGS, AvailableModel, ModelCatalog, ModelEntry, catalog_from_json
 from .models import install_package as copy_package
 from .models import preset_names as engine_preset_names
@@ -60,13 +61,18 @@ class DockModels:
         args: list[str],
         interpreter: Interpreter,
         done: Callable[[Any], None],
+        quiet: bool = False,
     ) -> None:
-        task = EngineTask(description, args, interpreter, cancelable=False, timeout_s=300)
-        task.completed.connect(lambda: self._query_done(task, done))
+        """Runs a quick engine question in the background (in the warm worker when it is
+        free); a failure goes to the log, and unless `quiet` also under the model list."""
+        task = EngineTask(
+            description, args, interpreter, cancelable=False, timeout_s=300, warm=True
+        )
+        task.completed.connect(lambda: self._query_done(task, done, quiet))
         self._query_tasks.append(task)
         QgsApplication.taskManager().addTask(task)
 
-    def _query_done(self, task: EngineTask, done: Callable[[Any], None]) -> None:
+    def _query_done(self, task: EngineTask, done: Callable[[Any], None], quiet: bool) -> None:
         if task in self._query_tasks:
             self._query_tasks.remove(task)
         if task.error is not None:
@@ -74,7 +80,8 @@ class DockModels:
             messages.log(
                 f"{task.description()}: {task.error}\n{details}", Qgis.MessageLevel.Warning
             )
-            self.model_info.setText(str(task.error))
+            if not quiet:
+                self.model_info.setText(str(task.error))
             return
         try:
             done(task.outcome.json())
@@ -87,8 +94,15 @@ class DockModels:
     def _devices_checked(self, report: dict[str, Any]) -> None:
         self.cuda_available = bool(report.get("cuda_available"))
         self.devices = list(report.get("devices", []))
+        features = report.get("features")
+        self.features = dict(features) if isinstance(features, dict) else None
         self._fill_devices()
         self._fill_workers(report)
+        runtimes = report.get("runtimes")
+        self.fill_runtimes(dict(runtimes) if isinstance(runtimes, dict) else None)
+        self._grey_downloads()
+        if self.fit_panel.report is not None:
+            self.check_fit()  # its download buttons follow what the environment can do
 
     def _fill_workers(self, report: dict[str, Any]) -> None:
         """Workers is offered only when the engine environment has Ray (`check --json`)."""
@@ -117,6 +131,7 @@ class DockModels:
                 self.model_combo.count() - 1, entry.summary(), Qt.ItemDataRole.ToolTipRole
             )
         self._add_downloadable(catalog.downloadable())
+        self._grey_downloads()
         self.model_combo.insertSeparator(self.model_combo.count())
         self.model_combo.addItem(ADD_MODEL_TEXT, ADD_MODEL)
         chosen = catalog.find(wanted) if wanted else None
@@ -155,6 +170,7 @@ class DockModels:
                 f"No model package is installed yet: choose '{ADD_MODEL_TEXT}' above."
             )
         self._update_model_options()
+        self._layer_or_model_changed()
 
     def _fill_devices(self) -> None:
         wanted = self.device_combo.currentData() or settings.get(settings.DEVICE) or "auto"
@@ -275,10 +291,25 @@ class DockModels:
                 Qt.ItemDataRole.ToolTipRole,
             )
 
+    def _grey_downloads(self) -> None:
+        """In an environment that cannot download (Light), the downloads stay listed but
+        cannot be chosen; their tooltip says why and what adds it."""
+        if self.features is None or self.features.get("download"):
+            return
+        items = self.model_combo.model()
+        for index in range(self.model_combo.count()):
+            data = self.model_combo.itemData(index)
+            if isinstance(data, str) and data.startswith(DOWNLOAD_PREFIX):
+                items.item(index).setEnabled(False)
+                self.model_combo.setItemData(index, NEEDS_FULL, Qt.ItemDataRole.ToolTipRole)
+
     def offer_download(self, name: str) -> EngineTask | None:
         """Asks whether to download an official model, then downloads it (background task)."""
         model = self.catalog.find_available(name) if self.catalog is not None else None
         if model is None:
+            return None
+        if self.features is not None and not self.features.get("download"):
+            messages.error(self.iface, f"{model.name} cannot be downloaded here. {NEEDS_FULL}")
             return None
         answer = QMessageBox.question(
             self,

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from qgis.core import Qgis, QgsApplication, QgsProject
+from qgis.core import Qgis, QgsApplication, QgsMapLayer, QgsProject
 
 from . import messages, settings, styling
 from .engine_env import EngineEnvironmentError
@@ -26,6 +26,10 @@ class DockRun:
         """Checks the choices and starts the segmentation task (None when it cannot start)."""
         if self.task is not None:
             return None
+        # Nothing of the run before stays on show while this one is checked and starts.
+        self.status_label.setText("")
+        self.status_label.setToolTip("")
+        self.progress_bar.setValue(0)
         try:
             job = self.build_request()
         except (InputProblem, EngineEnvironmentError) as exc:
@@ -56,7 +60,12 @@ class DockRun:
         task.statusChanged.connect(self.status_label.setText)
         task.completed.connect(self._segment_finished)
         self.task = task
-        self._running = {"request": request, "layer_name": layer.name(), "model": model}
+        self._running = {
+            "request": request,
+            "layer_name": layer.name(),
+            "layer_id": layer.id(),
+            "model": model,
+        }
         self._set_running(True)
         if job.export is not None:
             self.status_label.setText(f"Reading '{layer.name()}': {job.export.describe()}...")
@@ -108,7 +117,6 @@ class DockRun:
         model: ModelEntry = running["model"]
         name = styling.result_layer_name(running["layer_name"], model.name)
         classes = styling.classes_from_card(model.card)
-        project = QgsProject.instance()
         failed = {str(k): str(v) for k, v in (done.get("failed") or {}).items()}
         problems = [f"The {kind} could not be written: {why}" for kind, why in failed.items()]
         try:
@@ -118,17 +126,20 @@ class DockRun:
             return
         if style_problem:
             problems.append(style_problem)
-        # Bottom to top: the confidence raster, the classes, their polygons.
+        # Above the input, bottom to top: the confidence raster, the classes, their polygons.
+        stack = _AboveInput(running["layer_id"], self.result_layer_ids)
         if request.confidence and "confidence" not in failed:
             self._add_optional(
                 lambda: styling.confidence_layer(request.confidence, f"{name} confidence"),
                 problems,
+                stack,
             )
-        project.addMapLayer(result)
+        stack.add(result)
         if request.polygons and "polygons" not in failed:
             self._add_optional(
                 lambda: styling.polygon_layer(request.polygons, f"{name} polygons", classes),
                 problems,
+                stack,
             )
         for problem in problems:
             messages.notify(self.iface, problem, Qgis.MessageLevel.Warning)
@@ -146,10 +157,30 @@ class DockRun:
         messages.notify(self.iface, summary, Qgis.MessageLevel.Success, details)
 
     @staticmethod
-    def _add_optional(make: Callable[[], Any], problems: list[str]) -> None:
+    def _add_optional(make: Callable[[], Any], problems: list[str], stack: _AboveInput) -> None:
         """Adds a layer of an optional output; one that QGIS cannot open becomes a problem
         line, never a reason to drop the class raster."""
         try:
-            QgsProject.instance().addMapLayer(make())
+            stack.add(make())
         except styling.StyleError as exc:
             problems.append(str(exc))
+
+
+class _AboveInput:
+    """Adds result layers to the layer tree right above the input layer, each above the one
+    added before; at the top when the input is not in the tree (any more)."""
+
+    def __init__(self, input_id: str, added_ids: set[str]) -> None:
+        project = QgsProject.instance()
+        self._anchor = project.layerTreeRoot().findLayer(input_id)
+        self._added_ids = added_ids
+
+    def add(self, layer: QgsMapLayer) -> None:
+        project = QgsProject.instance()
+        self._added_ids.add(layer.id())
+        group = self._anchor.parent() if self._anchor is not None else None
+        if group is None:
+            project.addMapLayer(layer)
+            return
+        project.addMapLayer(layer, False)
+        self._anchor = group.insertLayer(group.children().index(self._anchor), layer)

@@ -28,6 +28,8 @@ from qgis.PyQt.QtWidgets import (
 )
 
 from . import qgis_enums
+from .dock_choices import LayerChoices
+from .model_fit_panel import ModelFitPanel
 
 AREA_WHOLE, AREA_CANVAS, AREA_SELECTION = "whole", "canvas", "selection"
 GSD_AUTO, GSD_NATIVE, GSD_METRES = "auto", "native", "metres"
@@ -57,6 +59,10 @@ class DockForm:
         self.setWidget(body)
 
         self.model_combo.currentIndexChanged.connect(self._model_changed)
+        self.layer_combo.layerChanged.connect(self._layer_or_model_changed)
+        self.fit_panel.useModel.connect(self.select_model)
+        self.fit_panel.downloadModel.connect(self.offer_download)
+        self.fit_panel.setUpFull.connect(self.open_options)
         self.area_combo.currentIndexChanged.connect(self._area_changed)
         self.area_combo.currentIndexChanged.connect(self.update_resolution_info)
         self.layer_combo.layerChanged.connect(self.update_resolution_info)
@@ -86,6 +92,8 @@ class DockForm:
         self.model_info = QLabel()
         self.model_info.setWordWrap(True)
         form.addRow("", self.model_info)
+        self.fit_panel = ModelFitPanel()
+        form.addRow("", self.fit_panel)
 
         self.device_combo = QComboBox()
         form.addRow("Device", self.device_combo)
@@ -153,8 +161,6 @@ class DockForm:
         advanced.addRow(self.workers_label, self.workers_combo)
         self._fill_workers({})  # shown once the engine reports Ray (see _devices_checked)
         self.runtime_combo = QComboBox()
-        for label, runtime in RUNTIME_CHOICES:
-            self.runtime_combo.addItem(label, runtime)
         self.runtime_combo.setToolTip(
             "What runs the model. Auto: PyTorch on a GPU; on the CPU ONNX Runtime when the "
             "model has an ONNX graph (faster), else PyTorch"
@@ -166,10 +172,40 @@ class DockForm:
             "for minutes, later runs start from the cache. Pays off on GPUs and long runs"
         )
         self.runtime_combo.currentIndexChanged.connect(self._runtime_changed)
+        self.fill_runtimes(None)  # narrowed to the installed ones once the engine reports
         row = QHBoxLayout()
         row.addWidget(self.runtime_combo, 1)
         row.addWidget(self.compile_check)
         advanced.addRow("Runtime", row)
+
+    def form_choices(self) -> LayerChoices:
+        """The choices that belong to the layer and model shown (see dock_choices)."""
+        return LayerChoices(
+            bands=self.bands_edit.text(),
+            gsd=self.gsd_combo.currentData(),
+            gsd_m=self.gsd_spin.value(),
+            runtime=self.runtime_combo.currentData(),
+        )
+
+    def set_form_choices(self, choices: LayerChoices) -> None:
+        self.bands_edit.setText(choices.bands)
+        self.gsd_combo.setCurrentIndex(max(0, self.gsd_combo.findData(choices.gsd)))
+        self.gsd_spin.setValue(choices.gsd_m)
+        # a runtime that this environment does not offer (any more) is Auto
+        self.runtime_combo.setCurrentIndex(max(0, self.runtime_combo.findData(choices.runtime)))
+
+    def fill_runtimes(self, installed: dict[str, str] | None) -> None:
+        """Auto and the runtimes installed in the engine environment (None: not known yet,
+        all of them)."""
+        wanted = self.runtime_combo.currentData()
+        self.runtime_combo.blockSignals(True)
+        self.runtime_combo.clear()
+        for label, runtime in RUNTIME_CHOICES:
+            if runtime == "auto" or installed is None or runtime in installed:
+                self.runtime_combo.addItem(label, runtime)
+        self.runtime_combo.setCurrentIndex(max(0, self.runtime_combo.findData(wanted)))
+        self.runtime_combo.blockSignals(False)
+        self._runtime_changed()
 
     def _runtime_changed(self) -> None:
         # The ONNX runtimes run an exported graph: there is nothing to compile.

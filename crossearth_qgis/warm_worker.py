@@ -33,6 +33,10 @@ DEFAULT_IDLE_EXIT_S = 600.0
 # The commands `crossearth serve` runs (engine/commands/serve.py SERVED_COMMANDS, repeated as
 # the plugin never imports the engine; a test pins the two): others always run one-shot.
 SERVED_COMMANDS = ("segment", "fit", "models", "check", "info")
+# Questions answered in well under a second once the worker is up: a run waits for one of
+# these to end (up to QUICK_WAIT_S) rather than go one-shot and load its model cold.
+QUICK_COMMANDS = ("fit", "models", "check", "info")
+QUICK_WAIT_S = 30.0
 CANCELLED_EXIT_CODE = 130
 _POLL_S = 0.05
 
@@ -67,6 +71,7 @@ class WarmWorker:
         # what a one-shot worker would get now (models folder, catalog...): fixed at start
         self.env = env if env is not None else worker_environment()
         self.busy = threading.Lock()
+        self.command = ""  # what it runs now ("" when idle)
         self._process: subprocess.Popen | None = None
         self._lines: queue.Queue = queue.Queue()
 
@@ -249,12 +254,17 @@ def acquire(
         # a busy one, or one still running with the settings of before: this run goes one-shot
         usable = (worker.idle_exit_s, worker.env) == (idle_exit_s, env)
         taken = usable and worker.busy.acquire(blocking=False)
+        answering = usable and not taken and worker.command in QUICK_COMMANDS
+    if answering and command not in QUICK_COMMANDS:
+        taken = worker.busy.acquire(timeout=QUICK_WAIT_S)
     if not taken:
         yield None
         return
+    worker.command = command
     try:
         yield worker
     finally:
+        worker.command = ""
         worker.busy.release()
 
 

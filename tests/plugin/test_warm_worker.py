@@ -111,3 +111,25 @@ def test_a_changed_environment_gets_a_new_worker(rasters, tmp_path, monkeypatch)
     monkeypatch.setenv("CROSSEARTH_MODEL_CATALOG", str(tmp_path / "no-catalog.json"))
     _run(["check", "--json"])
     assert _worker().pid not in (None, pid)
+
+
+def test_a_run_waits_for_a_quick_question_rather_than_load_its_model_cold(rasters, tmp_path):
+    import threading
+
+    interpreter = resolve_interpreter()
+    asked = threading.Event()
+    release = threading.Event()
+
+    def question() -> None:
+        with warm_worker.acquire(interpreter, IDLE_S, "fit") as worker:
+            assert worker is not None
+            asked.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=question)
+    thread.start()
+    asked.wait(10)
+    threading.Timer(0.3, release.set).start()
+    with warm_worker.acquire(interpreter, IDLE_S, "segment") as worker:
+        assert worker is not None and worker.command == "segment"
+    thread.join()

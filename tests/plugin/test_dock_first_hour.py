@@ -1,0 +1,195 @@
+"""The dock in the first hour, driven through its real widgets (a `.click()` sends clicked(bool)
+as a mouse does): two runs in a row, choices that follow the layer and the model, a cleared
+status, the models that fit a layer, and downloads a Light environment cannot do."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+from qgis.core import Qgis, QgsProject, QgsRasterLayer
+from qgis.PyQt.QtCore import Qt
+from qgis.PyQt.QtTest import QTest
+
+from crossearth_qgis import engine_task
+from crossearth_qgis.dock import DOWNLOAD_PREFIX, GSD_AUTO, GSD_METRES
+from crossearth_qgis.model_fit_panel import NEEDS_FULL
+from crossearth_qgis.models import catalog_from_json
+
+from .conftest import ENGINE_PYTHON, MODEL_NAME, REPO, bar_messages, wait_for
+
+FAST = "crossearth-landsat-lc-fast"  # a bundled five-band model
+
+
+def click_segment(dock) -> None:
+    dock.run_button.click()
+    assert dock.task is not None, bar_messages(dock.iface, Qgis.Critical)
+    wait_for(lambda: dock.task is None, 240, "the segmentation task")
+
+
+def tree_order(project: QgsProject) -> list[str]:
+    return [node.name() for node in project.layerTreeRoot().children()]
+
+
+def choose_model(dock, name: str) -> None:
+    index = next(
+        i for i in range(dock.model_combo.count()) if dock.model_combo.itemText(i).startswith(name)
+    )
+    dock.model_combo.setCurrentIndex(index)
+
+
+def test_two_segment_clicks_in_a_row_keep_the_input_and_stack_the_results(
+    dock, add_raster, rasters, project, monkeypatch
+):
+    base = add_raster(rasters["two_band"], "below")
+    source = add_raster(rasters["rgb"], "olinda")
+    dock.layer_combo.setLayer(source)
+    statuses: list[str] = []
+    compose = engine_task.status_text
+    monkeypatch.setattr(
+        engine_task, "status_text", lambda f, m, e: statuses.append(m) or compose(f, m, e)
+    )
+    click_segment(dock)
+    [first] = [
+        layer for layer in project.mapLayers().values() if layer.id() in dock.result_layer_ids
+    ]
+    dock.follow_layer(first)  # QGIS makes a new layer active; the dock keeps its input
+    assert dock.layer_combo.currentLayer() is source
+    click_segment(dock)
+    assert dock.layer_combo.currentLayer() is source
+    results = [project.mapLayer(i) for i in dock.result_layer_ids]
+    assert len(results) == 2 and all(isinstance(r, QgsRasterLayer) for r in results)
+    name = f"olinda – {MODEL_NAME}"
+    # Each result right above the input, the newest on top; the layer below stays below.
+    assert tree_order(project) == [name, name, "olinda", "below"]
+    assert base.id() not in dock.result_layer_ids
+    # The second run found its model loaded in the warm worker.
+    assert any(m.startswith(f"loading model {MODEL_NAME}") for m in statuses)
+    assert any(
+        m.startswith(f"model {MODEL_NAME}") and m.endswith("loaded already") for m in statuses
+    )
+    assert dock.status_label.text().startswith("Segmented 'olinda'")
+
+
+def test_bands_resolution_and_runtime_follow_the_layer_and_the_model(dock, add_raster, rasters):
+    first = add_raster(rasters["six_band"], "six")
+    second = add_raster(rasters["rgb"], "olinda")
+    dock.layer_combo.setLayer(first)
+    QTest.keyClicks(dock.bands_edit, "3,2,1")
+    dock.gsd_combo.setCurrentIndex(dock.gsd_combo.findData(GSD_METRES))
+    dock.gsd_spin.setValue(10.0)
+    dock.runtime_combo.setCurrentIndex(dock.runtime_combo.findData("torch"))
+
+    dock.layer_combo.setLayer(second)  # another layer: the defaults
+    assert dock.bands_edit.text() == ""
+    assert dock.gsd_combo.currentData() == GSD_AUTO and not dock.gsd_spin.isEnabled()
+    assert dock.runtime_combo.currentData() == "auto"
+
+    dock.layer_combo.setLayer(first)  # back: what was typed for it
+    assert dock.bands_edit.text() == "3,2,1"
+    assert (dock.gsd_combo.currentData(), dock.gsd_spin.value()) == (GSD_METRES, 10.0)
+    assert dock.runtime_combo.currentData() == "torch"
+
+    choose_model(dock, FAST)  # another model for the same layer: the defaults again
+    assert dock.bands_edit.text() == "" and dock.runtime_combo.currentData() == "auto"
+    choose_model(dock, MODEL_NAME)
+    assert dock.bands_edit.text() == "3,2,1"
+
+
+def test_a_failed_pre_check_clears_the_last_runs_status(dock, add_raster, rasters):
+    dock.layer_combo.setLayer(add_raster(rasters["rgb"], "olinda"))
+    click_segment(dock)
+    assert dock.progress_bar.value() == 100 and dock.status_label.text()
+    dock.layer_combo.setLayer(add_raster(rasters["two_band"], "two bands"))
+    dock.run_button.click()
+    assert dock.task is None
+    assert dock.progress_bar.value() == 0 and dock.status_label.text() == ""
+    assert "'two bands' has 2 band(s)" in bar_messages(dock.iface, Qgis.Critical)[-1]
+
+
+def test_an_rgb_layer_with_a_five_band_model_is_offered_the_model_that_takes_it(
+    dock, add_raster, rasters
+):
+    dock.layer_combo.setLayer(add_raster(rasters["rgb"], "olinda"))
+    choose_model(dock, FAST)
+    wait_for(lambda: dock.fit_panel.report is not None, 120, "the fit of the layer")
+    text = dock.fit_panel.text.text()
+    assert text.startswith(f"'{rasters['rgb']}' does not fit the model '{FAST}': it has 3 band(s)")
+    assert f"Installed models that take it: {MODEL_NAME} (installed;" in text
+    [use] = [b for b in dock.fit_panel.buttons if b.text() == f"Use {MODEL_NAME}"]
+    use.click()
+    assert dock.current_model().name == MODEL_NAME
+    wait_for(
+        lambda: dock.fit_panel.isHidden() and dock.fit_panel.report is None,
+        120,
+        "the panel to go once the model fits",
+    )
+    assert dock.segment() is not None  # and the run starts
+    wait_for(lambda: dock.task is None, 240, "the segmentation task")
+
+
+def test_a_layer_no_model_takes_gets_what_would(dock, add_raster, rasters):
+    dock.layer_combo.setLayer(add_raster(rasters["two_band"], "two bands"))
+    wait_for(lambda: dock.fit_panel.report is not None, 120, "the fit of the layer")
+    assert dock.fit_panel.buttons == []
+    assert "No model here takes it; what would: fine-tune a model on labels of this area" in (
+        dock.fit_panel.text.text()
+    )
+
+
+def _light_check() -> dict:
+    done = subprocess.run(
+        [str(REPO / "build/engine-light/bin/python"), "-m", "engine.cli", "check", "--json"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    return json.loads(done.stdout)
+
+
+def _catalog_with_downloads() -> dict:
+    done = subprocess.run(
+        [ENGINE_PYTHON, "-m", "engine.cli", "models", "--json", "--available"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    return json.loads(done.stdout)
+
+
+def test_a_download_in_a_light_environment_is_greyed_with_its_reason(
+    dock, add_raster, rasters, monkeypatch
+):
+    light = _light_check()
+    assert light["features"]["download"] is False and "torch" not in light["runtimes"]
+    dock.set_catalog(catalog_from_json(_catalog_with_downloads()), select=FAST)
+    dock._devices_checked(light)  # the report a Light engine gives the dock
+    downloads = [
+        i
+        for i in range(dock.model_combo.count())
+        if str(dock.model_combo.itemData(i)).startswith(DOWNLOAD_PREFIX)
+    ]
+    assert downloads
+    for index in downloads:
+        assert not dock.model_combo.model().item(index).isEnabled()
+        assert dock.model_combo.itemData(index, Qt.ItemDataRole.ToolTipRole) == NEEDS_FULL
+    # Only the runtimes the environment has are offered.
+    offered = [dock.runtime_combo.itemData(i) for i in range(dock.runtime_combo.count())]
+    assert offered == ["auto", *[r for r in ("onnxruntime", "openvino") if r in light["runtimes"]]]
+    # The fit panel's download buttons are greyed too, with the one-click fix beside them.
+    dock.layer_combo.setLayer(add_raster(rasters["rgb"], "olinda"))
+    monkeypatch.setattr(dock, "current_model", lambda: dock.catalog.find(FAST))
+    dock.check_fit()
+    wait_for(lambda: dock.fit_panel.report is not None, 120, "the fit of the layer")
+    by_label = {b.text(): b for b in dock.fit_panel.buttons}
+    download = [b for label, b in by_label.items() if label.startswith("Download ")]
+    assert download and all(not b.isEnabled() and b.toolTip() == NEEDS_FULL for b in download)
+    by_label["Add PyTorch..."].click()
+    dock.iface.showOptionsDialog.assert_called_with(dock.iface.mainWindow(), "CrossEarth")
+    # And a download asked for anyway says why in one line, before any question.
+    assert dock.offer_download(download[0].text().split()[1]) is None
+    assert NEEDS_FULL in bar_messages(dock.iface, Qgis.Critical)[-1]
