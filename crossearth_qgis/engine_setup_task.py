@@ -19,6 +19,7 @@ from qgis.PyQt.QtCore import pyqtSignal
 from . import base_python, messages, settings
 from .engine_setup import EngineSetupError, read_record, requirements_file, setup_environment
 from .process import ProcessCancelled
+from .processing.provider import PROVIDER_ID
 
 # The task the plugin runs now (at most one): kept here so that its Python object lives as
 # long as the task does, whatever happens to the page that started it.
@@ -44,8 +45,12 @@ def start(
 
 
 def remember_capabilities(python: Path, report: dict[str, Any]) -> None:
-    """Keeps what the engine at `python` said it can do (`check --json`)."""
+    """Keeps what the engine at `python` said it can do (`check --json`); Processing's
+    choices (the runtimes) follow it."""
     settings.set_value(settings.CAPABILITIES, json.dumps({"python": str(python), "report": report}))
+    provider = QgsApplication.processingRegistry().providerById(PROVIDER_ID)
+    if provider is not None:
+        provider.refreshAlgorithms()
 
 
 def known_capabilities(python: Path) -> dict[str, Any] | None:

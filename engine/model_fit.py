@@ -241,7 +241,7 @@ def _listed(title: str, fits: Sequence[Fit], limit: int) -> str:
     head = f"{title} ({'; '.join(shared)})" if shared else title
     names = "; ".join(describe_fit(f, shared) for f in shown)
     more = len(fits) - len(shown)
-    extra = f"; and {more} more ('crossearth models --available')" if more > 0 else ""
+    extra = f"; and {more} more" if more > 0 else ""
     return f"{head}: {names}{extra}."
 
 

@@ -45,9 +45,10 @@ from ..layer_export import (
 )
 from ..models import list_models, model_card
 from ..requests import SegmentRequest
-from ..worker import EngineOutcome
-from .base import CrossEarthAlgorithm
+from ..worker import EngineOutcome, run_engine_json
+from .base import CrossEarthAlgorithm, installed_runtimes
 from .engine_run import run_engine_for_feedback
+from .model_choice import ModelChoiceWrapper
 
 
 class _StyleOnLoad(QgsProcessingLayerPostProcessorInterface):
@@ -141,7 +142,60 @@ def workers_text(value: object) -> str | None:
     return str(count) if count else None
 
 
+def _rendered_fit_text(layer_name: str, model: str) -> str:
+    """The engine's advice for a web layer's red, green and blue and this model (the text the
+    dock and the CLI show); "" when the engine cannot be asked."""
+    args = ["fit", "--json", "--layer-bands", "red,green,blue", "--layer-name", layer_name]
+    try:
+        return str(run_engine_json(args + (["--model", model] if model else [])).get("text", ""))
+    except (EngineError, EngineEnvironmentError):
+        return ""
+
+
 OUTPUT_GRIDS = ["source", "model"]
+INTRO = (
+    "Segments a raster into land-cover classes with a CrossEarth model package. The model runs "
+    "in the engine's own Python process (Settings > Options > CrossEarth); the result is a "
+    "GeoTIFF of class numbers with the model's class names and colours, styled by a .qml "
+    "saved beside it."
+)
+# Each parameter's help, shown as its tooltip and, in order, as the algorithm's help.
+HELP = {
+    "INPUT": "a raster file; web map layers (WMS, WMTS, XYZ) and other layers that are not "
+    "files are read over the extent (required for web layers) at the processing resolution "
+    "into a temporary GeoTIFF first, as their red, green and blue.",
+    "MODEL": "an installed model (the list) or, in scripts, a name or a package folder; empty "
+    "is the default model.",
+    "DEVICE": "auto, cpu, cuda or cuda:N.",
+    "BANDS": "the raster's bands in the model's input order; empty matches them by band name.",
+    "EXTENT": "segment only this area.",
+    "MIN_REGION": "regions smaller than this are merged into the class around them; empty "
+    "keeps all.",
+    "MIN_REGION_UNIT": "pixels, m² or ha.",
+    "KEEP_CLASSES": "class names, comma separated, whose small regions stay.",
+    "SIMPLIFY": "tolerance for the class polygons; empty leaves them as traced.",
+    "TILE_SIZE": "empty is the model's.",
+    "OVERLAP": "overlap of neighbouring tiles; empty is the model's.",
+    "BATCH_SIZE": "tiles the model runs at once.",
+    "GSD": "auto runs the model at the resolution it was trained at (the model card's GSD), "
+    "resampling on the fly; native runs it on the raster's own pixels; a number is metres per "
+    "pixel.",
+    "OUTPUT_GRID": "the result on the input raster's grid (source) or on the processing grid "
+    "(model).",
+    "WORKERS": "needs Ray in the engine environment: 0 runs the model in one process; a "
+    "number or auto shards the raster over that many model workers (auto: one per GPU, or the "
+    "CPU cores divided among them), with the same result.",
+    "CLUSTER": "a Ray cluster's address (auto, host:port or ray://host:port) to run on "
+    "instead of this computer; input and output must be reachable from every node. Empty is "
+    "this computer.",
+    "RUNTIME": "what runs the model, among those installed: auto is PyTorch on a GPU and ONNX "
+    "Runtime on the CPU when the model has an ONNX graph.",
+    "COMPILE": "torch.compile: the first run with a tile and batch size compiles for minutes, "
+    "later runs start from the cache.",
+    "OUTPUT": "class numbers as a GeoTIFF, with the model's class names and colours.",
+    "CONFIDENCE": "per-pixel confidence (0..1).",
+    "POLYGONS": "class polygons with class name and area (GeoPackage).",
+}
 REGION_UNITS = ["px", "m2", "ha"]
 
 
@@ -166,7 +220,6 @@ class SegmentRasterAlgorithm(CrossEarthAlgorithm):
     WORKERS = "WORKERS"
     CLUSTER = "CLUSTER"
     RUNTIME = "RUNTIME"
-    RUNTIMES = ["auto", "torch", "onnxruntime", "openvino"]
     COMPILE = "COMPILE"
 
     def name(self) -> str:
@@ -176,61 +229,41 @@ class SegmentRasterAlgorithm(CrossEarthAlgorithm):
         return "Segment raster"
 
     def shortHelpString(self) -> str:
-        return (
-            "Segments a raster into land-cover classes with a CrossEarth model package. The "
-            "model runs in the engine's own Python process (see Settings > Options > "
-            "CrossEarth); the result is a GeoTIFF of class numbers with the model's class "
-            "names and colours, styled by a .qml saved beside it.\n\n"
-            "Model: an installed model's name or a package folder (empty: the bundled "
-            "default). Device: auto, cpu, cuda or cuda:N. Tile size and overlap default to "
-            "the model's. Bands: the raster's bands in the model's input order (empty: "
-            "matched by band names). Extent: segment only this area. Confidence: per-pixel "
-            "confidence (0..1). Polygons: class polygons with class name and area (GeoPackage)."
-            "\n\nGSD (processing resolution): auto runs the model at the resolution it was "
-            "trained at (the model card's GSD), resampling on the fly; native runs it on the "
-            "raster's own pixels; a number is metres per pixel. Output grid: the result on the "
-            "input raster's grid (source) or on the processing grid (model).\n\n"
-            "Web map layers (WMS, WMTS, XYZ) and other layers that are not raster files are "
-            "read over the extent (required for web layers) at the processing resolution into "
-            "a temporary GeoTIFF first; web layers give the red, green and blue of their image."
-            "\n\nMinimum region size: regions smaller than this (pixels, m² or ha) are merged "
-            "into the class around them, except for the classes listed in 'Keep small regions "
-            "of classes' (names, comma separated). Simplify: tolerance in metres for the class "
-            "polygons."
-            "\n\nWorkers (needs Ray in the engine environment): 0 runs the model in one process; "
-            "a number or auto shards the raster over that many model workers on Ray (auto: one "
-            "per GPU, or CPU cores divided among workers), with the same result. Cluster: a "
-            "Ray cluster's address (auto, host:port or ray://host:port) to run on instead of "
-            "this computer; the input and output must be reachable from every node."
-        )
+        # The same words as each parameter's help (its tooltip): written once, in HELP.
+        entries = [
+            f"<b>{p.description()}</b>: {HELP[p.name()]}"
+            for p in self.parameterDefinitions()
+            if p.name() in HELP
+        ]
+        return "<br>".join([INTRO, *entries])
 
     def tags(self) -> list[str]:
         return ["segmentation", "classification", "land cover", "deep learning", "crossearth"]
 
     def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:
-        for parameter in self._source_parameters() + self._region_parameters():
-            self.addParameter(parameter)
-        for parameter in self._advanced_parameters():
-            parameter.setFlags(parameter.flags() | qgis_enums.ADVANCED_PARAMETER)
-            self.addParameter(parameter)
-        for parameter in self._output_parameters():
-            self.addParameter(parameter)
+        groups = (
+            (self._source_parameters() + self._region_parameters(), False),
+            (self._advanced_parameters(), True),
+            (self._output_parameters(), False),
+        )
+        for parameters, advanced in groups:
+            for parameter in parameters:
+                if advanced:
+                    parameter.setFlags(parameter.flags() | qgis_enums.ADVANCED_PARAMETER)
+                parameter.setHelp(HELP.get(parameter.name(), ""))
+                self.addParameter(parameter)
 
     def _source_parameters(self) -> list[QgsProcessingParameterDefinition]:
         """What to segment, with which model, on which device."""
+        model = QgsProcessingParameterString(self.MODEL, "Model", "", optional=True)
+        # A choice of the installed models in the dialogs; any name or folder in scripts.
+        model.setMetadata({"widget_wrapper": {"class": ModelChoiceWrapper}})
         return [
             QgsProcessingParameterRasterLayer(self.INPUT, "Input raster"),
-            QgsProcessingParameterString(
-                self.MODEL, "Model (name or package folder; empty = default)", "", optional=True
-            ),
-            QgsProcessingParameterString(self.DEVICE, "Device (auto, cpu, cuda, cuda:N)", "auto"),
+            model,
+            QgsProcessingParameterString(self.DEVICE, "Device", "auto"),
             QgsProcessingParameterBand(
-                self.BANDS,
-                "Bands in the model's input order (empty = by band names)",
-                None,
-                self.INPUT,
-                optional=True,
-                allowMultiple=True,
+                self.BANDS, "Bands", None, self.INPUT, optional=True, allowMultiple=True
             ),
             QgsProcessingParameterExtent(self.EXTENT, "Segment only this extent", optional=True),
         ]
@@ -240,7 +273,7 @@ class SegmentRasterAlgorithm(CrossEarthAlgorithm):
         return [
             QgsProcessingParameterNumber(
                 self.MIN_REGION,
-                "Minimum region size (smaller regions are merged; empty = keep all)",
+                "Minimum region size",
                 qgis_enums.NUMBER_DOUBLE,
                 optional=True,
                 minValue=0,
@@ -252,14 +285,11 @@ class SegmentRasterAlgorithm(CrossEarthAlgorithm):
                 defaultValue=0,
             ),
             QgsProcessingParameterString(
-                self.KEEP_CLASSES,
-                "Keep small regions of classes (names, comma separated)",
-                "",
-                optional=True,
+                self.KEEP_CLASSES, "Keep small regions of classes", "", optional=True
             ),
             QgsProcessingParameterNumber(
                 self.SIMPLIFY,
-                "Simplify polygons: tolerance in metres (empty = not simplified)",
+                "Simplify polygons (metres)",
                 qgis_enums.NUMBER_DOUBLE,
                 optional=True,
                 minValue=0,
@@ -271,60 +301,41 @@ class SegmentRasterAlgorithm(CrossEarthAlgorithm):
         return [
             QgsProcessingParameterNumber(
                 self.TILE_SIZE,
-                "Tile size in pixels (empty = the model's)",
+                "Tile size (pixels)",
                 qgis_enums.NUMBER_INTEGER,
                 optional=True,
                 minValue=16,
             ),
             QgsProcessingParameterNumber(
                 self.OVERLAP,
-                "Overlap of neighbouring tiles in pixels (empty = the model's)",
+                "Tile overlap (pixels)",
                 qgis_enums.NUMBER_INTEGER,
                 optional=True,
                 minValue=0,
             ),
             QgsProcessingParameterNumber(
-                self.BATCH_SIZE,
-                "Tiles per batch",
-                qgis_enums.NUMBER_INTEGER,
-                4,
-                minValue=1,
+                self.BATCH_SIZE, "Tiles per batch", qgis_enums.NUMBER_INTEGER, 4, minValue=1
             ),
-            QgsProcessingParameterString(
-                self.GSD,
-                "Processing resolution (GSD): auto (the model's), native, or metres per pixel",
-                "auto",
-            ),
+            QgsProcessingParameterString(self.GSD, "Processing resolution (GSD)", "auto"),
             QgsProcessingParameterEnum(
                 self.OUTPUT_GRID,
                 "Output grid",
                 ["source: the input raster's grid", "model: the processing grid"],
                 defaultValue=0,
             ),
+            QgsProcessingParameterString(self.WORKERS, "Workers on Ray", "0", optional=True),
             QgsProcessingParameterString(
-                self.WORKERS,
-                "Workers on Ray: 0 = one process, auto, or a number",
-                "0",
-                optional=True,
-            ),
-            QgsProcessingParameterString(
-                self.CLUSTER,
-                "Ray cluster address (empty = this computer)",
-                "",
-                optional=True,
+                self.CLUSTER, "Ray cluster address", "", optional=True
             ),
             QgsProcessingParameterEnum(
                 self.RUNTIME,
-                "Runtime: auto (PyTorch on a GPU; ONNX Runtime on the CPU when the model has an "
-                "ONNX graph), torch, onnxruntime or openvino",
-                self.RUNTIMES,
-                defaultValue=0,
+                "Runtime",
+                installed_runtimes(),
+                defaultValue="auto",
+                usesStaticStrings=True,
             ),
             QgsProcessingParameterBoolean(
-                self.COMPILE,
-                "Compile the model (torch.compile, PyTorch runtime: the first run with a tile and "
-                "batch size compiles for minutes, later runs start from the cache)",
-                defaultValue=False,
+                self.COMPILE, "Compile the model (PyTorch)", defaultValue=False
             ),
         ]
 
@@ -373,7 +384,7 @@ class SegmentRasterAlgorithm(CrossEarthAlgorithm):
             raise QgsProcessingException(
                 f"Class polygons are written as a GeoPackage; give a .gpkg file ({polygons})."
             )
-        runtime = self.RUNTIMES[self.parameterAsEnum(parameters, self.RUNTIME, context)]
+        runtime = self.parameterAsEnumString(parameters, self.RUNTIME, context) or "auto"
         compile_model = self.parameterAsBoolean(parameters, self.COMPILE, context)
         if compile_model and runtime in ("onnxruntime", "openvino"):
             raise QgsProcessingException(
@@ -463,7 +474,10 @@ class SegmentRasterAlgorithm(CrossEarthAlgorithm):
         if kind == RENDERED:
             bands = self.parameterAsInts(parameters, self.BANDS, context) or None
             needed = list(card.get("input", {}).get("bands", []))
-            check_rendered_bands(layer.name(), card.get("name", model), needed, bands)
+            try:
+                check_rendered_bands(layer.name(), card.get("name", model), needed, bands)
+            except InputProblem as exc:
+                raise InputProblem(_rendered_fit_text(layer.name(), model) or str(exc)) from None
         if gsd == "native":
             if native_units_per_pixel(layer) is None:
                 raise InputProblem(

@@ -200,12 +200,12 @@ def test_workers_and_cluster_reach_the_engine(provider, rasters, tmp_path, monke
     with pytest.raises(QgsProcessingException, match="Workers must be 0 .* not 'many'"):
         processing.run(SEGMENT, {**base, "WORKERS": "many"})
     assert len(seen) == 4  # refused before the engine ran
-    # Compiling reaches the engine with PyTorch (runtime 1) and is refused with ONNX Runtime.
+    # Compiling reaches the engine with PyTorch and is refused with ONNX Runtime.
     with pytest.raises(QgsProcessingException, match="stopped by the test"):
-        processing.run(SEGMENT, {**base, "RUNTIME": 1, "COMPILE": True})
+        processing.run(SEGMENT, {**base, "RUNTIME": "torch", "COMPILE": True})
     assert "--compile" in seen[-1] and "--runtime=torch" in seen[-1]
     with pytest.raises(QgsProcessingException, match="Compiling applies to the PyTorch runtime"):
-        processing.run(SEGMENT, {**base, "RUNTIME": 2, "COMPILE": True})
+        processing.run(SEGMENT, {**base, "RUNTIME": "onnxruntime", "COMPILE": True})
     assert len(seen) == 5
 
 
@@ -475,3 +475,67 @@ def test_fine_tune_with_a_teacher_of_other_classes_is_refused(provider, engine_f
             },
         )
     assert not (tmp_path / "distilled").exists()
+
+
+def test_a_band_error_names_the_models_that_take_the_raster(provider, rasters, tmp_path):
+    """Processing's error carries the engine's advice, the text the dock and the CLI show."""
+    import processing
+
+    feedback = RecordingFeedback()
+    logged: list[str] = []
+    feedback.pushConsoleInfo = logged.append
+    with pytest.raises(QgsProcessingException) as caught:
+        processing.run(
+            SEGMENT,
+            {
+                "INPUT": str(rasters["rgb"]),
+                "MODEL": "crossearth-landsat-lc-fast",
+                "OUTPUT": str(tmp_path / "x.tif"),
+            },
+            feedback=feedback,
+        )
+    message = str(caught.value)
+    assert message.startswith("The raster has 3 band(s) but the model needs 5")
+    assert f"Installed models that take it: {MODEL_NAME} (installed;" in message
+    assert " --" not in message  # the analyst's words, not the command line's
+    # Said once: the engine's error line is not repeated in the log.
+    assert not [line for line in logged if "band(s)" in line]
+
+
+def test_model_is_a_choice_of_installed_models_and_runtime_of_installed_runtimes(
+    provider, engine_fixtures
+):
+    from processing.gui.wrappers import DIALOG_STANDARD
+
+    from crossearth_qgis import engine_setup_task
+    from crossearth_qgis.engine_env import resolve_interpreter
+    from crossearth_qgis.processing.model_choice import DEFAULT_TEXT, ModelChoiceWrapper
+    from crossearth_qgis.processing.segment_raster import HELP, SegmentRasterAlgorithm
+
+    algorithm = SegmentRasterAlgorithm()
+    algorithm.initAlgorithm()
+    model = algorithm.parameterDefinition("MODEL")
+    assert model.metadata()["widget_wrapper"]["class"] is ModelChoiceWrapper
+    wrapper = ModelChoiceWrapper(model, DIALOG_STANDARD)
+    combo = wrapper.widget
+    names = [combo.itemData(i) for i in range(combo.count())]
+    assert combo.itemText(0) == DEFAULT_TEXT and names[0] == ""
+    assert MODEL_NAME in names and "crossearth-landsat-lc-fast" in names
+    combo.setCurrentIndex(names.index(MODEL_NAME))
+    assert wrapper.value() == MODEL_NAME
+    wrapper.setValue("/some/package/folder")  # a path still goes through, for scripts
+    assert wrapper.value() == "/some/package/folder"
+
+    # RUNTIME lists what the selected environment has, once it was probed.
+    python = resolve_interpreter().python
+    engine_setup_task.remember_capabilities(python, {"runtimes": {"onnxruntime": "1.32"}})
+    narrowed = SegmentRasterAlgorithm()
+    narrowed.initAlgorithm()
+    assert narrowed.parameterDefinition("RUNTIME").options() == ["auto", "onnxruntime"]
+    assert narrowed.parameterDefinition("RUNTIME").defaultValue() == "auto"
+    # Every parameter's help is written once: its tooltip, and the algorithm's help.
+    help_text = narrowed.shortHelpString()
+    for parameter in narrowed.parameterDefinitions():
+        assert parameter.help() == HELP[parameter.name()], parameter.name()
+        entry = f"<b>{parameter.description()}</b>: {HELP[parameter.name()]}"
+        assert help_text.count(entry) == 1, parameter.name()

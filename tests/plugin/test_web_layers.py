@@ -378,6 +378,9 @@ def test_dock_segments_a_web_layer_like_the_source_raster(
     assert "Segmented 'olinda tiles'" in dock.status_label.text()
 
     dock.layer_combo.setLayer(add_raster(tiles["source"], "olinda 3857"))
+    # The processing resolution follows the layer: a new layer starts from Auto.
+    assert dock.gsd_combo.currentData() == "auto"
+    dock.gsd_combo.setCurrentIndex(dock.gsd_combo.findData(GSD_NATIVE))
     file_output = tmp_path / "file.tif"
     dock.output_widget.setFilePath(str(file_output))
     task = run_dock(dock)
