@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from qgis.core import Qgis, QgsApplication
-from qgis.gui import QgsFileWidget, QgsOptionsPageWidget, QgsOptionsWidgetFactory
+from qgis.gui import QgsFileWidget, QgsOptionsPageWidget, QgsOptionsWidgetFactory, QgsSpinBox
 from qgis.PyQt import sip
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtGui import QIcon
@@ -156,6 +156,21 @@ class CrossEarthOptionsPage(QgsOptionsPageWidget):
         self.check_label.setWordWrap(True)
         self.check_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         engine_layout.addWidget(self.check_label)
+        warm = QHBoxLayout()
+        warm.addWidget(QLabel("Keep the engine and its model loaded between runs for"))
+        self.idle_spin = QgsSpinBox()
+        self.idle_spin.setRange(0, 24 * 60)
+        self.idle_spin.setSuffix(" min")
+        self.idle_spin.setSpecialValueText("off")
+        self.idle_spin.setClearValue(int(settings.DEFAULT_WORKER_IDLE_MINUTES))
+        self.idle_spin.setValue(round(settings.worker_idle_s() / 60))
+        self.idle_spin.setToolTip(
+            "A second run of the same model then starts at once; an idle engine exits after "
+            "this time and gives its memory back (a full-size model holds over a gigabyte)"
+        )
+        warm.addWidget(self.idle_spin)
+        warm.addStretch(1)
+        engine_layout.addLayout(warm)
         return engine
 
     def configured_python(self) -> str:
@@ -323,6 +338,7 @@ class CrossEarthOptionsPage(QgsOptionsPageWidget):
             self.setup_status.setText(str(exc))
             return None
         settings.set_value(settings.BASE_PYTHON, self.base_widget.filePath().strip())
+        settings.set_value(settings.WORKER_IDLE_MINUTES, str(self.idle_spin.value()))
         self.setup_output.clear()
         self.setup_progress.setValue(0)
         self._follow(task)
@@ -389,6 +405,7 @@ class CrossEarthOptionsPage(QgsOptionsPageWidget):
         settings.set_value(settings.PYTHON, self.configured_python())
         settings.set_value(settings.VENV_DIR, self.venv_widget.filePath().strip())
         settings.set_value(settings.BASE_PYTHON, self.base_widget.filePath().strip())
+        settings.set_value(settings.WORKER_IDLE_MINUTES, str(self.idle_spin.value()))
 
 
 class CrossEarthOptionsFactory(QgsOptionsWidgetFactory):

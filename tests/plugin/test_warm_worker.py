@@ -133,3 +133,23 @@ def test_a_run_waits_for_a_quick_question_rather_than_load_its_model_cold(raster
     with warm_worker.acquire(interpreter, IDLE_S, "segment") as worker:
         assert worker is not None and worker.command == "segment"
     thread.join()
+
+
+def test_the_idle_time_is_set_in_the_options_page_and_zero_turns_it_off(qgis_iface):
+    from crossearth_qgis import settings
+    from crossearth_qgis.engine_task import EngineTask
+    from crossearth_qgis.options import CrossEarthOptionsPage
+
+    page = CrossEarthOptionsPage(None, qgis_iface)
+    assert page.idle_spin.value() == settings.DEFAULT_WORKER_IDLE_MINUTES == 10
+    page.idle_spin.setValue(3)
+    page.apply()
+    assert settings.worker_idle_s() == 180.0
+    interpreter = resolve_interpreter()
+    assert EngineTask("t", ["check"], interpreter, warm=True).warm_idle_s == 180.0
+    assert EngineTask("t", ["check"], interpreter).warm_idle_s == 0.0
+    page.idle_spin.setValue(0)
+    assert page.idle_spin.text() == "off"
+    page.apply()
+    assert EngineTask("t", ["check"], interpreter, warm=True).warm_idle_s == 0.0
+    page.deleteLater()
