@@ -338,7 +338,6 @@ class CrossEarthOptionsPage(QgsOptionsPageWidget):
             self.setup_status.setText(str(exc))
             return None
         settings.set_value(settings.BASE_PYTHON, self.base_widget.filePath().strip())
-        settings.set_value(settings.WORKER_IDLE_MINUTES, str(self.idle_spin.value()))
         self.setup_output.clear()
         self.setup_progress.setValue(0)
         self._follow(task)
