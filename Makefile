@@ -3,7 +3,7 @@ PY := .venv/bin/python
 export QT_QPA_PLATFORM ?= offscreen
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup test lint typecheck demo bench plugin clean matrix
+.PHONY: setup test lint typecheck demo bench plugin clean matrix first-hour
 
 setup:
 	@bash scripts/setup.sh
@@ -35,6 +35,12 @@ demo: setup
 
 bench: setup
 	$(PY) benchmarks/engine_throughput.py
+
+# A new user's first hour in the real QGIS window under Xvfb: the zip, a Light engine from the
+# Options page, a first result, the model suggestion; screenshots and timings in build/first_hour
+# (FIRST_HOUR_OFFLINE=1: the Light wheels from build/wheelhouse-light, no download).
+first-hour: setup
+	bash scripts/first_hour.sh build/first_hour
 
 # The installable QGIS plugin zip: dist/crossearth_qgis-<version>.zip (standard library only).
 plugin:

@@ -76,6 +76,16 @@ def install_hint(platform: str | None = None) -> str:
     )
 
 
+def _is_this_process(executable: Path) -> bool:
+    """Whether `executable` is the program running now. Embedded in QGIS on Linux,
+    sys.executable is whatever `python3` comes first on PATH (a pyenv shim, say), which is
+    not QGIS's Python; /proc/self/exe tells. True where that cannot be told."""
+    running = Path("/proc/self/exe")
+    if executable != Path(sys.executable) or not running.exists():
+        return True
+    return os.path.realpath(executable) == os.path.realpath(running)
+
+
 def qgis_python_candidates(
     executable: str | None = None,
     base_prefix: str | None = None,
@@ -95,7 +105,7 @@ def qgis_python_candidates(
     exe = Path(executable)
     # Outside QGIS the running Python may be a venv's; its base is what makes new ones.
     in_venv = executable == sys.executable and sys.prefix != sys.base_prefix
-    if exe.name.lower().startswith("python") and not in_venv:
+    if exe.name.lower().startswith("python") and not in_venv and _is_this_process(exe):
         found.append((exe, "the Python running QGIS's Python code"))
     if platform == "win32":
         found += [

@@ -156,14 +156,32 @@ class CrossEarthDock(DockForm, DockModels, DockProcessing, DockRun, QgsDockWidge
         try:
             kind = layer_kind(layer)
             if kind == FILE:
-                return ["fit", "--json", "--model", model.path, "--", local_raster_source(layer)]
+                source = local_raster_source(layer)
+                return [
+                    "fit",
+                    "--json",
+                    "--model",
+                    model.path,
+                    "--layer-name",
+                    layer.name(),
+                    "--",
+                    source,
+                ]
         except InputProblem:
             return None  # the pre-check words it when the analyst clicks Segment
         if kind != RENDERED:
             return None
         # A web layer is read as its rendered red, green and blue, at the processing GSD.
-        return ["fit", "--json", "--model", model.path, "--layer-bands", "red,green,blue",
-                "--layer-name", layer.name()]
+        return [
+            "fit",
+            "--json",
+            "--model",
+            model.path,
+            "--layer-bands",
+            "red,green,blue",
+            "--layer-name",
+            layer.name(),
+        ]
 
     def _fit_checked(self, serial: int, report: dict[str, Any]) -> None:
         if serial == self._fit_serial:

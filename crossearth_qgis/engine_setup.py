@@ -243,7 +243,9 @@ class PipProgress:
             message = text.split("(")[0].strip().replace("Downloading ", "downloading ")
             target = min(self._at(0.8), max(self.fraction, self._at(0.5)) + 0.02)
         elif text.startswith("Installing collected packages"):
-            message = "installing packages (PyTorch takes a while)"
+            packages = [p.strip() for p in text.split(":", 1)[1].split(",")]
+            slow = " (PyTorch takes a while)" if "torch" in packages else ""
+            message = f"installing {len(packages)} packages{slow}"
             target = self._at(0.85)
         elif text.startswith("Successfully installed"):
             message = "installed"

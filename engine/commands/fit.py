@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Callable
+from dataclasses import replace
 
 from ..model_fit import RasterFacts, raster_facts, report_for
 
@@ -24,7 +25,7 @@ def register(commands: argparse._SubParsersAction) -> Callable[[argparse.Namespa
         help="instead of a raster: its band names in order, e.g. red,green,blue (a web layer)",
     )
     fit.add_argument("--layer-gsd", type=float, help="with --layer-bands: its pixel size in metres")
-    fit.add_argument("--layer-name", default="the layer", help="with --layer-bands: its name")
+    fit.add_argument("--layer-name", help="the name the advice gives the raster or layer")
     fit.add_argument("--json", action="store_true", help="print the report as JSON")
     return run
 
@@ -41,10 +42,15 @@ def run(args: argparse.Namespace) -> int:
     if args.layer_bands:
         names = [part.strip().lower() for part in args.layer_bands.split(",") if part.strip()]
         facts = RasterFacts(
-            args.layer_name, tuple((name,) for name in names), "uint8", args.layer_gsd
+            args.layer_name or "the layer",
+            tuple((name,) for name in names),
+            "uint8",
+            args.layer_gsd,
         )
     elif args.input:
         facts = raster_facts(args.input)
+        if args.layer_name:
+            facts = replace(facts, name=args.layer_name)
     else:
         raise ConfigError(
             "fit needs a raster, or the band names of a layer with --layer-bands",

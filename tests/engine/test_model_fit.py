@@ -202,6 +202,8 @@ def test_fit_for_a_web_layer_and_bad_options(light_python):
     )
     report = json.loads(web.stdout)
     assert report["fits"] and report["downloads"][0]["name"] == "whu-building-a2s"  # 0.3 m
+    named = _cli(light_python, "fit", str(SAMPLE), "--layer-name", "Raleigh", "--json")
+    assert json.loads(named.stdout)["raster"] == "Raleigh"
     nothing = _cli(light_python, "fit")
     assert nothing.returncode == 2
     assert nothing.stderr.strip() == (

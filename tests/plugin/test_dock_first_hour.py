@@ -114,7 +114,7 @@ def test_an_rgb_layer_with_a_five_band_model_is_offered_the_model_that_takes_it(
     choose_model(dock, FAST)
     wait_for(lambda: dock.fit_panel.report is not None, 120, "the fit of the layer")
     text = dock.fit_panel.text.text()
-    assert text.startswith(f"'{rasters['rgb']}' does not fit the model '{FAST}': it has 3 band(s)")
+    assert text.startswith(f"'olinda' does not fit the model '{FAST}': it has 3 band(s)")
     assert f"Installed models that take it: {MODEL_NAME} (installed;" in text
     [use] = [b for b in dock.fit_panel.buttons if b.text() == f"Use {MODEL_NAME}"]
     use.click()

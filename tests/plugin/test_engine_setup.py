@@ -80,6 +80,25 @@ def test_qgis_own_python_comes_first_on_each_platform():
     assert str(mac[0][0]).endswith("Versions/3.12/bin/python3.12")
 
 
+def test_an_embedded_sys_executable_that_is_not_this_process_is_skipped(tmp_path, monkeypatch):
+    """Embedded in QGIS on Linux, sys.executable is the first `python3` on PATH (seen: a pyenv
+    shim, 3.11.7, beside QGIS's 3.11.2): only the Python that runs this process counts."""
+    import sys
+
+    shim = tmp_path / "shims" / "python3"
+    shim.parent.mkdir()
+    shim.write_text("#!/bin/sh\nexec python3 \"$@\"\n")
+    shim.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(shim))
+    monkeypatch.setattr(sys, "prefix", sys.base_prefix)  # as embedded: no venv
+    found = [p for p, _ in base_python.qgis_python_candidates()]
+    assert shim not in found and found[0] == Path(sys.base_prefix) / "bin" / (
+        f"python{sys.version_info[0]}.{sys.version_info[1]}"
+    )
+    monkeypatch.setattr(sys, "executable", os.path.realpath("/proc/self/exe"))
+    assert base_python.qgis_python_candidates()[0][0] == Path(sys.executable)
+
+
 def test_the_first_python_on_path_is_never_taken(tmp_path, monkeypatch):
     other = tmp_path / "bin"
     other.mkdir()
