@@ -30,12 +30,40 @@ class ProcessCancelled(Exception):
         self.killed = killed
 
 
-def _creation_flags() -> int:
+def creation_flags() -> int:
     # No console window flashing up for every worker on Windows.
     return getattr(subprocess, "CREATE_NO_WINDOW", 0) if sys.platform == "win32" else 0
 
 
-def _pump(stream: IO[str], tag: str, sink: queue.Queue) -> None:
+def start_text_process(
+    command: Sequence[str | os.PathLike[str]],
+    *,
+    env: dict[str, str] | None,
+    cwd: Path | None,
+    stdin: int = subprocess.DEVNULL,
+    own_group: bool = False,
+) -> subprocess.Popen:
+    """A child with line-buffered UTF-8 text pipes for stdout and stderr (undecodable bytes
+    replaced); `own_group`: in a process group of its own (POSIX), so that a kill of the group
+    reaches whatever it starts."""
+    return subprocess.Popen(
+        [str(part) for part in command],
+        stdin=stdin,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+        bufsize=1,
+        env=env,
+        cwd=str(cwd) if cwd else None,
+        start_new_session=own_group and sys.platform != "win32",
+        creationflags=creation_flags(),
+    )
+
+
+def pump_lines(stream: IO[str], tag: str, sink: queue.Queue) -> None:
+    """Puts each line of `stream` into `sink` as (tag, line), then (tag, None) at its end."""
     try:
         for line in iter(stream.readline, ""):
             sink.put((tag, line.rstrip("\r\n")))
@@ -61,23 +89,11 @@ def run_streaming(
     output) and ProcessCancelled is raised once it has exited. A process past `timeout_s` is
     stopped the same way and TimeoutError is raised. Raises OSError when it cannot start.
     """
-    process = subprocess.Popen(
-        [str(part) for part in command],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        encoding="utf-8",
-        errors="replace",
-        bufsize=1,
-        env=env,
-        cwd=str(cwd) if cwd else None,
-        creationflags=_creation_flags(),
-    )
+    process = start_text_process(command, env=env, cwd=cwd)
     lines: queue.Queue = queue.Queue()
     readers = [
-        threading.Thread(target=_pump, args=(process.stdout, "out", lines), daemon=True),
-        threading.Thread(target=_pump, args=(process.stderr, "err", lines), daemon=True),
+        threading.Thread(target=pump_lines, args=(process.stdout, "out", lines), daemon=True),
+        threading.Thread(target=pump_lines, args=(process.stderr, "err", lines), daemon=True),
     ]
     for reader in readers:
         reader.start()

@@ -22,10 +22,9 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import IO
 
 from .engine_env import Interpreter, engine_command, worker_directory, worker_environment
-from .process import TERMINATE_GRACE_S, ProcessCancelled
+from .process import TERMINATE_GRACE_S, ProcessCancelled, pump_lines, start_text_process
 
 log = logging.getLogger("crossearth_qgis.warm_worker")
 
@@ -37,7 +36,6 @@ SERVED_COMMANDS = ("segment", "fit", "models", "check", "info")
 # these to end (up to QUICK_WAIT_S) rather than go one-shot and load its model cold.
 QUICK_COMMANDS = ("fit", "models", "check", "info")
 QUICK_WAIT_S = 30.0
-CANCELLED_EXIT_CODE = 130
 _POLL_S = 0.05
 
 
@@ -47,14 +45,6 @@ class WorkerGone(Exception):
     def __init__(self, returncode: int | None) -> None:
         super().__init__(f"the warm worker exited with {returncode}")
         self.returncode = returncode
-
-
-def _pump(stream: IO[str], tag: str, sink: queue.Queue) -> None:
-    try:
-        for line in iter(stream.readline, ""):
-            sink.put((tag, line.rstrip("\r\n")))
-    finally:
-        sink.put((tag, None))
 
 
 class WarmWorker:
@@ -87,24 +77,17 @@ class WarmWorker:
         command = engine_command(
             self.interpreter.python, ["serve", "--idle-exit", f"{self.idle_exit_s:g}"]
         )
-        posix = sys.platform != "win32"
-        process = subprocess.Popen(
+        process = start_text_process(
             command,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            encoding="utf-8",
-            errors="replace",
-            bufsize=1,
             env=self.env,
-            cwd=str(worker_directory()),
-            # its own process group, so that a kill reaches whatever it started too
-            start_new_session=posix,
-            creationflags=0 if posix else getattr(subprocess, "CREATE_NO_WINDOW", 0),
+            cwd=worker_directory(),
+            stdin=subprocess.PIPE,
+            own_group=True,  # a kill of its group reaches whatever it started too
         )
         for stream, tag in ((process.stdout, "out"), (process.stderr, "err")):
-            threading.Thread(target=_pump, args=(stream, tag, self._lines), daemon=True).start()
+            threading.Thread(
+                target=pump_lines, args=(stream, tag, self._lines), daemon=True
+            ).start()
         log.info("started the warm worker %s: %s", process.pid, " ".join(command))
         self._process = process
         return process

@@ -137,21 +137,9 @@ def test_a_layer_no_model_takes_gets_what_would(dock, add_raster, rasters):
     )
 
 
-def _light_check() -> dict:
+def _engine_json(python: str, *args: str) -> dict:
     done = subprocess.run(
-        [str(REPO / "build/engine-light/bin/python"), "-m", "engine.cli", "check", "--json"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=120,
-    )
-    return json.loads(done.stdout)
-
-
-def _catalog_with_downloads() -> dict:
-    done = subprocess.run(
-        [ENGINE_PYTHON, "-m", "engine.cli", "models", "--json", "--available"],
+        [python, "-m", "engine.cli", *args],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -164,9 +152,10 @@ def _catalog_with_downloads() -> dict:
 def test_a_download_in_a_light_environment_is_greyed_with_its_reason(
     dock, add_raster, rasters, monkeypatch
 ):
-    light = _light_check()
+    light = _engine_json(str(REPO / "build/engine-light/bin/python"), "check", "--json")
     assert light["features"]["download"] is False and "torch" not in light["runtimes"]
-    dock.set_catalog(catalog_from_json(_catalog_with_downloads()), select=FAST)
+    catalog = _engine_json(ENGINE_PYTHON, "models", "--json", "--available")
+    dock.set_catalog(catalog_from_json(catalog), select=FAST)
     dock._devices_checked(light)  # the report a Light engine gives the dock
     downloads = [
         i
