@@ -19,7 +19,6 @@ from qgis.PyQt.QtCore import pyqtSignal
 from . import base_python, messages, settings
 from .engine_setup import EngineSetupError, read_record, requirements_file, setup_environment
 from .process import ProcessCancelled
-from .processing.provider import PROVIDER_ID
 
 # The task the plugin runs now (at most one): kept here so that its Python object lives as
 # long as the task does, whatever happens to the page that started it.
@@ -48,6 +47,8 @@ def remember_capabilities(python: Path, report: dict[str, Any]) -> None:
     """Keeps what the engine at `python` said it can do (`check --json`); Processing's
     choices (the runtimes) follow it."""
     settings.set_value(settings.CAPABILITIES, json.dumps({"python": str(python), "report": report}))
+    from .processing.provider import PROVIDER_ID  # here: the provider imports this module's users
+
     provider = QgsApplication.processingRegistry().providerById(PROVIDER_ID)
     if provider is not None:
         provider.refreshAlgorithms()

@@ -55,6 +55,10 @@ CLI_WORDING: dict[str, Wording] = {
         f"'{f['name']}' is already installed in {f['folder']}; pass --overwrite to replace it "
         "with a new download"
     ),
+    "fit.input": lambda f: "fit needs a raster, or the band names of a layer with --layer-bands",
+    "fit.layer_gsd": lambda f: (
+        f"--layer-gsd {f['value']:g} is not a pixel size; give metres, e.g. 0.3"
+    ),
     "input.bands_count": lambda f: (
         f"--bands lists {len(f['value'])} band(s) but the model takes {len(f['wanted'])} "
         f"({', '.join(f['wanted'])}); list one source band per model input"

@@ -50,6 +50,7 @@ class RasterFacts:
 
     @property
     def band_count(self) -> int:
+        """How many bands the raster has."""
         return len(self.band_names)
 
 
@@ -75,11 +76,13 @@ class Fit:
     by_name: bool  # the bands were matched by their names (else taken in order: worth a check)
 
     def bands_text(self) -> str:
+        """Which bands feed the model: "bands 3,2,1 as red, green, blue"."""
         numbers = ",".join(map(str, self.bands))
         how = "" if self.by_name else ", check that they are"
         return f"bands {numbers}{how} as {', '.join(self.candidate.bands)}"
 
     def to_json(self) -> dict[str, Any]:
+        """The fit as plain JSON data (`fit --json`, the plugin's buttons)."""
         c = self.candidate
         return {
             "name": c.name,
@@ -108,6 +111,7 @@ class FitReport:
 
     @property
     def fits(self) -> bool:
+        """Whether the chosen model takes the raster."""
         return not self.problems
 
     def text(self) -> str:
@@ -115,6 +119,7 @@ class FitReport:
         return advice_text(self)
 
     def to_json(self) -> dict[str, Any]:
+        """The report as plain JSON data, its one-line text included."""
         return {
             "raster": self.raster.name,
             "model": self.model,
@@ -284,6 +289,7 @@ def runs_here(card: Any) -> str | None:
 
 
 def package_candidate(package: Any) -> Candidate:
+    """An installed package as a candidate, with the set-up it needs here."""
     card = package.card
     return Candidate(
         card.name,
@@ -334,6 +340,7 @@ def report_for(facts: RasterFacts, model: str | None) -> FitReport:
 
 
 def raster_facts(path: Any) -> RasterFacts:
+    """The facts of the raster at `path`, named as messages name files."""
     from .files import describe_path
     from .raster_input import open_raster
 

@@ -1,12 +1,15 @@
 """The MODEL parameter's widget in Processing's dialogs: the installed models to choose from,
 and room to type a name or a package folder (the parameter stays a string, so scripts,
-qgis_process and graphical models pass either)."""
+qgis_process and graphical models pass either).
+
+The widget base class belongs to QGIS's Processing plugin, which only a QGIS with Processing
+loaded has: without it (a script with the bare qgis.core) MODEL is a plain text field."""
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
-from processing.gui.wrappers import WidgetWrapper
 from qgis.PyQt.QtWidgets import QComboBox
 
 from .. import messages, settings
@@ -30,26 +33,36 @@ def installed_model_names() -> list[tuple[str, str]]:
     return [(entry.label(), entry.name) for entry in catalog.models]
 
 
-class ModelChoiceWrapper(WidgetWrapper):
-    def createWidget(self) -> QComboBox:
-        combo = QComboBox()
-        combo.setEditable(True)
-        combo.addItem(DEFAULT_TEXT, "")
-        for label, name in installed_model_names():
-            combo.addItem(label, name)
-        combo.setToolTip(self.parameterDefinition().help())
-        return combo
+@functools.lru_cache(maxsize=1)
+def model_choice_wrapper() -> type | None:
+    """The widget wrapper class for MODEL, or None where Processing's GUI is not importable."""
+    try:
+        from processing.gui.wrappers import WidgetWrapper
+    except ImportError:
+        return None
 
-    def setValue(self, value: Any) -> None:
-        text = "" if value is None else str(value)
-        index = self.widget.findData(text)
-        if index >= 0:
-            self.widget.setCurrentIndex(index)
-        else:
-            self.widget.setEditText(text)
+    class ModelChoiceWrapper(WidgetWrapper):
+        def createWidget(self) -> QComboBox:
+            combo = QComboBox()
+            combo.setEditable(True)
+            combo.addItem(DEFAULT_TEXT, "")
+            for label, name in installed_model_names():
+                combo.addItem(label, name)
+            combo.setToolTip(self.parameterDefinition().help())
+            return combo
 
-    def value(self) -> str:
-        text = self.widget.currentText().strip()
-        index = self.widget.findText(text)
-        # A listed model is passed by its name; anything typed is passed as it is.
-        return str(self.widget.itemData(index)) if index >= 0 else text
+        def setValue(self, value: Any) -> None:
+            text = "" if value is None else str(value)
+            index = self.widget.findData(text)
+            if index >= 0:
+                self.widget.setCurrentIndex(index)
+            else:
+                self.widget.setEditText(text)
+
+        def value(self) -> str:
+            text = self.widget.currentText().strip()
+            index = self.widget.findText(text)
+            # A listed model is passed by its name; anything typed is passed as it is.
+            return str(self.widget.itemData(index)) if index >= 0 else text
+
+    return ModelChoiceWrapper

@@ -48,7 +48,7 @@ from ..requests import SegmentRequest
 from ..worker import EngineOutcome, run_engine_json
 from .base import CrossEarthAlgorithm, installed_runtimes
 from .engine_run import run_engine_for_feedback
-from .model_choice import ModelChoiceWrapper
+from .model_choice import model_choice_wrapper
 
 
 class _StyleOnLoad(QgsProcessingLayerPostProcessorInterface):
@@ -257,7 +257,9 @@ class SegmentRasterAlgorithm(CrossEarthAlgorithm):
         """What to segment, with which model, on which device."""
         model = QgsProcessingParameterString(self.MODEL, "Model", "", optional=True)
         # A choice of the installed models in the dialogs; any name or folder in scripts.
-        model.setMetadata({"widget_wrapper": {"class": ModelChoiceWrapper}})
+        wrapper = model_choice_wrapper()
+        if wrapper is not None:
+            model.setMetadata({"widget_wrapper": {"class": wrapper}})
         return [
             QgsProcessingParameterRasterLayer(self.INPUT, "Input raster"),
             model,

@@ -12,6 +12,7 @@ from ..model_fit import RasterFacts, raster_facts, report_for
 
 
 def register(commands: argparse._SubParsersAction) -> Callable[[argparse.Namespace], int]:
+    """Adds `fit` to the engine's sub-commands; returns its handler."""
     fit = commands.add_parser(
         "fit",
         help="which models can take a raster, and what would when none can",
@@ -31,13 +32,15 @@ def register(commands: argparse._SubParsersAction) -> Callable[[argparse.Namespa
 
 
 def run(args: argparse.Namespace) -> int:
+    """Prints the fit report of the raster (or the described layer) and the chosen model."""
     from ..errors import ConfigError
 
     if args.layer_gsd is not None and not args.layer_gsd > 0:
         raise ConfigError(
-            f"--layer-gsd {args.layer_gsd:g} is not a pixel size; give metres, e.g. 0.3",
-            code="usage.fit",
+            f"the layer's pixel size {args.layer_gsd:g} is not a size; give metres, e.g. 0.3",
+            code="fit.layer_gsd",
             option="layer_gsd",
+            value=args.layer_gsd,
         )
     if args.layer_bands:
         names = [part.strip().lower() for part in args.layer_bands.split(",") if part.strip()]
@@ -53,9 +56,7 @@ def run(args: argparse.Namespace) -> int:
             facts = replace(facts, name=args.layer_name)
     else:
         raise ConfigError(
-            "fit needs a raster, or the band names of a layer with --layer-bands",
-            code="usage.fit",
-            option="input",
+            "fit needs a raster, or the band names of a layer", code="fit.input", option="input"
         )
     report = report_for(facts, args.model)
     if args.json:

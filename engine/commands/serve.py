@@ -18,6 +18,7 @@ import os
 import queue
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -26,9 +27,12 @@ from typing import Any
 # questions the plugin asks. `serve` itself is never nested.
 SERVED_COMMANDS = ("segment", "fit", "models", "check", "info")
 CANCELLED_EXIT_CODE = 130
+# How long after a cancel an interrupt between requests still counts as that cancel.
+LATE_CANCEL_S = 2.0
 
 
 def register(commands: argparse._SubParsersAction) -> Callable[[argparse.Namespace], int]:
+    """Adds `serve` to the engine's sub-commands; returns its handler."""
     serve = commands.add_parser(
         "serve",
         help="a warm worker: run requests read from stdin, keeping models loaded (the plugin's)",
@@ -57,6 +61,7 @@ class _Requests:
         self.queue: queue.Queue[dict[str, Any] | None] = queue.Queue()
         self._lock = threading.Lock()
         self._running = False
+        self.interrupted_at = -LATE_CANCEL_S
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
@@ -78,7 +83,13 @@ class _Requests:
     def _interrupt(self) -> None:
         with self._lock:
             if self._running:
+                self.interrupted_at = time.monotonic()
                 _thread.interrupt_main()
+
+    def late_cancel(self) -> bool:
+        """Whether a KeyboardInterrupt between requests is a cancel that arrived as its command
+        ended (ignored), rather than SIGTERM or Ctrl-C for the worker itself (it exits)."""
+        return time.monotonic() - self.interrupted_at < LATE_CANCEL_S
 
     def run(self, argv: Sequence[str]) -> int:
         from ..cli import main
@@ -110,6 +121,7 @@ def _request_args(message: dict[str, Any]) -> list[str] | str:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Serves requests until stdin closes or the idle time passes; 0 then."""
     from ..model_cache import keep_loaded
 
     requests = _Requests()
@@ -120,8 +132,10 @@ def run(args: argparse.Namespace) -> int:
                 message = requests.queue.get(timeout=args.idle_exit)
             except queue.Empty:
                 return 0
-            except KeyboardInterrupt:  # a cancel that came just after its command ended
-                continue
+            except KeyboardInterrupt:
+                if requests.late_cancel():
+                    continue
+                return CANCELLED_EXIT_CODE
             if message is None:
                 return 0
             argv = _request_args(message)
@@ -133,4 +147,6 @@ def run(args: argparse.Namespace) -> int:
             try:
                 _event("exit", code=code)
             except KeyboardInterrupt:
+                if not requests.late_cancel():
+                    return CANCELLED_EXIT_CODE
                 _event("exit", code=code)

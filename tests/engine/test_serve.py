@@ -161,3 +161,13 @@ def test_an_idle_worker_exits_by_itself(light_python):
     worker = Serve(light_python, "--idle-exit", "1")
     assert worker.process.wait(timeout=30) == 0
     worker.close()
+
+
+def test_sigterm_ends_an_idle_worker(light_python):
+    import signal
+
+    worker = Serve(light_python, "--idle-exit", "60")
+    assert worker.run("check", "--json")[0] == 0
+    worker.process.send_signal(signal.SIGTERM)
+    assert worker.process.wait(timeout=30) == 130
+    worker.close()

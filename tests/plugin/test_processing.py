@@ -509,14 +509,14 @@ def test_model_is_a_choice_of_installed_models_and_runtime_of_installed_runtimes
 
     from crossearth_qgis import engine_setup_task
     from crossearth_qgis.engine_env import resolve_interpreter
-    from crossearth_qgis.processing.model_choice import DEFAULT_TEXT, ModelChoiceWrapper
+    from crossearth_qgis.processing.model_choice import DEFAULT_TEXT, model_choice_wrapper
     from crossearth_qgis.processing.segment_raster import HELP, SegmentRasterAlgorithm
 
     algorithm = SegmentRasterAlgorithm()
     algorithm.initAlgorithm()
     model = algorithm.parameterDefinition("MODEL")
-    assert model.metadata()["widget_wrapper"]["class"] is ModelChoiceWrapper
-    wrapper = ModelChoiceWrapper(model, DIALOG_STANDARD)
+    assert model.metadata()["widget_wrapper"]["class"] is model_choice_wrapper()
+    wrapper = model_choice_wrapper()(model, DIALOG_STANDARD)
     combo = wrapper.widget
     names = [combo.itemData(i) for i in range(combo.count())]
     assert combo.itemText(0) == DEFAULT_TEXT and names[0] == ""

@@ -61,7 +61,7 @@ def test_a_cancel_stops_the_run_and_the_worker_serves_the_next(rasters, tmp_path
     seen: list[str] = []
     with pytest.raises(EngineCancelled):
         run_engine(
-            _segment(rasters, output, tile=32),
+            _segment(rasters, output, overlap=120, batch=1),  # about 70 tiles
             on_progress=lambda f, m: seen.append(m),
             is_cancelled=lambda: any(m.startswith("tile ") for m in seen),
             warm_idle_s=IDLE_S,
@@ -78,7 +78,7 @@ def test_a_worker_that_does_not_stop_in_time_is_killed_and_replaced(rasters, tmp
     output = tmp_path / "killed.tif"
     with pytest.raises(EngineCancelled):
         run_engine(
-            _segment(rasters, output, tile=32),
+            _segment(rasters, output, overlap=120, batch=1),  # about 70 tiles
             is_cancelled=lambda: True,
             warm_idle_s=IDLE_S,
             terminate_grace_s=0.0,  # no time to unwind: killed with its process group
