@@ -27,10 +27,24 @@ from .requests import WEIGHTS_DTYPES, ConvertRequest
 MMSEG_CONFIG_CHOICE = "Use the checkpoint's mmseg config file"
 
 
+NEEDS_PYTORCH = (
+    "Converting a checkpoint needs PyTorch, which this Light engine environment does not "
+    "have: add it in Settings > Options > CrossEarth > Add PyTorch."
+)
+
+
 class AddModelDialog(QDialog):
     """Asks for a package folder, or a checkpoint with its preset (or config) and a name."""
 
-    def __init__(self, presets: list[str], user_dir: str, parent: QWidget | None = None) -> None:
+    def __init__(
+        self,
+        presets: list[str],
+        user_dir: str,
+        parent: QWidget | None = None,
+        can_convert: bool | None = None,
+    ) -> None:
+        """`can_convert`: whether the engine environment converts checkpoints (False: the
+        choice is greyed with the reason; None: not known, offered)."""
         super().__init__(parent)
         self.setWindowTitle("Add CrossEarth model")
         self.user_dir = Path(user_dir)
@@ -83,6 +97,12 @@ class AddModelDialog(QDialog):
         buttons.rejected.connect(self.reject)
         layout.addWidget(buttons)
 
+        if can_convert is False:
+            self.checkpoint_radio.setEnabled(False)
+            self.checkpoint_radio.setToolTip(NEEDS_PYTORCH)
+            reason = QLabel(NEEDS_PYTORCH)
+            reason.setWordWrap(True)
+            layout.insertWidget(layout.indexOf(self.checkpoint_form) + 1, reason)
         self.package_radio.toggled.connect(self._update_enabled)
         self.preset_combo.currentIndexChanged.connect(self._update_enabled)
         self._update_enabled()

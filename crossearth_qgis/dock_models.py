@@ -197,7 +197,8 @@ class DockModels:
         except (EngineEnvironmentError, EngineError) as exc:
             messages.error(self.iface, str(exc), getattr(exc, "details", None))
             return
-        dialog = AddModelDialog(presets, self._user_models_dir(), self)
+        can_convert = self.features.get("convert") if self.features is not None else None
+        dialog = AddModelDialog(presets, self._user_models_dir(), self, can_convert)
         if not dialog.exec():
             return
         if dialog.is_conversion():

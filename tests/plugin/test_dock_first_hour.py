@@ -187,3 +187,26 @@ def test_a_download_in_a_light_environment_is_greyed_with_its_reason(
     # And a download asked for anyway says why in one line, before any question.
     assert dock.offer_download(download[0].text().split()[1]) is None
     assert NEEDS_FULL in bar_messages(dock.iface, Qgis.Critical)[-1]
+
+
+def test_converting_a_checkpoint_is_greyed_where_the_engine_cannot(dock, monkeypatch, tmp_path):
+    from crossearth_qgis import dock_models
+    from crossearth_qgis.add_model import NEEDS_PYTORCH, AddModelDialog
+
+    light = _engine_json(LIGHT_PYTHON, "check", "--json")
+    assert light["features"]["convert"] is False
+    dock._devices_checked(light)
+    shown: list[AddModelDialog] = []
+
+    def look(dialog: AddModelDialog) -> int:
+        shown.append(dialog)
+        return 0  # the analyst closes it
+
+    monkeypatch.setattr(dock_models.AddModelDialog, "exec", look)
+    dock.add_model()
+    [dialog] = shown
+    assert not dialog.checkpoint_radio.isEnabled()
+    assert dialog.checkpoint_radio.toolTip() == NEEDS_PYTORCH
+    assert dialog.package_radio.isChecked() and dialog.package_radio.isEnabled()
+    offered = AddModelDialog(["potsdam-r-source"], str(tmp_path), None, can_convert=None)
+    assert offered.checkpoint_radio.isEnabled()  # not known yet: offered
