@@ -198,6 +198,7 @@ class DockForm:
         """Auto and the runtimes installed in the engine environment (None: not known yet,
         all of them)."""
         wanted = self.runtime_combo.currentData()
+        self._has_torch = installed is None or "torch" in installed
         self.runtime_combo.blockSignals(True)
         self.runtime_combo.clear()
         for label, runtime in RUNTIME_CHOICES:
@@ -208,8 +209,10 @@ class DockForm:
         self._runtime_changed()
 
     def _runtime_changed(self) -> None:
-        # The ONNX runtimes run an exported graph: there is nothing to compile.
-        self.compile_check.setEnabled(self.runtime_combo.currentData() in ("auto", "torch"))
+        # The ONNX runtimes run an exported graph: there is nothing to compile (and without
+        # PyTorch, Auto is an ONNX runtime too).
+        runtime = self.runtime_combo.currentData()
+        self.compile_check.setEnabled(runtime == "torch" or (runtime == "auto" and self._has_torch))
 
     def _build_outputs(self, advanced: QFormLayout) -> None:
         self.output_widget = QgsFileWidget()

@@ -171,6 +171,8 @@ def test_a_download_in_a_light_environment_is_greyed_with_its_reason(
     for index in downloads:
         assert not dock.model_combo.model().item(index).isEnabled()
         assert dock.model_combo.itemData(index, Qt.ItemDataRole.ToolTipRole) == NEEDS_FULL
+    # Without PyTorch, Auto is an ONNX runtime: nothing to compile.
+    assert dock.runtime_combo.currentData() == "auto" and not dock.compile_check.isEnabled()
     # Only the runtimes the environment has are offered.
     offered = [dock.runtime_combo.itemData(i) for i in range(dock.runtime_combo.count())]
     assert offered == ["auto", *[r for r in ("onnxruntime", "openvino") if r in light["runtimes"]]]
