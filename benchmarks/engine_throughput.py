@@ -37,12 +37,12 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from engine.model_card import card_from_dict  # noqa: E402
-from engine.packages import find_package  # noqa: E402
-from engine.pipeline import LoadedModel, SegmentOptions, segment, tile_geometry  # noqa: E402
-from engine.raster_input import TileReader, choose_scaling, open_raster  # noqa: E402
-from engine.runtimes import choose_runtime, load_model, make_runner  # noqa: E402
-from engine.tiling import plan_tiles  # noqa: E402
+from engine.models.model_card import card_from_dict  # noqa: E402
+from engine.models.packages import find_package  # noqa: E402
+from engine.raster.raster_input import TileReader, choose_scaling, open_raster  # noqa: E402
+from engine.run.pipeline import LoadedModel, SegmentOptions, segment, tile_geometry  # noqa: E402
+from engine.run.runtimes import choose_runtime, load_model, make_runner  # noqa: E402
+from engine.run.tiling import plan_tiles  # noqa: E402
 
 SAMPLE = REPO / "resources" / "samples" / "landsat7_olinda_6band.tif"
 STAND_IN = "stand-in"

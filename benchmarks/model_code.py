@@ -29,8 +29,8 @@ import torch.nn.functional as F
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from engine.loading import load_package_model  # noqa: E402
-from engine.packages import find_package  # noqa: E402
+from engine.models.loading import load_package_model  # noqa: E402
+from engine.models.packages import find_package  # noqa: E402
 
 SAMPLE = REPO / "resources" / "samples" / "raleigh_landsat7_sample.tif"
 MODELS = REPO / "resources" / "models"

@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO))
 
 from engine.distributed import segment_sharded  # noqa: E402
 from engine.distributed.session import local_cores  # noqa: E402
-from engine.pipeline import SegmentOptions, segment  # noqa: E402
+from engine.run.pipeline import SegmentOptions, segment  # noqa: E402
 
 SAMPLE = REPO / "resources" / "samples" / "raleigh_landsat7_sample.tif"
 

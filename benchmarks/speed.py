@@ -31,11 +31,11 @@ import torch.nn.functional as F
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from engine.export import export_onnx, reference_input  # noqa: E402
-from engine.loading import load_package_model  # noqa: E402
-from engine.packages import find_package, open_package  # noqa: E402
-from engine.pipeline import SegmentOptions, segment  # noqa: E402
-from engine.runtimes import LoadedModel, OnnxModel, installed  # noqa: E402
+from engine.models.export import export_onnx, reference_input  # noqa: E402
+from engine.models.loading import load_package_model  # noqa: E402
+from engine.models.packages import find_package, open_package  # noqa: E402
+from engine.run.pipeline import SegmentOptions, segment  # noqa: E402
+from engine.run.runtimes import LoadedModel, OnnxModel, installed  # noqa: E402
 
 OLD = REPO / "resources" / "models" / "crossearth-landsat-lc"
 NEW = REPO / "resources" / "models" / "crossearth-landsat-lc-fast"

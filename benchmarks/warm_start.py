@@ -1,7 +1,7 @@
 """Warm worker: how soon a run starts after the click, one-shot worker against warm worker.
 
 "Starts" is the moment the engine begins its first tile (its `segmenting N tiles` progress
-event), timed from the call the dock makes (crossearth_qgis.worker.run_engine), so it holds
+event), timed from the call the dock makes (crossearth_qgis.worker.client.run_engine), so it holds
 process start, imports, reading the model package and loading the model: everything the
 analyst waits for before the progress bar moves. Each side segments the bundled sample with
 each bundled model, in the engine environments given, the same number of times; the warm side's
@@ -31,7 +31,7 @@ MODELS = ("crossearth-landsat-lc-fast", "crossearth-landsat-lc")
 
 
 def time_to_first_tile(args: list[str], warm_idle_s: float) -> float:
-    from crossearth_qgis.worker import run_engine
+    from crossearth_qgis.worker.client import run_engine
 
     started = time.perf_counter()
     first: list[float] = []
@@ -45,7 +45,7 @@ def time_to_first_tile(args: list[str], warm_idle_s: float) -> float:
 
 
 def measure(engine: Path, model: str, runs: int, folder: Path) -> dict[str, float]:
-    from crossearth_qgis import warm_worker
+    from crossearth_qgis.worker import warm_worker
 
     os.environ["CROSSEARTH_PYTHON"] = str(engine)
 
@@ -83,7 +83,7 @@ def main() -> int:
     engines = args.engine or [REPO / "build/engine-light/bin/python", REPO / ".venv/bin/python"]
     from qgis.core import QgsApplication
 
-    from crossearth_qgis.engine_errors import EngineError
+    from crossearth_qgis.worker.engine_errors import EngineError
 
     app = QgsApplication([], False)
     app.initQgis()

@@ -13,10 +13,11 @@ from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtGui import QIcon
 from qgis.PyQt.QtWidgets import QToolBar
 
-from . import messages, warm_worker
-from .engine_env import PLUGIN_DIR
+from . import messages
+from .environment.engine_env import PLUGIN_DIR
 from .processing.provider import CrossEarthProvider
 from .qt_compat import QAction
+from .worker import warm_worker
 
 ICON = PLUGIN_DIR / "icons" / "crossearth.svg"
 MENU = "&CrossEarth"
@@ -39,8 +40,8 @@ class CrossEarthPlugin:
             QgsApplication.processingRegistry().addProvider(self.provider)
 
     def initGui(self) -> None:
-        from .dock import CrossEarthDock
-        from .options import PAGE_TITLE, CrossEarthOptionsFactory
+        from .dock.panel import CrossEarthDock
+        from .environment.options_page import PAGE_TITLE, CrossEarthOptionsFactory
 
         self.log_handler = messages.install_log_handler()
         self.initProcessing()

@@ -5,16 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 _EXPORTS = {
-    "load_model": "loading",
-    "segment": "pipeline",
-    "SegmentOptions": "pipeline",
-    "SegmentResult": "pipeline",
-    "LoadedModel": "pipeline",
+    "load_model": "models.loading",
+    "segment": "run.pipeline",
+    "SegmentOptions": "run.pipeline",
+    "SegmentResult": "run.pipeline",
+    "LoadedModel": "run.pipeline",
     "CrossEarthError": "errors",
     "SegmentationCancelled": "errors",
-    "find_package": "packages",
-    "list_packages": "packages",
-    "register_architecture": "architectures",
+    "find_package": "models.packages",
+    "list_packages": "models.packages",
+    "register_architecture": "models.architectures",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -24,7 +24,7 @@ def __getattr__(name: str) -> Any:
     # Lazy: importing `engine` must stay cheap (no torch) for the CLI's quick commands.
     if name == "__version__":
         # pyproject.toml states the version once; see engine/project.py.
-        from .project import version
+        from engine.project import version
 
         return version()
     module = _EXPORTS.get(name)

@@ -5,7 +5,7 @@ Like rasterio's error hierarchy, every error has a domain class and carries stru
 and `fields`, the values it is about (path, field, window, value, option, suggestion...).
 The message itself is flag-free: it speaks of options by their names (`bands`, `overwrite`),
 never as command-line flags. Front ends word an error from its code and fields: the CLI
-adds its flags (engine/cli_messages.py), the QGIS plugin says it for the analyst.
+adds its flags (engine/commands/cli_messages.py), the QGIS plugin says it for the analyst.
 
 A plain `raise CrossEarthError("...")` stays valid and gets the generic code "error".
 """
@@ -13,6 +13,18 @@ A plain `raise CrossEarthError("...")` stays valid and gets the generic code "er
 from __future__ import annotations
 
 from typing import Any, ClassVar
+
+from engine.error_codes import (
+    CANCELLED,
+    CONFIG,
+    CONFIG_FIELD,
+    DEVICE_UNAVAILABLE,
+    ERROR,
+    INPUT,
+    MEMORY,
+    MODEL,
+    OUTPUT,
+)
 
 
 class CrossEarthError(Exception):
@@ -23,7 +35,7 @@ class CrossEarthError(Exception):
     Python API calls it: "bands", "overwrite", "tile"...), `suggestion` a value to give it.
     """
 
-    default_code: ClassVar[str] = "error"
+    default_code: ClassVar[str] = ERROR
 
     def __init__(self, message: str, *, code: str | None = None, **fields: Any) -> None:
         super().__init__(message)
@@ -46,49 +58,64 @@ def _rebuild(cls: type[CrossEarthError], message: str) -> CrossEarthError:
 class InputError(CrossEarthError):
     """An input (raster, labels, checkpoint, recipe) is missing, unreadable or unusable."""
 
-    default_code = "input"
+    default_code = INPUT
 
 
 class OutputError(CrossEarthError):
     """An output cannot be written: it exists, its folder is missing, the disk is full."""
 
-    default_code = "output"
+    default_code = OUTPUT
 
 
 class ModelError(CrossEarthError):
     """A model package, its card or its weights are missing or do not fit together."""
 
-    default_code = "model"
+    default_code = MODEL
 
 
 class ConfigError(CrossEarthError):
     """A configuration (mmseg config, preset, CrossEarth config, options) is not usable."""
 
-    default_code = "config"
+    default_code = CONFIG
+
+
+class ConfigFieldError(ConfigError):
+    """One field of an architecture's config is not usable; `field` is its path
+    (backbone.depth), `problem` what is wrong with it."""
+
+    def __init__(self, field: str, problem: str, *, architecture: str = "CrossEarth") -> None:
+        super().__init__(
+            f"invalid {architecture} config: {field}: {problem}",
+            code=CONFIG_FIELD,
+            field=field,
+            problem=problem,
+        )
+        self.field = field
+        self.problem = problem
 
 
 class DeviceError(CrossEarthError):
     """The requested device (a GPU) is not available."""
 
-    default_code = "device.unavailable"
+    default_code = DEVICE_UNAVAILABLE
 
 
 class ResourceError(CrossEarthError):
     """The machine lacks memory (or another resource) for the request."""
 
-    default_code = "memory"
+    default_code = MEMORY
 
 
 class Cancelled(CrossEarthError):
     """The caller stopped the run (its cancel flag, Ctrl-C, a termination signal)."""
 
-    default_code = "cancelled"
+    default_code = CANCELLED
 
 
 class SegmentationCancelled(Cancelled):
     """Raised when the caller's cancel flag was set; no output is left behind."""
 
-    default_code = "cancelled"
+    default_code = CANCELLED
 
     def __init__(
         self,

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .errors import CrossEarthError
+from engine.errors import CrossEarthError
 
 TEMP_PREFIX = ".crossearth-tmp-"
 SCRATCH_PREFIX = "crossearth-scratch-"
@@ -89,31 +89,28 @@ def announce_temporary(path: Path, is_dir: bool = False) -> Path:
 
 def create_temporary_file(destination: Path, suffix: str = "") -> Path:
     """Creates an empty private temporary file beside `destination` and registers it."""
-    destination = Path(destination)
-    for _ in range(100):
-        candidate = temporary_name(destination, suffix)
-        _register(candidate, False)
-        try:
-            fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            forget_temporary(candidate)
-            continue
-        except OSError as exc:
-            forget_temporary(candidate)
-            raise write_error(destination, exc) from None
-        os.close(fd)
-        return candidate
-    raise CrossEarthError(f"cannot create a temporary file beside {destination}")
+
+    def make(candidate: Path) -> None:
+        os.close(os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+    return _create_temporary(Path(destination), suffix, False, make)
 
 
 def create_temporary_folder(destination: Path) -> Path:
     """Creates a private temporary folder beside `destination` and registers it."""
-    destination = Path(destination)
+    return _create_temporary(Path(destination), "", True, lambda c: c.mkdir(mode=0o700))
+
+
+def _create_temporary(
+    destination: Path, suffix: str, is_dir: bool, make: Callable[[Path], None]
+) -> Path:
+    """A new temporary name beside `destination`, registered before `make` creates it (so a
+    kill in between still finds it), retried while the name is taken."""
     for _ in range(100):
-        candidate = temporary_name(destination)
-        _register(candidate, True)
+        candidate = temporary_name(destination, suffix)
+        _register(candidate, is_dir)
         try:
-            candidate.mkdir(mode=0o700)
+            make(candidate)
         except FileExistsError:
             forget_temporary(candidate)
             continue
@@ -121,7 +118,8 @@ def create_temporary_folder(destination: Path) -> Path:
             forget_temporary(candidate)
             raise write_error(destination, exc) from None
         return candidate
-    raise CrossEarthError(f"cannot create a temporary folder beside {destination}")
+    kind = "folder" if is_dir else "file"
+    raise CrossEarthError(f"cannot create a temporary {kind} beside {destination}")
 
 
 def create_scratch_folder() -> Path:

@@ -5,7 +5,8 @@ import."""
 
 from __future__ import annotations
 
-from .errors import InputError
+from engine.error_codes import INPUT_BANDS
+from engine.errors import InputError
 
 # What a package's weights.safetensors may hold (convert --dtype, train --weights-dtype).
 WEIGHTS_DTYPES = ("float32", "float16", "bfloat16")
@@ -21,14 +22,14 @@ def parse_band_numbers(text: str) -> list[int]:
     except ValueError:
         raise InputError(
             f"'{text}' is not a comma-separated list of band numbers (e.g. 3,2,1)",
-            code="input.bands",
+            code=INPUT_BANDS,
             option="bands",
             value=text,
         ) from None
     if not values:
         raise InputError(
             "give at least one band number (e.g. 3,2,1)",
-            code="input.bands",
+            code=INPUT_BANDS,
             option="bands",
             value=text,
         )

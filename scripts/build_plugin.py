@@ -33,10 +33,10 @@ FIXED_TIME = (1980, 1, 1, 0, 0, 0)
 
 
 def _load_requirements_module():
-    # crossearth_qgis/requirements.py by path: importing the package is not needed (and a
-    # plain Python has no QGIS).
+    # crossearth_qgis/environment/requirements.py by path: importing the package is not needed
+    # (and a plain Python has no QGIS).
     spec = importlib.util.spec_from_file_location(
-        "crossearth_requirements", REPO / PLUGIN / "requirements.py"
+        "crossearth_requirements", REPO / PLUGIN / "environment" / "requirements.py"
     )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)  # type: ignore[union-attr]

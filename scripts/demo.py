@@ -106,7 +106,7 @@ def render(sample: Path, classes_path: Path, png: Path, title: str) -> None:
     )
     from qgis.PyQt.QtGui import QFont
 
-    from crossearth_qgis import styling
+    from crossearth_qgis.layers import styling
 
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # no screen needed
     app = QgsApplication([], False)
@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from engine.errors import CrossEarthError
-    from engine.packages import find_package
+    from engine.models.packages import find_package
 
     try:
         package = find_package(args.model or None)

@@ -75,7 +75,7 @@ def set_up_light(plugin) -> None:
     page.setup_button.click()
     wait_for(lambda: page.setup_progress.value() >= 40, 600, "set-up progress")
     shot(dialog, "setup_in_progress")
-    from crossearth_qgis import engine_setup_task
+    from crossearth_qgis.environment import setup_task as engine_setup_task
 
     wait_for(lambda: engine_setup_task.running() is None, 900, "the set-up")
     settle(0.5)

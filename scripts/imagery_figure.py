@@ -25,7 +25,7 @@ from osgeo import gdal
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from engine.pipeline import SegmentOptions, segment  # noqa: E402
+from engine.run.pipeline import SegmentOptions, segment  # noqa: E402
 
 MODEL = REPO / "resources" / "models" / "crossearth-landsat-lc"
 SCENE = REPO / "resources" / "data" / "raleigh" / "landsat7_2000.tif"

@@ -76,7 +76,7 @@ full='"full_setup_s": null, "full_bytes": null'
 if [ "${CROSSEARTH_MATRIX_FULL:-0}" = 1 ]; then
     rm -rf "$WORK/engine-full"
     started=$(seconds)
-    /usr/bin/python3 -m crossearth_qgis.engine_setup --kind full --base /usr/bin/python3 \
+    /usr/bin/python3 -m crossearth_qgis.environment.engine_setup --kind full --base /usr/bin/python3 \
         "$WORK/engine-full"
     full_s=$(python3 -c "print(round($(seconds) - $started, 1))")
     full_bytes=$(python3 -c "import json; print(json.load(open('$WORK/engine-full/.crossearth-engine.json'))['size_bytes'])")

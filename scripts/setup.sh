@@ -6,7 +6,7 @@
 # `scale` extra: Ray, for sharded runs, and the ONNX runtimes).
 #
 # The engine environment the plugin makes for a user is a different thing: self-contained,
-# wheels from PyPI only (crossearth_qgis/engine_env.py); `make matrix` builds that one.
+# wheels from PyPI only (crossearth_qgis/environment/engine_env.py); `make matrix` builds that one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -22,8 +22,8 @@ LIGHT_WHEELS = REPO / "build" / "wheelhouse-light"
 def light_python() -> Path:
     """The python of a Light engine environment (no PyTorch) made as the plugin makes one for
     a user: self-contained, PyPI wheels only (`make setup` makes it with the plugin's
-    crossearth_qgis.engine_setup, from build/wheelhouse-light)."""
-    from crossearth_qgis.engine_setup import read_record, venv_python
+    crossearth_qgis.environment.engine_setup, from build/wheelhouse-light)."""
+    from crossearth_qgis.environment.engine_setup import read_record, venv_python
 
     record = read_record(LIGHT_ENGINE)
     assert record is not None and record.ready, f"{LIGHT_ENGINE} is missing: run make setup"

@@ -236,3 +236,80 @@ def test_commands_come_from_the_entry_point_group(tmp_path):
         "extra_hello:no_such_function is broken (AttributeError: module 'extra_hello' has no "
         "attribute 'no_such_function'); reinstall the package that provides it"
     ]
+
+
+# --- the house's countable rules (tests/house_rules.py) ----------------------------------------
+
+
+def test_the_engine_top_level_holds_few_modules():
+    from tests.house_rules import MAX_ENGINE_TOP_MODULES, engine_top_modules
+
+    assert len(engine_top_modules()) <= MAX_ENGINE_TOP_MODULES, engine_top_modules()
+
+
+def test_no_module_is_over_600_lines():
+    from tests.house_rules import long_files
+
+    assert long_files() == {}
+
+
+def test_few_functions_are_long_and_each_says_why():
+    from tests.house_rules import MAX_LONG_FUNCTIONS, long_functions
+
+    found = long_functions()
+    assert len(found) <= MAX_LONG_FUNCTIONS, [f"{f.path}:{f.line} {f.name}" for f in found]
+    assert [f for f in found if not f.why] == [], "a long function needs a comment saying why"
+
+
+def test_no_import_cycle_with_function_level_imports_counted():
+    from tests.house_rules import import_cycles
+
+    assert import_cycles() == []
+
+
+def test_the_rules_see_what_they_count(tmp_path):
+    from tests import house_rules
+
+    assert "cli.py" in house_rules.engine_top_modules()
+    assert any(m.startswith("engine.run.") for m in house_rules.import_graph())
+    graph = house_rules.import_graph()
+    assert "engine.run.plan" in graph["engine.run.pipeline"]  # a top-level import
+    assert "engine.run.runtimes" in graph["engine.run.pipeline"]  # inside a function too
+
+
+# folder -> folders it must never import (at any level of its code): the engine's reading and
+# writing of rasters know nothing of how a job runs, no library part knows the command line,
+# and in the plugin the environment and the worker know nothing of the dock or Processing.
+FOLDER_RULES = {
+    "engine.raster": {"engine.run", "engine.commands", "engine.distributed", "engine.crossearth"},
+    "engine.models": {"engine.commands", "engine.distributed"},
+    "engine.crossearth": {"engine.run", "engine.raster", "engine.commands", "engine.distributed"},
+    "engine.run": {"engine.commands"},
+    "engine.distributed": {"engine.commands"},
+    "crossearth_qgis.environment": {
+        "crossearth_qgis.dock", "crossearth_qgis.processing", "crossearth_qgis.layers",
+    },
+    "crossearth_qgis.worker": {
+        "crossearth_qgis.dock", "crossearth_qgis.processing", "crossearth_qgis.layers",
+    },
+    "crossearth_qgis.layers": {"crossearth_qgis.dock", "crossearth_qgis.processing"},
+    "crossearth_qgis.dock": {"crossearth_qgis.processing"},
+    "crossearth_qgis.processing": {"crossearth_qgis.dock"},
+}  # fmt: skip
+
+
+def _folder(module: str) -> str:
+    parts = module.split(".")
+    return ".".join(parts[:2])
+
+
+def test_folders_import_only_what_their_rules_allow():
+    from tests.house_rules import import_graph
+
+    broken = [
+        f"{module} imports {target}"
+        for module, targets in import_graph().items()
+        for target in targets
+        if _folder(target) in FOLDER_RULES.get(_folder(module), set())
+    ]
+    assert broken == []

@@ -76,7 +76,8 @@ def test_the_plugin_zip_carries_the_same_metadata(tmp_path):
 
 def test_the_plugins_weight_dtypes_are_the_engines():
     assert list(WEIGHTS_DTYPES) == ["float32", "float16", "bfloat16"]
-    assert _plugin_constant("crossearth_qgis/requests.py", "WEIGHTS_DTYPES") == list(WEIGHTS_DTYPES)
+    plugin_dtypes = _plugin_constant("crossearth_qgis/worker/requests.py", "WEIGHTS_DTYPES")
+    assert plugin_dtypes == list(WEIGHTS_DTYPES)
 
 
 def test_confidence_nodata_is_named_once():
@@ -108,7 +109,7 @@ def test_one_cancel_adapter():
 
 
 def test_the_plugin_leaves_training_numbers_to_the_recipe():
-    from crossearth_qgis.requests import FineTuneRequest
+    from crossearth_qgis.worker.requests import FineTuneRequest
 
     kept = FineTuneRequest("/d/image.tif", "/d/package").args()
     for option in ("--steps", "--batch", "--lr", "--val-fraction"):

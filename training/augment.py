@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import IGNORE
+from training.config import IGNORE
 
 RGB_NAMES = ("red", "green", "blue")
 

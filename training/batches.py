@@ -8,9 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from engine.prefetch import Prefetcher
-
-from .augment import (
+from engine.run.prefetch import Prefetcher
+from training.augment import (
     EarthStyle,
     PhotometricDistortion,
     flip_rotate,
@@ -18,9 +17,9 @@ from .augment import (
     resize_bilinear,
     resize_window,
 )
-from .config import TrainConfig
-from .data import TRAIN, TrainingData, WindowSampler
-from .distill import read_teacher
+from training.config import TrainConfig
+from training.data import TRAIN, TrainingData, WindowSampler
+from training.distill import read_teacher
 
 
 def step_seed(seed: int, rank: int, step: int, micro: int, stream: int) -> int:

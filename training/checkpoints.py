@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from engine.error_codes import TRAIN_NOTHING_TO_RESUME, TRAIN_RESUME_FILE
 from engine.errors import CrossEarthError, InputError
 from engine.files import describe_path
 
@@ -35,7 +36,7 @@ def read_training_checkpoint(path: Path, folder: Path, mmap: bool = False) -> di
         return InputError(
             f"{problem}; {fix}to resume, give a step_NNNNNNN.pt file from "
             f"{describe_path(folder)} or resume auto",
-            code="train.resume_file",
+            code=TRAIN_RESUME_FILE,
             problem=problem,
             weights=weights,
             folder=describe_path(folder),
@@ -122,7 +123,7 @@ class CheckpointStore:
             raise InputError(
                 f"no checkpoint to resume from in {describe_path(self.folder)}; start without "
                 "resuming",
-                code="train.nothing_to_resume",
+                code=TRAIN_NOTHING_TO_RESUME,
                 folder=describe_path(self.folder),
             )
         return path

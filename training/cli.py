@@ -158,9 +158,9 @@ def _images(args: argparse.Namespace) -> list[dict[str, Any]] | None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .config import from_dict, load_yaml
-    from .package import check_training_paths
-    from .trainer import train
+    from training.config import from_dict, load_yaml
+    from training.package import check_training_paths
+    from training.trainer import train
 
     overrides: dict[str, Any] = {
         "base": args.base,
@@ -211,7 +211,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.progress == "json":
         print(json.dumps({"event": "done", **summary}), flush=True)
     else:
-        from .metrics import format_metrics
+        from training.metrics import format_metrics
 
         for warning in result.warnings:
             print(f"warning: {warning}")
@@ -225,10 +225,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from engine.pipeline import SegmentOptions
-
-    from .evaluate import evaluate
-    from .metrics import format_metrics
+    from engine.run.pipeline import SegmentOptions
+    from training.evaluate import evaluate
+    from training.metrics import format_metrics
 
     options = SegmentOptions(
         tile_size=args.tile,

@@ -13,11 +13,10 @@ import numpy as np
 from rasterio.windows import Window
 
 from engine.errors import CrossEarthError
-from engine.model_card import InputSpec
-from engine.raster_input import TileReader, choose_scaling, open_raster, resolve_bands
-
-from .config import IGNORE, ClassSpec, ImageSource, TrainConfig
-from .labels import AreaMask, ClassMapping, Grid, PolygonLabels, RasterLabels
+from engine.models.model_card import InputSpec
+from engine.raster.raster_input import TileReader, choose_scaling, open_raster, resolve_bands
+from training.config import IGNORE, ClassSpec, ImageSource, TrainConfig
+from training.labels import AreaMask, ClassMapping, Grid, PolygonLabels, RasterLabels
 
 log = logging.getLogger(__name__)
 

@@ -24,8 +24,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from engine.blending import StripAccumulator
 from engine.crossearth.model import semantic_scores
+from engine.error_codes import CONFIG_TEACHER_CLASSES, CONFIG_TEACHER_INPUT
 from engine.errors import ConfigError
 from engine.files import (
     create_temporary_file,
@@ -34,11 +34,11 @@ from engine.files import (
     remove_temporary,
     write_error,
 )
-from engine.loading import load_package_model
-from engine.packages import ModelPackage
-from engine.tiling import blend_window, plan_tiles
-
-from .data import ImageData, TrainingData
+from engine.models.loading import load_package_model
+from engine.models.packages import ModelPackage
+from engine.run.blending import StripAccumulator
+from engine.run.tiling import blend_window, plan_tiles
+from training.data import ImageData, TrainingData
 
 # Teacher probabilities below this class-sum (outside training blocks, outside the image) carry
 # no weight in the loss.
@@ -56,7 +56,7 @@ def check_teacher(teacher: ModelPackage, data: TrainingData) -> None:
         raise ConfigError(
             f"teacher {teacher.card.name} has the classes {', '.join(theirs)}, the trained model "
             f"{', '.join(ours)}; distil from a model with the same classes in the same order",
-            code="config.teacher_classes",
+            code=CONFIG_TEACHER_CLASSES,
         )
     spec, expected = teacher.card.input, data.spec
     same = (
@@ -70,7 +70,7 @@ def check_teacher(teacher: ModelPackage, data: TrainingData) -> None:
             f"teacher {teacher.card.name} reads its bands with another normalisation "
             "(bands, value range, mean or std) than the trained model; distil from a model "
             "with the same input",
-            code="config.teacher_input",
+            code=CONFIG_TEACHER_INPUT,
         )
 
 

@@ -9,13 +9,13 @@ from typing import Any
 import numpy as np
 import rasterio
 
+from engine.error_codes import LABELS_CLASS_FIELD, LABELS_UNMAPPED
 from engine.errors import CrossEarthError, InputError
-from engine.packages import find_package
-from engine.pipeline import SegmentOptions, segment
-
-from .config import IGNORE
-from .labels import ClassMapping, Grid, PolygonLabels, RasterLabels, is_raster
-from .metrics import metrics, update_confusion
+from engine.models.packages import find_package
+from engine.run.pipeline import SegmentOptions, segment
+from training.config import IGNORE
+from training.labels import ClassMapping, Grid, PolygonLabels, RasterLabels, is_raster
+from training.metrics import metrics, update_confusion
 
 
 def reference_mapping(
@@ -47,7 +47,7 @@ def reference_mapping(
         raise InputError(
             f"the reference labels hold value(s) {values} that are not classes of the model "
             f"({', '.join(class_names)}); map them with a label map",
-            code="labels.unmapped",
+            code=LABELS_UNMAPPED,
             option="label_map",
             values=values,
             classes=", ".join(class_names),
@@ -83,7 +83,7 @@ def evaluate(
                 if not class_field:
                     raise InputError(
                         f"{labels.name} holds polygons: give the class field",
-                        code="labels.class_field",
+                        code=LABELS_CLASS_FIELD,
                         option="class_field",
                         path=labels.name,
                     )

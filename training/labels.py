@@ -16,10 +16,9 @@ from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
 from engine.errors import CrossEarthError
-from engine.raster_input import open_raster
-from engine.vector_io import layer_fields, read_layer, vector_errors
-
-from .config import IGNORE
+from engine.raster.raster_input import open_raster
+from engine.raster.vector_io import layer_fields, read_layer, vector_errors
+from training.config import IGNORE
 
 log = logging.getLogger(__name__)
 

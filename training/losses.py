@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 
-from .config import IGNORE
+from training.config import IGNORE
 
 
 @dataclass(frozen=True)

@@ -14,11 +14,10 @@ from engine.crossearth.config import CrossEarthConfig
 from engine.crossearth.model import CrossEarth
 from engine.crossearth.presets import architecture_config
 from engine.errors import CrossEarthError
-from engine.loading import build_package_model
-from engine.packages import ModelPackage
-
-from .config import ClassSpec
-from .mtp import ReconstructionHeads
+from engine.models.loading import build_package_model
+from engine.models.packages import ModelPackage
+from training.config import ClassSpec
+from training.mtp import ReconstructionHeads
 
 log = logging.getLogger(__name__)
 

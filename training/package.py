@@ -15,20 +15,20 @@ import torch
 import engine
 from engine.crossearth.model import CrossEarth
 from engine.crossearth.presets import make_card
+from engine.error_codes import TRAIN_RUN_DIR, TRAIN_RUN_DIR_USED
 from engine.errors import OutputError
 from engine.files import describe_path, is_within
-from engine.model_card import ClassInfo, printable_text
-from engine.packages import (
+from engine.models.model_card import ClassInfo, printable_text
+from engine.models.packages import (
     ModelPackage,
     check_package_output,
     file_in_the_way,
     find_package,
     save_package,
 )
-
-from .checkpoints import CheckpointStore
-from .config import TrainConfig
-from .data import TRAIN, VAL, TrainingData
+from training.checkpoints import CheckpointStore
+from training.config import TrainConfig
+from training.data import TRAIN, VAL, TrainingData
 
 _HASH_LIMIT = 512 * 2**20  # files up to this size get a checksum in the card
 
@@ -203,7 +203,7 @@ def check_training_paths(
         problem = f"the run folder {shown} holds checkpoints of an earlier run ({earlier.name})"
         raise OutputError(
             f"{problem}; resume it (resume auto) to continue that run, or {RUN_FOLDER_FIX}",
-            code="train.run_dir_used",
+            code=TRAIN_RUN_DIR_USED,
             problem=problem,
         )
 
@@ -212,7 +212,7 @@ RUN_FOLDER_FIX = "choose another output (the run folder is OUTPUT.run) or anothe
 
 
 def _run_folder_error(problem: str) -> OutputError:
-    return OutputError(f"{problem}; {RUN_FOLDER_FIX}", code="train.run_dir", problem=problem)
+    return OutputError(f"{problem}; {RUN_FOLDER_FIX}", code=TRAIN_RUN_DIR, problem=problem)
 
 
 def _gsd(data: TrainingData) -> float | None:
@@ -220,6 +220,91 @@ def _gsd(data: TrainingData) -> float | None:
     if grid.crs is None or not grid.crs.is_projected:
         return None
     return round(abs(grid.transform.a) * grid.crs.linear_units_factor[1], 4)
+
+
+def _class_infos(data: TrainingData) -> tuple[ClassInfo, ...]:
+    """The card's classes: the training data's, in order, each with its colour."""
+    classes = []
+    for i, c in enumerate(data.classes):
+        assert c.color is not None  # the training data gives every class a colour
+        red, green, blue = c.color
+        classes.append(ClassInfo(i, printable_text(c.name), (red, green, blue)))
+    return tuple(classes)
+
+
+def _tiling(config: TrainConfig, base: ModelPackage | None, input_scale: int) -> tuple[int, int]:
+    """The card's tile size and stride: the recipe's, else the base package's, else the
+    training window's ground extent with a third of overlap."""
+    tile = config.tile_size or (base.card.tile_size if base else config.window // input_scale)
+    stride = config.tile_stride or (
+        base.card.tile_stride if base and not config.tile_size else round(tile * 2 / 3)
+    )
+    return tile, stride
+
+
+def _data_record(config: TrainConfig) -> list[dict[str, object]]:
+    """The training images, labels and labelled areas, each by name, size and checksum."""
+    return [
+        {
+            "image": file_record(s.image),
+            "labels": file_record(s.labels) or file_record(s.polygons),
+            "class_field": s.class_field,
+            "labelled_area": file_record(s.mask),
+        }
+        for s in config.images
+    ]
+
+
+def _split_record(config: TrainConfig, data: TrainingData) -> dict[str, object]:
+    """How the labelled pixels were split into training and validation blocks."""
+    names = [c.name for c in data.classes]
+    return {
+        "method": f"spatial blocks of {data.block_size} px, {config.val_fraction:.0%} of "
+        "labelled pixels held out for validation",
+        "train_blocks": len(data.blocks_of(TRAIN)),
+        "val_blocks": len(data.blocks_of(VAL)),
+        "train_pixels": dict(zip(names, map(int, data.class_pixels(TRAIN)), strict=True)),
+        "val_pixels": dict(zip(names, map(int, data.class_pixels(VAL)), strict=True)),
+    }
+
+
+def _provenance(
+    config: TrainConfig,
+    data: TrainingData,
+    base: ModelPackage | None,
+    head_note: str,
+    *,
+    steps_done: int,
+    best_step: int,
+    seconds: float | None,
+    command: str | None,
+    recipe: Path | None,
+) -> dict[str, object]:
+    """The card's account of how the model was made: software, command, base model, data,
+    split, steps, time, seed and the recipe, naming no folder of the machine that trained."""
+    root = recipe.parent if recipe is not None else config.output
+    return {
+        "trained_with": f"crossearth train (crossearth-qgis {engine.__version__})",
+        "command": portable_command(command, root),
+        "base": (
+            {"model": base.card.name, "version": base.card.version}
+            if base
+            else {"architecture": config.architecture, "initialisation": "random"}
+        ),
+        "head": head_note,
+        "mode": config.mode if base else "full",
+        **_teacher_record(config),
+        "data": _data_record(config),
+        "bands_used": data.bands,
+        "label_map": {str(k): v for k, v in (config.label_map or {}).items()} or None,
+        "split": _split_record(config, data),
+        "steps": steps_done,
+        "best_step": best_step,
+        "seconds": round(seconds, 1) if seconds is not None else None,
+        "seed": config.seed,
+        "recipe": recipe_record(config, recipe),
+        "software": {"torch": torch.__version__, "python": platform.python_version()},
+    }
 
 
 def write_package(
@@ -240,63 +325,25 @@ def write_package(
     """Saves the trained weights with their card. `seconds`: the training time, earlier parts of a
     resumed run included; `recipe`: the YAML file the config came from, if any (the card's
     paths are relative to it)."""
-    root = recipe.parent if recipe is not None else config.output
-    classes = []
-    for i, c in enumerate(data.classes):
-        assert c.color is not None  # the training data gives every class a colour
-        red, green, blue = c.color
-        classes.append(ClassInfo(i, printable_text(c.name), (red, green, blue)))
-    tile = config.tile_size or (base.card.tile_size if base else config.window // input_scale)
-    stride = config.tile_stride or (
-        base.card.tile_stride if base and not config.tile_size else round(tile * 2 / 3)
+    classes = _class_infos(data)
+    tiling = _tiling(config, base, input_scale)
+    provenance = _provenance(
+        config,
+        data,
+        base,
+        head_note,
+        steps_done=steps_done,
+        best_step=best_step,
+        seconds=seconds,
+        command=command,
+        recipe=recipe,
     )
-    provenance: dict[str, object] = {
-        "trained_with": f"crossearth train (crossearth-qgis {engine.__version__})",
-        "command": portable_command(command, root),
-        "base": (
-            {"model": base.card.name, "version": base.card.version}
-            if base
-            else {"architecture": config.architecture, "initialisation": "random"}
-        ),
-        "head": head_note,
-        "mode": config.mode if base else "full",
-        **_teacher_record(config),
-        "data": [
-            {
-                "image": file_record(s.image),
-                "labels": file_record(s.labels) or file_record(s.polygons),
-                "class_field": s.class_field,
-                "labelled_area": file_record(s.mask),
-            }
-            for s in config.images
-        ],
-        "bands_used": data.bands,
-        "label_map": {str(k): v for k, v in (config.label_map or {}).items()} or None,
-        "split": {
-            "method": f"spatial blocks of {data.block_size} px, {config.val_fraction:.0%} of "
-            "labelled pixels held out for validation",
-            "train_blocks": len(data.blocks_of(TRAIN)),
-            "val_blocks": len(data.blocks_of(VAL)),
-            "train_pixels": dict(
-                zip([c.name for c in data.classes], map(int, data.class_pixels(TRAIN)), strict=True)
-            ),
-            "val_pixels": dict(
-                zip([c.name for c in data.classes], map(int, data.class_pixels(VAL)), strict=True)
-            ),
-        },
-        "steps": steps_done,
-        "best_step": best_step,
-        "seconds": round(seconds, 1) if seconds is not None else None,
-        "seed": config.seed,
-        "recipe": recipe_record(config, recipe),
-        "software": {"torch": torch.__version__, "python": platform.python_version()},
-    }
     card = make_card(
         printable_text(config.name or config.output.name),
         model.config,
-        tuple(classes),
+        classes,
         bands=tuple(printable_text(b) for b in data.spec.bands),
-        tile=(tile, stride),
+        tile=tiling,
         mean=tuple(data.spec.mean),
         std=tuple(data.spec.std),
         value_range=(float(data.spec.value_range[0]), float(data.spec.value_range[1])),

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import logging
 import math
-import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -24,33 +22,21 @@ import torch
 import torch.distributed as dist
 
 from engine.cancel import CancelFlag, cancel_check
-from engine.devices import resolve_device
 from engine.errors import Cancelled, CrossEarthError
-from engine.model_card import InputSpec
-from engine.packages import ModelPackage, find_package
-from engine.raster_input import describe_bands, open_raster
-from engine.runner import autocast_dtype
-from engine.scaled_model import ScaledModel
-
-from .batches import Batch, BatchMaker, batches_ahead, step_seed
-from .checkpoints import CheckpointStore
-from .config import ClassSpec, TrainConfig
-from .data import TRAIN, VAL, TrainingData, WindowSampler, load_training_data
-from .distill import distillation_loss, teacher_maps
-from .logs import TrainingLog
-from .losses import Mask2FormerLoss
-from .mtp import ReconstructionHeads, block_masks, reconstruction_loss
-from .network import (
-    TrainingNetwork,
-    from_architecture,
-    from_package,
-    parameter_groups,
-    set_trainable,
-)
-from .package import check_training_paths, write_package
-from .validate import validate
-
-log = logging.getLogger(__name__)
+from engine.models.packages import ModelPackage
+from training.batches import Batch, BatchMaker, batches_ahead, step_seed
+from training.checkpoints import CheckpointStore
+from training.config import TrainConfig
+from training.data import TRAIN, VAL, TrainingData
+from training.distill import distillation_loss
+from training.early_stopping import EarlyStopping, Validation
+from training.logs import TrainingLog
+from training.mtp import block_masks, reconstruction_loss
+from training.network_setup import NetworkSetup, build_network
+from training.package import write_package
+from training.processes import Distributed, start_processes
+from training.resume import check_within_steps, checkpoint_state, restore
+from training.run_setup import load_run_data, run_teacher_maps
 
 
 class TrainingCancelled(Cancelled):
@@ -77,24 +63,6 @@ class TrainResult:
     warnings: list[str] = field(default_factory=list)
 
 
-@dataclass
-class _Distributed:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def _distributed() -> _Distributed:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return _Distributed()
-    return _Distributed(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
-
-
 def learning_rate(config: TrainConfig, step: int) -> float:
     """Linear warm-up from 1e-6 x lr, then poly decay (power 0.9) to 0 at the last step."""
     if config.warmup and step <= config.warmup:
@@ -102,52 +70,6 @@ def learning_rate(config: TrainConfig, step: int) -> float:
     span = max(1, config.steps - config.warmup)
     progress = min(1.0, (step - config.warmup) / span)
     return config.lr * (1 - progress) ** config.poly_power
-
-
-def _input_spec_from_scratch(config: TrainConfig) -> InputSpec:
-    with open_raster(config.images[0].image) as dataset:
-        chosen = config.bands or list(range(1, dataset.count + 1))
-        names = config.band_names or [describe_bands(dataset)[b - 1] for b in chosen]
-    if len(names) != len(chosen):
-        raise CrossEarthError(
-            f"band_names lists {len(names)} names for {len(chosen)} bands; give one per band"
-        )
-    count = len(names)
-    return InputSpec(
-        bands=tuple(names), value_range=(0.0, 255.0), mean=(127.5,) * count, std=(64.0,) * count
-    )
-
-
-def measured_spec(data: TrainingData, config: TrainConfig, windows: int = 128) -> InputSpec:
-    """Per-band mean and standard deviation of the training windows (models from scratch)."""
-    sampler = WindowSampler(data, config.window, (1.0, 1.0), False)
-    rng = np.random.default_rng(step_seed(config.seed, 0, 0, 0, 3))
-    sums = np.zeros(len(data.bands))
-    squares = np.zeros(len(data.bands))
-    count = 0
-    for _ in range(windows):
-        image, row, col, size = sampler.sample(rng)
-        values, valid, _ = data.read_training_window(image, row, col, size)
-        pixels = values[:, valid].astype(np.float64)
-        sums += pixels.sum(1)
-        squares += (pixels**2).sum(1)
-        count += pixels.shape[1]
-    mean = sums / max(count, 1)
-    std = np.sqrt(np.maximum(squares / max(count, 1) - mean**2, 1e-6))
-    return dataclasses.replace(
-        data.spec,
-        mean=tuple(round(float(m), 4) for m in mean),
-        std=tuple(round(float(s), 4) for s in std),
-    )
-
-
-def _amp(
-    device: torch.device, enabled: bool
-) -> tuple[torch.dtype | None, torch.amp.GradScaler | None]:
-    # The engine's choice of autocast dtype; float16 (no bfloat16 on this GPU) needs a scaler.
-    dtype = autocast_dtype(device) if enabled else None
-    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
-    return dtype, scaler
 
 
 def train(
@@ -162,10 +84,10 @@ def train(
     run folder. `cancel`: checked every step; on cancel or Ctrl-C a checkpoint is written.
     `recipe`: the YAML file the config came from; the card records paths relative to it."""
     is_cancelled = cancel_check(cancel)
-    dist_info, device = _start_processes(config)
-    package, data, warnings = _load_data(config, resume, dist_info)
-    network = _build_network(config, package, data, device, dist_info, warnings)
-    teacher = _teacher_maps(config, data, device, dist_info)
+    dist_info, device = start_processes(config)
+    package, data, warnings = load_run_data(config, resume, dist_info)
+    network = build_network(config, package, data, device, dist_info, warnings)
+    teacher = run_teacher_maps(config, data, device, dist_info)
     trainer = _Trainer(config, data, network, device, dist_info, teacher)
     trainer.resume(resume)
     stopped_early = trainer.run(progress, is_cancelled)
@@ -175,158 +97,6 @@ def train(
     )
 
 
-def _start_processes(config: TrainConfig) -> tuple[_Distributed, torch.device]:
-    """This process's rank and device (joining the process group under torchrun), threads and
-    the seed every rank starts from."""
-    dist_info = _distributed()
-    device = resolve_device(config.device)
-    if dist_info.world > 1:
-        if device.type == "cuda":
-            device = torch.device("cuda", dist_info.local_rank)
-            torch.cuda.set_device(device)
-        if not dist.is_initialized():
-            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    torch.manual_seed(config.seed)
-    return dist_info, device
-
-
-def _load_data(
-    config: TrainConfig, resume: str | Path | None, dist_info: _Distributed
-) -> tuple[ModelPackage | None, TrainingData, list[str]]:
-    """What to train on, checked before anything heavy happens: the base package (if any), the
-    training data, and the run folder with the split that was drawn."""
-    # The package at the end replaces only a package of ours, never an input.
-    check_training_paths(config, overwrite=True, resume=resume)
-    package = find_package(config.base) if config.base else None
-    spec = package.card.input if package else _input_spec_from_scratch(config)
-    base_classes = [ClassSpec(c.name, c.color) for c in package.card.classes] if package else None
-    data = load_training_data(config, spec, base_classes)
-    if package is None:
-        data.set_input_spec(measured_spec(data, config))
-    assert config.run_dir is not None
-    if dist_info.main:
-        config.run_dir.mkdir(parents=True, exist_ok=True)
-        # Made now, not when the package is written: a missing folder must not cost a run.
-        config.output.parent.mkdir(parents=True, exist_ok=True)
-        data.save_split(config.run_dir / "split.geojson")
-    return package, data, list(data.warnings)
-
-
-def _teacher_maps(
-    config: TrainConfig, data: TrainingData, device: torch.device, dist_info: _Distributed
-) -> list[np.ndarray] | None:
-    """The teacher's probability maps of the training images (rank 0 computes them into the
-    run folder, the other ranks then read them), or None without a teacher."""
-    if not config.teacher:
-        return None
-    assert config.run_dir is not None
-    teacher = find_package(config.teacher)
-    folder = config.run_dir / "teacher"
-    if dist_info.main:
-        maps = teacher_maps(teacher, data, device, folder)
-    if dist_info.world > 1:
-        dist.barrier()
-        if not dist_info.main:
-            maps = teacher_maps(teacher, data, device, folder)
-    return maps
-
-
-@dataclass
-class _Network:
-    """The model being trained and everything that updates it."""
-
-    network: TrainingNetwork
-    forward: torch.nn.Module  # the network, or its DistributedDataParallel wrapper
-    optimizer: torch.optim.Optimizer
-    scaler: torch.amp.GradScaler | None
-    amp_dtype: torch.dtype | None
-    criterion: Mask2FormerLoss
-    trainable: list[str]
-    head_note: str
-    patch: int
-    input_scale: int
-
-
-def _build_network(
-    config: TrainConfig,
-    package: ModelPackage | None,
-    data: TrainingData,
-    device: torch.device,
-    dist_info: _Distributed,
-    warnings: list[str],
-) -> _Network:
-    """The network (from the base package or from scratch), which parts train, the optimizer
-    and the loss. Appends to `warnings` what the recipe asked for and cannot have."""
-    if package is not None:
-        setup = from_package(package, data.classes, config.class_map, config.new_head)
-        mode = config.mode
-    else:
-        assert config.architecture is not None
-        setup = from_architecture(
-            config.architecture,
-            len(data.classes),
-            len(data.bands),
-            config.window,
-            config.patch_size,
-        )
-        mode = "full"
-        if config.mode != "full":
-            message = "a model trained from scratch has no pretrained backbone to freeze: mode full"
-            warnings.append(message)
-            log.warning(message)
-    model = setup.model
-    patch = model.config.backbone.patch_size
-    input_scale = _input_scale(config, package, patch)
-    trainable = set_trainable(model, mode, config.mtp)
-    reconstruction = (
-        ReconstructionHeads(model.config.backbone.embed_dim, len(data.bands))
-        if config.mtp
-        else None
-    )
-    network = TrainingNetwork(model, reconstruction).to(device)
-    amp_dtype, scaler = _amp(device, config.amp)
-    optimizer = torch.optim.AdamW(
-        parameter_groups({"": network}, config.weight_decay),
-        lr=config.lr,
-        betas=(0.9, 0.999),
-        eps=1e-8,
-    )
-    forward: torch.nn.Module = network
-    if dist_info.world > 1:
-        forward = torch.nn.parallel.DistributedDataParallel(
-            network, device_ids=[device.index] if device.type == "cuda" else None
-        )
-    criterion = Mask2FormerLoss(len(data.classes), num_points=config.num_points)
-    return _Network(
-        network,
-        forward,
-        optimizer,
-        scaler,
-        amp_dtype,
-        criterion,
-        trainable,
-        setup.head_note,
-        patch,
-        input_scale,
-    )
-
-
-def _input_scale(config: TrainConfig, package: ModelPackage | None, patch: int) -> int:
-    """The recipe's input scale (else the base package's), checked against the patch size."""
-    if config.window % patch:
-        raise CrossEarthError(
-            f"window {config.window} must be a multiple of the patch size {patch}"
-        )
-    input_scale = config.input_scale or (package.card.input_scale if package else 1)
-    if patch % input_scale:
-        raise CrossEarthError(
-            f"input_scale {input_scale} must divide the patch size {patch} (1, 2, 4, .. {patch})"
-        )
-    return input_scale
-
-
 class _Trainer:
     """One run's loop state: the step, the best score so far, checkpoints and the logs."""
 
@@ -334,9 +104,9 @@ class _Trainer:
         self,
         config: TrainConfig,
         data: TrainingData,
-        net: _Network,
+        net: NetworkSetup,
         device: torch.device,
-        dist_info: _Distributed,
+        dist_info: Distributed,
         teacher: list[np.ndarray] | None = None,
     ) -> None:
         assert config.run_dir is not None
@@ -346,42 +116,25 @@ class _Trainer:
         self.run_dir = config.run_dir
         self.store = CheckpointStore(self.run_dir / "checkpoints", config.keep_checkpoints)
         self.step = 0
-        self.best: dict[str, Any] = {"mIoU": -1.0, "step": 0}
-        self.stale = 0  # evaluations without a better mIoU, for early stopping
+        self.scores = EarlyStopping(config.patience)
         # None when resumed from a checkpoint written before training time was recorded.
         self.seconds_before: float | None = 0.0
         self.last_saved = 0
         self.started = time.perf_counter()
         self.logbook: TrainingLog | None = None
-        # Validation tiles in source pixels: the training window's ground extent, at least a block.
-        multiple = net.patch // net.input_scale
-        self.tile = max(
-            config.window // net.input_scale,
-            math.ceil(config.block_size / multiple) * multiple,
+        self.validation = Validation(
+            net.network.model, data, config, device, net.patch, net.input_scale, net.amp_dtype
         )
-        self.source_grid_model = ScaledModel(net.network.model, net.input_scale)
 
     def resume(self, resume: str | Path | None) -> None:
         """Continues from a checkpoint: weights, optimizer, loss scaler, step and best score."""
         if resume:
-            net = self.net
-            state = self.store.load(resume, trainable_names=net.trainable)
-            net.network.load_state_dict(state["network"], strict=False)
-            net.optimizer.load_state_dict(state["optimizer"])
-            if net.scaler is not None and state.get("scaler"):
-                net.scaler.load_state_dict(state["scaler"])
-            self.step, self.best = state["step"], state["best"]
-            self.stale = state.get("evaluations_without_gain", 0)
-            # Checkpoints written before training time was recorded leave the total unknown.
-            self.seconds_before = state.get("seconds")
+            state = self.store.load(resume, trainable_names=self.net.trainable)
+            loop = restore(self.net, state)
+            self.step, self.scores.best, self.scores.stale = loop.step, loop.best, loop.stale
+            self.seconds_before = loop.seconds
         self.last_saved = self.step
-        # A checkpoint at the last step resumes into no training at all and writes the package
-        # again (say the first attempt failed to write it).
-        if self.step > self.config.steps:
-            raise CrossEarthError(
-                f"the checkpoint is at step {self.step}, beyond steps = {self.config.steps}; "
-                "raise steps to train further"
-            )
+        check_within_steps(self.step, self.config.steps)
 
     def training_seconds(self) -> float | None:
         if self.seconds_before is None:
@@ -392,23 +145,8 @@ class _Trainer:
         """A checkpoint of the trainable weights and the loop state (written by rank 0)."""
         path = None
         if self.dist_info.main:
-            net = self.net
-            path = self.store.save(
-                step,
-                {
-                    "network": {
-                        k: v
-                        for k, v in net.network.state_dict().items()
-                        if _trains(k, net.trainable)
-                    },
-                    "optimizer": net.optimizer.state_dict(),
-                    "scaler": net.scaler.state_dict() if net.scaler is not None else None,
-                    "best": self.best,
-                    "evaluations_without_gain": self.stale,
-                    "seconds": self.training_seconds(),
-                    "config": self.config.to_dict(),
-                },
-            )
+            state = checkpoint_state(self.net, self.scores, self.training_seconds(), self.config)
+            path = self.store.save(step, state)
         self.last_saved = step
         return path
 
@@ -546,29 +284,19 @@ class _Trainer:
         stop = torch.zeros(1)
         if step % config.eval_every == 0 or step == config.steps:
             if self.dist_info.main:
-                result = self._validate()
+                result = self.validation.score()
                 assert self.logbook is not None
                 self.logbook.validation(step, result)
-                score = result["mIoU"] if result["mIoU"] is not None else -1.0
-                if score > self.best["mIoU"]:
-                    self.best = {"mIoU": score, "step": step}
-                    self.stale = 0
-                    self.store.save_best(self.net.network.model.state_dict(), self.best)
-                else:
-                    self.stale += 1
-                    if config.patience and self.stale >= config.patience:
-                        stop[0] = 1
-                        self.logbook.message(
-                            f"early stop: no better mIoU for {self.stale} evaluations"
-                        )
+                if self.scores.improved(step, result):
+                    self.store.save_best(self.net.network.model.state_dict(), self.scores.best)
+                elif self.scores.exhausted:
+                    stop[0] = 1
+                    self.logbook.message(
+                        f"early stop: no better mIoU for {self.scores.stale} evaluations"
+                    )
             if self.dist_info.world > 1:
                 dist.broadcast(stop, 0)
         return bool(stop[0])
-
-    def _validate(self) -> dict[str, Any]:
-        return validate(
-            self.source_grid_model, self.data, self.tile, self.device, amp_dtype=self.net.amp_dtype
-        )
 
     def finish(
         self, package: ModelPackage | None, command: str | None, recipe: Path | None = None
@@ -582,7 +310,7 @@ class _Trainer:
             best_state = self.store.load_best()
             if best_state is not None:
                 model.load_state_dict(best_state)
-            final = self._validate()
+            final = self.validation.score()
             result_package = write_package(
                 self.config,
                 model,
@@ -591,7 +319,7 @@ class _Trainer:
                 package,
                 self.net.head_note,
                 steps_done=self.step,
-                best_step=self.best["step"],
+                best_step=self.scores.best["step"],
                 input_scale=self.net.input_scale,
                 seconds=self.training_seconds(),
                 command=command,
@@ -609,10 +337,9 @@ def record_test_scores(
 ) -> ModelPackage:
     """Scores the package on the held-out test images (as `crossearth evaluate` does) and
     adds the results to its card."""
-    from engine.packages import open_package
-    from engine.pipeline import SegmentOptions
-
-    from .evaluate import evaluate
+    from engine.models.packages import open_package
+    from engine.run.pipeline import SegmentOptions
+    from training.evaluate import evaluate
 
     scores = {}
     for entry in config.test:
@@ -628,10 +355,6 @@ def record_test_scores(
     card = dataclasses.replace(package.card, metrics={**package.card.metrics, "test": scores})
     card.save(package.path / "model.json")
     return open_package(package.path)
-
-
-def _trains(name: str, trainable: set[str] | list[str]) -> bool:
-    return name.startswith("reconstruction.") or name.removeprefix("model.") in trainable
 
 
 __all__ = ["TRAIN", "VAL", "TrainResult", "TrainingCancelled", "learning_rate", "train"]

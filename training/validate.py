@@ -7,9 +7,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from .config import IGNORE
-from .data import VAL, TrainingData
-from .metrics import metrics, update_confusion
+from training.config import IGNORE
+from training.data import VAL, TrainingData
+from training.metrics import metrics, update_confusion
 
 
 @torch.no_grad()

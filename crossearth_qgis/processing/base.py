@@ -1,16 +1,42 @@
-"""What every CrossEarth Processing algorithm shares: the icon and how Processing copies it."""
+"""What every CrossEarth Processing algorithm shares: its names and help, the icon, how
+Processing copies it and how it adds its parameters."""
 
 from __future__ import annotations
 
-from qgis.core import QgsProcessingAlgorithm
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from qgis.core import (
+    QgsProcessingAlgorithm,
+    QgsProcessingContext,
+    QgsProcessingParameterDefinition,
+)
 from qgis.PyQt.QtGui import QIcon
 
-from ..engine_env import PLUGIN_DIR
+from .. import qgis_enums
+from ..environment.engine_env import PLUGIN_DIR
+from ..worker.requests import RUNTIMES
 
 ICON = PLUGIN_DIR / "icons" / "crossearth.svg"
 
 
 class CrossEarthAlgorithm(QgsProcessingAlgorithm):
+    """A subclass states ALGORITHM_ID (its id after "crossearth:"), DISPLAY_NAME and HELP_TEXT
+    (the help beside the dialog) and adds its parameters in initAlgorithm."""
+
+    ALGORITHM_ID = ""
+    DISPLAY_NAME = ""
+    HELP_TEXT = ""
+
+    def name(self) -> str:
+        return self.ALGORITHM_ID
+
+    def displayName(self) -> str:
+        return self.DISPLAY_NAME
+
+    def shortHelpString(self) -> str:
+        return self.HELP_TEXT
+
     def icon(self) -> QIcon:
         return QIcon(str(ICON))
 
@@ -18,19 +44,37 @@ class CrossEarthAlgorithm(QgsProcessingAlgorithm):
         # Processing runs copies (batch mode, models, background tasks); none holds state.
         return type(self)()
 
+    def add_parameters(
+        self,
+        parameters: Iterable[QgsProcessingParameterDefinition],
+        *,
+        advanced: bool = False,
+        help_texts: Mapping[str, str] | None = None,
+    ) -> None:
+        """Adds `parameters` in order: flagged advanced (folded away in the dialog) when
+        `advanced`; with `help_texts`, each gets its entry as its help ("" when it has none)."""
+        for parameter in parameters:
+            if advanced:
+                parameter.setFlags(parameter.flags() | qgis_enums.ADVANCED_PARAMETER)
+            if help_texts is not None:
+                parameter.setHelp(help_texts.get(parameter.name(), ""))
+            self.addParameter(parameter)
 
-# The engine's --runtime values, in the order the choice lists them.
-RUNTIMES = ("auto", "torch", "onnxruntime", "openvino")
+    def parameter_text(
+        self, parameters: dict[str, Any], name: str, context: QgsProcessingContext
+    ) -> str:
+        """A string parameter's value, stripped ("" when empty)."""
+        return self.parameterAsString(parameters, name, context).strip()
 
 
 def installed_runtimes() -> list[str]:
     """auto and the runtimes the selected engine environment has, as its last probe found
     (after set-up, or Check in the options page); all of them when it was never probed."""
-    from ..engine_env import EngineEnvironmentError, resolve_interpreter
-    from ..engine_setup_task import known_capabilities
+    from ..environment import capabilities
+    from ..environment.engine_env import EngineEnvironmentError, resolve_interpreter
 
     try:
-        report = known_capabilities(resolve_interpreter().python)
+        report = capabilities.known(resolve_interpreter().python)
     except EngineEnvironmentError:
         report = None
     found = report.get("runtimes") if report is not None else None

@@ -17,7 +17,7 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
-from ..requests import WEIGHTS_DTYPES, ConvertRequest
+from ..worker.requests import WEIGHTS_DTYPES, ConvertRequest
 from .base import CrossEarthAlgorithm
 from .engine_run import run_engine_for_feedback
 
@@ -33,22 +33,17 @@ class ConvertCheckpointAlgorithm(CrossEarthAlgorithm):
     OUTPUT = "OUTPUT"
     MODEL_NAME = "MODEL_NAME"
 
-    def name(self) -> str:
-        return "convertcheckpoint"
-
-    def displayName(self) -> str:
-        return "Convert official checkpoint"
-
-    def shortHelpString(self) -> str:
-        return (
-            "Converts an official CrossEarth checkpoint (.pth, mmseg layout) into a model "
-            "package folder (model.json + weights.safetensors) that 'Segment raster' and the "
-            "dock can use. Give either the preset of the released checkpoint (for example "
-            "potsdam-r-source, whu-building-a2s, casid-sub-source; the dock's 'Add model' "
-            "dialog lists them all) or the mmseg config it was trained with. Rein+head "
-            "checkpoints also need the frozen DINOv2 backbone file (dinov2_converted.pth). "
-            "Put the package in the user models folder to find it by name."
-        )
+    ALGORITHM_ID = "convertcheckpoint"
+    DISPLAY_NAME = "Convert official checkpoint"
+    HELP_TEXT = (
+        "Converts an official CrossEarth checkpoint (.pth, mmseg layout) into a model "
+        "package folder (model.json + weights.safetensors) that 'Segment raster' and the "
+        "dock can use. Give either the preset of the released checkpoint (for example "
+        "potsdam-r-source, whu-building-a2s, casid-sub-source; the dock's 'Add model' "
+        "dialog lists them all) or the mmseg config it was trained with. Rein+head "
+        "checkpoints also need the frozen DINOv2 backbone file (dinov2_converted.pth). "
+        "Put the package in the user models folder to find it by name."
+    )
 
     def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:
         self.addParameter(

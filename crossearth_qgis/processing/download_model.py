@@ -15,7 +15,7 @@ from qgis.core import (
 )
 
 from ..catalog_events import catalog_events
-from ..requests import DownloadRequest
+from ..worker.requests import DownloadRequest
 from .base import CrossEarthAlgorithm
 from .engine_run import run_engine_for_feedback
 
@@ -27,24 +27,19 @@ class DownloadModelAlgorithm(CrossEarthAlgorithm):
     OUTPUT = "OUTPUT"
     MODEL_NAME = "MODEL_NAME"
 
-    def name(self) -> str:
-        return "downloadmodel"
-
-    def displayName(self) -> str:
-        return "Download model"
-
-    def shortHelpString(self) -> str:
-        return (
-            "Downloads a released CrossEarth checkpoint from Hugging Face (Cusyoung/CrossEarth) "
-            "and installs it as a model package in the user models folder, where 'Segment "
-            "raster' and the dock find it by name: for example potsdam-r-source (ISPRS, RGB, "
-            "5 cm), whu-building-a2s (buildings), d2m-rein (roads), casid-sub-source (land "
-            "cover). The dock's model list shows every one with its classes and size (about "
-            "1.7 GB each), as does 'crossearth models --available'. The free disk space is "
-            "checked first; the download is resumed after a broken connection and checked "
-            "against its published SHA-256. "
-            "HF_ENDPOINT, HF_HUB_OFFLINE, HF_TOKEN and proxy settings apply."
-        )
+    ALGORITHM_ID = "downloadmodel"
+    DISPLAY_NAME = "Download model"
+    HELP_TEXT = (
+        "Downloads a released CrossEarth checkpoint from Hugging Face (Cusyoung/CrossEarth) "
+        "and installs it as a model package in the user models folder, where 'Segment "
+        "raster' and the dock find it by name: for example potsdam-r-source (ISPRS, RGB, "
+        "5 cm), whu-building-a2s (buildings), d2m-rein (roads), casid-sub-source (land "
+        "cover). The dock's model list shows every one with its classes and size (about "
+        "1.7 GB each), as does 'crossearth models --available'. The free disk space is "
+        "checked first; the download is resumed after a broken connection and checked "
+        "against its published SHA-256. "
+        "HF_ENDPOINT, HF_HUB_OFFLINE, HF_TOKEN and proxy settings apply."
+    )
 
     def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:
         self.addParameter(

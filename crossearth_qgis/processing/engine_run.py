@@ -12,10 +12,10 @@ from collections.abc import Sequence
 from qgis.core import QgsProcessingException, QgsProcessingFeedback
 
 from .. import settings
-from ..engine_env import EngineEnvironmentError, Interpreter
-from ..engine_errors import CLI_PREFIX, EngineCancelled, EngineError
-from ..eta import EtaEstimator, status_text
-from ..worker import EngineOutcome, run_engine
+from ..environment.engine_env import EngineEnvironmentError, Interpreter
+from ..worker.client import EngineOutcome, run_engine
+from ..worker.engine_errors import CLI_PREFIX, EngineCancelled, EngineError
+from ..worker.eta import EtaEstimator, status_text
 
 
 def run_engine_for_feedback(

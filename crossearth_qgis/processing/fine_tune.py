@@ -3,6 +3,7 @@ polygons), written as a new package into the user models folder (or a folder you
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from qgis.core import (
     QgsProcessingFeedback,
     QgsProcessingOutputNumber,
     QgsProcessingOutputString,
+    QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
     QgsProcessingParameterField,
     QgsProcessingParameterFolderDestination,
@@ -25,9 +27,9 @@ from qgis.core import (
 
 from .. import qgis_enums
 from ..catalog_events import catalog_events
-from ..inputs import InputProblem, local_raster_source, parse_bands
-from ..requests import FineTuneRequest
-from ..worker import run_engine_json
+from ..layers.inputs import InputProblem, local_raster_source, parse_bands
+from ..worker.client import run_engine_json
+from ..worker.requests import FineTuneRequest
 from .base import CrossEarthAlgorithm
 from .engine_run import run_engine_for_feedback
 
@@ -66,6 +68,27 @@ def _vector_file(layer: QgsVectorLayer | None, what: str) -> str | None:
     return str(path)
 
 
+def _recipe_number(
+    name: str, label: str, number_type: Any, **limits: float
+) -> QgsProcessingParameterNumber:
+    """An optional number of the training recipe; left empty, the recipe's default holds."""
+    return QgsProcessingParameterNumber(
+        name, f"{label} {RECIPE_DEFAULT}", number_type, optional=True, **limits
+    )
+
+
+@dataclass(frozen=True)
+class _TrainingData:
+    """The files and values the worker trains on."""
+
+    image: str
+    labels: str | None
+    polygons: str | None
+    class_field: str | None
+    mask: str | None
+    bands: list[int] | None
+
+
 class FineTuneAlgorithm(CrossEarthAlgorithm):
     BASE = "BASE"
     INPUT = "INPUT"
@@ -89,147 +112,26 @@ class FineTuneAlgorithm(CrossEarthAlgorithm):
     MODEL_NAME = "MODEL_NAME"
     MIOU = "MIOU"
 
-    def name(self) -> str:
-        return "finetune"
-
-    def displayName(self) -> str:
-        return "Fine-tune model"
-
-    def shortHelpString(self) -> str:
-        return (
-            "Fine-tunes a CrossEarth model package on your imagery and labels: a label raster "
-            "(class ids, on any grid; resampled by nearest neighbour) or polygons with a class "
-            "field. Optionally a layer of polygons marks the labelled area (elsewhere pixels "
-            "are ignored; label value 255 always is). Label values map to classes with "
-            "'1=forest,2=water,9=ignore'; without a map, numbers are class indices and text "
-            "values class names. Training holds out spatial blocks for validation and writes "
-            "a new model package with its validation mIoU in the card; by default into the "
-            "user models folder, so it appears in the model lists. 'reins' trains the Rein "
-            "tokens and the head on a frozen backbone (the CrossEarth setting); 'full' trains "
-            "everything. Training runs in the engine's worker; cancel keeps the last checkpoint."
-        )
+    ALGORITHM_ID = "finetune"
+    DISPLAY_NAME = "Fine-tune model"
+    HELP_TEXT = (
+        "Fine-tunes a CrossEarth model package on your imagery and labels: a label raster "
+        "(class ids, on any grid; resampled by nearest neighbour) or polygons with a class "
+        "field. Optionally a layer of polygons marks the labelled area (elsewhere pixels "
+        "are ignored; label value 255 always is). Label values map to classes with "
+        "'1=forest,2=water,9=ignore'; without a map, numbers are class indices and text "
+        "values class names. Training holds out spatial blocks for validation and writes "
+        "a new model package with its validation mIoU in the card; by default into the "
+        "user models folder, so it appears in the model lists. 'reins' trains the Rein "
+        "tokens and the head on a frozen backbone (the CrossEarth setting); 'full' trains "
+        "everything. Training runs in the engine's worker; cancel keeps the last checkpoint."
+    )
 
     def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:
-        self.addParameter(
-            QgsProcessingParameterString(
-                self.BASE,
-                "Model to fine-tune (name or package folder; empty = default)",
-                optional=True,
-            )
-        )
-        self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, "Training image"))
-        self.addParameter(
-            QgsProcessingParameterRasterLayer(self.LABELS, "Label raster", optional=True)
-        )
-        self.addParameter(
-            QgsProcessingParameterVectorLayer(
-                self.POLYGONS,
-                "or label polygons",
-                [qgis_enums.VECTOR_POLYGON],
-                optional=True,
-            )
-        )
-        self.addParameter(
-            QgsProcessingParameterField(
-                self.CLASS_FIELD,
-                "Class field of the polygons",
-                parentLayerParameterName=self.POLYGONS,
-                optional=True,
-            )
-        )
-        self.addParameter(
-            QgsProcessingParameterVectorLayer(
-                self.MASK,
-                "Labelled area (polygons)",
-                [qgis_enums.VECTOR_POLYGON],
-                optional=True,
-            )
-        )
-        self.addParameter(
-            QgsProcessingParameterString(
-                self.CLASSES,
-                "Class names in order, comma-separated (empty = from the labels)",
-                optional=True,
-            )
-        )
-        self.addParameter(
-            QgsProcessingParameterString(
-                self.LABEL_MAP,
-                "Label values to classes, e.g. 1=forest,2=water,9=ignore",
-                optional=True,
-            )
-        )
-        self.addParameter(
-            QgsProcessingParameterString(
-                self.BANDS,
-                "Image bands in the model's order, e.g. 3,2,1 (empty = by name)",
-                optional=True,
-            )
-        )
-        self.addParameter(
-            QgsProcessingParameterEnum(self.MODE, "What trains", MODES, defaultValue=0)
-        )
-        self.addParameter(
-            QgsProcessingParameterNumber(
-                self.STEPS,
-                f"Training steps {RECIPE_DEFAULT}",
-                qgis_enums.NUMBER_INTEGER,
-                optional=True,
-                minValue=1,
-            )
-        )
-        advanced = [
-            QgsProcessingParameterNumber(
-                self.BATCH_SIZE,
-                f"Windows per step {RECIPE_DEFAULT}",
-                qgis_enums.NUMBER_INTEGER,
-                optional=True,
-                minValue=1,
-            ),
-            QgsProcessingParameterNumber(
-                self.LEARNING_RATE,
-                f"Learning rate {RECIPE_DEFAULT}",
-                qgis_enums.NUMBER_DOUBLE,
-                optional=True,
-                minValue=0.0,
-            ),
-            QgsProcessingParameterNumber(
-                self.VAL_FRACTION,
-                f"Share of labelled pixels held out for validation {RECIPE_DEFAULT}",
-                qgis_enums.NUMBER_DOUBLE,
-                optional=True,
-                minValue=0.01,
-                maxValue=0.9,
-            ),
-            QgsProcessingParameterString(
-                self.TEACHER,
-                "Teacher model with the same classes, for knowledge distillation (name or "
-                "package folder; empty = none)",
-                optional=True,
-            ),
-            QgsProcessingParameterNumber(
-                self.DISTILL_WEIGHT,
-                f"Weight of the teacher's loss {RECIPE_DEFAULT}",
-                qgis_enums.NUMBER_DOUBLE,
-                optional=True,
-                minValue=0.0,
-            ),
-            QgsProcessingParameterString(self.DEVICE, "Device (auto, cpu, cuda, cuda:N)", "auto"),
-        ]
-        for parameter in advanced:
-            parameter.setFlags(parameter.flags() | qgis_enums.ADVANCED_PARAMETER)
-            self.addParameter(parameter)
-        self.addParameter(
-            QgsProcessingParameterString(self.NAME, "Name of the new model", optional=True)
-        )
-        self.addParameter(
-            QgsProcessingParameterFolderDestination(
-                self.OUTPUT,
-                "Model package folder (empty = user models folder)",
-                optional=True,
-                createByDefault=False,
-            )
-        )
+        self.add_parameters(self._data_parameters() + self._class_parameters())
+        self.add_parameters(self._training_parameters())
+        self.add_parameters(self._advanced_parameters(), advanced=True)
+        self.add_parameters(self._output_parameters())
         self.addOutput(QgsProcessingOutputString(self.MODEL_NAME, "Model name"))
         self.addOutput(QgsProcessingOutputNumber(self.MIOU, "Validation mIoU"))
 
@@ -239,9 +141,124 @@ class FineTuneAlgorithm(CrossEarthAlgorithm):
         context: QgsProcessingContext,
         feedback: QgsProcessingFeedback,
     ) -> dict[str, Any]:
-        def text(name: str) -> str:
-            return self.parameterAsString(parameters, name, context).strip()
+        data = self._training_data(parameters, context)
+        catalog = run_engine_json(["models", "--json"])
+        base = self.parameter_text(parameters, self.BASE, context) or catalog.get("default") or ""
+        if not base:
+            raise QgsProcessingException(
+                "No model to fine-tune: no default model is installed; give a model name or folder."
+            )
+        name = self.parameter_text(parameters, self.NAME, context)
+        name = name or f"{Path(base).name}-{Path(data.image).stem}"
+        chosen = self.parameter_text(parameters, self.OUTPUT, context)
+        destination = _destination(chosen, Path(catalog["user_dir"]) / name, name)
+        request = self._request(parameters, context, data, base, name, destination)
+        feedback.pushInfo(f"fine-tuning {base} on {Path(data.image).name}")
+        outcome = run_engine_for_feedback(request.args(), feedback)
+        miou = _report(outcome.done or {}, feedback)
+        catalog_events.package_added.emit(str(destination))
+        return {
+            self.OUTPUT: str(destination),
+            self.MODEL_NAME: name,
+            self.MIOU: float(miou) if miou is not None else float("nan"),
+        }
 
+    def _data_parameters(self) -> list[QgsProcessingParameterDefinition]:
+        """The model to start from, the image and its labels (a raster or polygons)."""
+        return [
+            QgsProcessingParameterString(
+                self.BASE,
+                "Model to fine-tune (name or package folder; empty = default)",
+                optional=True,
+            ),
+            QgsProcessingParameterRasterLayer(self.INPUT, "Training image"),
+            QgsProcessingParameterRasterLayer(self.LABELS, "Label raster", optional=True),
+            QgsProcessingParameterVectorLayer(
+                self.POLYGONS, "or label polygons", [qgis_enums.VECTOR_POLYGON], optional=True
+            ),
+            QgsProcessingParameterField(
+                self.CLASS_FIELD,
+                "Class field of the polygons",
+                parentLayerParameterName=self.POLYGONS,
+                optional=True,
+            ),
+            QgsProcessingParameterVectorLayer(
+                self.MASK,
+                "Labelled area (polygons)",
+                [qgis_enums.VECTOR_POLYGON],
+                optional=True,
+            ),
+        ]
+
+    def _class_parameters(self) -> list[QgsProcessingParameterDefinition]:
+        """How label values become classes, and the image's bands in the model's order."""
+        return [
+            QgsProcessingParameterString(
+                self.CLASSES,
+                "Class names in order, comma-separated (empty = from the labels)",
+                optional=True,
+            ),
+            QgsProcessingParameterString(
+                self.LABEL_MAP,
+                "Label values to classes, e.g. 1=forest,2=water,9=ignore",
+                optional=True,
+            ),
+            QgsProcessingParameterString(
+                self.BANDS,
+                "Image bands in the model's order, e.g. 3,2,1 (empty = by name)",
+                optional=True,
+            ),
+        ]
+
+    def _training_parameters(self) -> list[QgsProcessingParameterDefinition]:
+        """What trains, and for how long."""
+        return [
+            QgsProcessingParameterEnum(self.MODE, "What trains", MODES, defaultValue=0),
+            _recipe_number(self.STEPS, "Training steps", qgis_enums.NUMBER_INTEGER, minValue=1),
+        ]
+
+    def _advanced_parameters(self) -> list[QgsProcessingParameterDefinition]:
+        """The rest of the training recipe, distillation from a teacher, and the device."""
+        integer, double = qgis_enums.NUMBER_INTEGER, qgis_enums.NUMBER_DOUBLE
+        return [
+            _recipe_number(self.BATCH_SIZE, "Windows per step", integer, minValue=1),
+            _recipe_number(self.LEARNING_RATE, "Learning rate", double, minValue=0.0),
+            _recipe_number(
+                self.VAL_FRACTION,
+                "Share of labelled pixels held out for validation",
+                double,
+                minValue=0.01,
+                maxValue=0.9,
+            ),
+            QgsProcessingParameterString(
+                self.TEACHER,
+                "Teacher model with the same classes, for knowledge distillation (name or "
+                "package folder; empty = none)",
+                optional=True,
+            ),
+            _recipe_number(
+                self.DISTILL_WEIGHT, "Weight of the teacher's loss", double, minValue=0.0
+            ),
+            QgsProcessingParameterString(self.DEVICE, "Device (auto, cpu, cuda, cuda:N)", "auto"),
+        ]
+
+    def _output_parameters(self) -> list[QgsProcessingParameterDefinition]:
+        """The new model's name and package folder."""
+        return [
+            QgsProcessingParameterString(self.NAME, "Name of the new model", optional=True),
+            QgsProcessingParameterFolderDestination(
+                self.OUTPUT,
+                "Model package folder (empty = user models folder)",
+                optional=True,
+                createByDefault=False,
+            ),
+        ]
+
+    def _training_data(
+        self, parameters: dict[str, Any], context: QgsProcessingContext
+    ) -> _TrainingData:
+        """The image, its labels (a raster or polygons with their class field), the labelled
+        area and the bands, as files and values for the worker; plain errors otherwise."""
         try:
             image = local_raster_source(
                 self.parameterAsRasterLayer(parameters, self.INPUT, context)
@@ -260,69 +277,81 @@ class FineTuneAlgorithm(CrossEarthAlgorithm):
             raise QgsProcessingException(
                 "Give either a label raster or label polygons (one of the two)."
             )
-        class_field = text(self.CLASS_FIELD)
+        class_field = self.parameter_text(parameters, self.CLASS_FIELD, context)
         if polygons and not class_field:
             raise QgsProcessingException("Choose the class field of the label polygons.")
         try:
-            bands = parse_bands(text(self.BANDS))
+            bands = parse_bands(self.parameter_text(parameters, self.BANDS, context))
         except InputProblem as exc:
             raise QgsProcessingException(str(exc)) from None
+        return _TrainingData(image, labels, polygons, class_field or None, mask, bands)
 
-        catalog = run_engine_json(["models", "--json"])
-        base = text(self.BASE) or catalog.get("default") or ""
-        if not base:
-            raise QgsProcessingException(
-                "No model to fine-tune: no default model is installed; give a model name or folder."
-            )
-        name = text(self.NAME) or f"{Path(base).name}-{Path(image).stem}"
-        output = self.parameterAsString(parameters, self.OUTPUT, context).strip()
-        destination = Path(output) if output else Path(catalog["user_dir"]) / name
-        if not output and destination.exists():
-            # Nobody chose this folder, so nobody confirmed replacing it.
-            raise QgsProcessingException(
-                f"A model named '{name}' already exists in the user models folder "
-                f"({destination}); give the new model another name, or choose that folder as "
-                "the output to replace it."
-            )
-        if destination.is_dir() and not any(destination.iterdir()):
-            destination.rmdir()  # an empty folder Processing made up front
-        destination.parent.mkdir(parents=True, exist_ok=True)
+    def _request(
+        self,
+        parameters: dict[str, Any],
+        context: QgsProcessingContext,
+        data: _TrainingData,
+        base: str,
+        name: str,
+        destination: Path,
+    ) -> FineTuneRequest:
+        """The worker's command: the training data, the classes and the training recipe."""
+
+        def text(key: str) -> str:
+            return self.parameter_text(parameters, key, context)
+
+        def number(key: str, read: Any) -> Any:
+            return _given(parameters, key, read, context)
+
         classes = text(self.CLASSES)
-        request = FineTuneRequest(
-            image=image,
+        return FineTuneRequest(
+            image=data.image,
             output=str(destination),
             base=base,
-            labels=labels,
-            polygons=polygons,
-            class_field=class_field or None,
-            mask=mask,
+            labels=data.labels,
+            polygons=data.polygons,
+            class_field=data.class_field,
+            mask=data.mask,
             classes=[c.strip() for c in classes.split(",")] if classes else None,
             label_map=text(self.LABEL_MAP) or None,
-            bands=bands,
+            bands=data.bands,
             mode=MODES[self.parameterAsEnum(parameters, self.MODE, context)],
-            steps=_given(parameters, self.STEPS, self.parameterAsInt, context),
-            batch=_given(parameters, self.BATCH_SIZE, self.parameterAsInt, context),
-            lr=_given(parameters, self.LEARNING_RATE, self.parameterAsDouble, context),
-            val_fraction=_given(parameters, self.VAL_FRACTION, self.parameterAsDouble, context),
+            steps=number(self.STEPS, self.parameterAsInt),
+            batch=number(self.BATCH_SIZE, self.parameterAsInt),
+            lr=number(self.LEARNING_RATE, self.parameterAsDouble),
+            val_fraction=number(self.VAL_FRACTION, self.parameterAsDouble),
             teacher=text(self.TEACHER) or None,
-            distill_weight=_given(parameters, self.DISTILL_WEIGHT, self.parameterAsDouble, context),
+            distill_weight=number(self.DISTILL_WEIGHT, self.parameterAsDouble),
             device=text(self.DEVICE) or "auto",
             name=name,
             # A folder given as the destination parameter comes with QGIS's overwrite
             # confirmation; the engine still replaces only a model package it wrote itself.
-            overwrite=bool(output),
+            overwrite=bool(text(self.OUTPUT)),
         )
-        feedback.pushInfo(f"fine-tuning {base} on {Path(image).name}")
-        outcome = run_engine_for_feedback(request.args(), feedback)
-        done = outcome.done or {}
-        for warning in done.get("warnings", []):
-            feedback.pushWarning(warning)
-        miou = done.get("mIoU")
-        if miou is not None:
-            feedback.pushInfo(f"validation mIoU on held-out blocks: {100 * miou:.1f}%")
-        catalog_events.package_added.emit(str(destination))
-        return {
-            self.OUTPUT: str(destination),
-            self.MODEL_NAME: name,
-            self.MIOU: float(miou) if miou is not None else float("nan"),
-        }
+
+
+def _destination(chosen: str, default: Path, name: str) -> Path:
+    """The new package's folder: the one chosen as the output, else `default` in the user
+    models folder, which must not exist yet (nobody confirmed replacing it). An empty folder
+    Processing made up front is removed: the engine creates the package folder itself."""
+    destination = Path(chosen) if chosen else default
+    if not chosen and destination.exists():
+        raise QgsProcessingException(
+            f"A model named '{name}' already exists in the user models folder "
+            f"({destination}); give the new model another name, or choose that folder as "
+            "the output to replace it."
+        )
+    if destination.is_dir() and not any(destination.iterdir()):
+        destination.rmdir()  # an empty folder Processing made up front
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    return destination
+
+
+def _report(done: dict[str, Any], feedback: QgsProcessingFeedback) -> float | None:
+    """Logs the training's warnings and its validation mIoU; returns the mIoU (None if none)."""
+    for warning in done.get("warnings", []):
+        feedback.pushWarning(warning)
+    miou = done.get("mIoU")
+    if miou is not None:
+        feedback.pushInfo(f"validation mIoU on held-out blocks: {100 * miou:.1f}%")
+    return miou

@@ -13,10 +13,10 @@ from typing import Any
 from qgis.PyQt.QtWidgets import QComboBox
 
 from .. import messages, settings
-from ..engine_env import EngineEnvironmentError
-from ..engine_errors import EngineError
-from ..models import LIST_MODELS_ARGS, catalog_from_json
-from ..worker import run_engine
+from ..environment.engine_env import EngineEnvironmentError
+from ..worker.client import run_engine
+from ..worker.engine_errors import EngineError
+from ..worker.models import LIST_MODELS_ARGS, catalog_from_json
 
 DEFAULT_TEXT = "Default model"
 

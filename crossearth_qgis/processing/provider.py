@@ -5,7 +5,8 @@ from __future__ import annotations
 from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
-from ..engine_env import PLUGIN_DIR
+from ..environment import capabilities
+from ..environment.engine_env import PLUGIN_DIR
 from . import ALGORITHMS
 from .base import ICON
 
@@ -37,6 +38,15 @@ class CrossEarthProvider(QgsProcessingProvider):
 
     def versionInfo(self) -> str:
         return _plugin_version()
+
+    def load(self) -> bool:
+        # Runtime choices follow what the engine can do: a new probe lists them again.
+        capabilities.on_change(self.refreshAlgorithms)
+        self.refreshAlgorithms()
+        return True
+
+    def unload(self) -> None:
+        capabilities.forget_listener(self.refreshAlgorithms)
 
     def loadAlgorithms(self) -> None:
         for algorithm in ALGORITHMS:

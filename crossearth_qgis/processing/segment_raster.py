@@ -6,11 +6,9 @@ from pathlib import Path
 from typing import Any
 
 from qgis.core import (
-    QgsMapLayer,
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingFeedback,
-    QgsProcessingLayerPostProcessorInterface,
     QgsProcessingMultiStepFeedback,
     QgsProcessingParameterBand,
     QgsProcessingParameterBoolean,
@@ -23,88 +21,51 @@ from qgis.core import (
     QgsProcessingParameterString,
     QgsProcessingParameterVectorDestination,
     QgsRasterLayer,
-    QgsVectorLayer,
 )
 
-from .. import qgis_enums, styling
-from ..engine_env import EngineEnvironmentError
-from ..engine_errors import EngineError
-from ..inputs import InputProblem, extent_in_layer_crs, local_raster_source
-from ..layer_export import (
-    FILE,
-    RENDERED,
-    ExportError,
-    ExportPlan,
-    check_rendered_bands,
-    export_layer,
-    has_fixed_grid,
-    layer_kind,
-    native_units_per_pixel,
-    plan_export,
-    remove_export,
-)
-from ..models import list_models, model_card
-from ..requests import SegmentRequest
-from ..worker import EngineOutcome, run_engine_json
+from .. import qgis_enums
+from ..environment.engine_env import EngineEnvironmentError
+from ..layers.export import ExportError, export_layer, remove_export
+from ..layers.export_plan import ExportPlan, check_rendered_bands, plan_export
+from ..layers.grid import FILE, RENDERED, has_fixed_grid, layer_kind, native_units_per_pixel
+from ..layers.inputs import InputProblem, extent_in_layer_crs, local_raster_source
+from ..worker.client import EngineOutcome, run_engine_json
+from ..worker.engine_errors import EngineError
+from ..worker.models import list_models, model_card
+from ..worker.requests import ONNX_RUNTIMES, SegmentRequest
 from .base import CrossEarthAlgorithm, installed_runtimes
 from .engine_run import run_engine_for_feedback
 from .model_choice import model_choice_wrapper
+from .segment_results import (
+    SegmentOutputs,
+    drop_failed_outputs,
+    name_on_load,
+    style_result,
+)
 
 
-class _StyleOnLoad(QgsProcessingLayerPostProcessorInterface):
-    """Names and styles a result when the Processing dialog loads it into the project.
-
-    QGIS keeps only a C++ pointer to post-processors, so the Python objects are held here
-    until they have run (else Python would delete them first).
-    """
-
-    pending: dict[str, _StyleOnLoad] = {}
-
-    def __init__(self, key: str, name: str, classes: list[styling.ClassStyle]) -> None:
-        super().__init__()
-        self.key = key
-        self.name = name
-        self.classes = classes
-
-    @classmethod
-    def create(cls, key: str, name: str, classes: list[styling.ClassStyle]) -> _StyleOnLoad:
-        cls.pending[key] = cls(key, name, classes)
-        return cls.pending[key]
-
-    def postProcessLayer(
-        self,
-        layer: QgsMapLayer,
-        context: QgsProcessingContext,
-        feedback: QgsProcessingFeedback,
-    ) -> None:
-        layer.setName(self.name)
-        if isinstance(layer, QgsRasterLayer):
-            styling.apply_class_style(layer, self.classes)
-        elif isinstance(layer, QgsVectorLayer):
-            layer.setRenderer(styling.polygon_renderer(self.classes))
-        self.pending.pop(self.key, None)
+def _optional_number(
+    parameters: dict[str, Any], name: str, convert: type[int] | type[float], what: str
+) -> Any:
+    """The number (`convert`ed) given for an optional parameter, None when it was left empty;
+    `what` words the kind of number for the error."""
+    value = parameters.get(name)
+    if value is None or value == "" or (hasattr(value, "isNull") and value.isNull()):
+        return None
+    try:
+        return convert(value)
+    except (TypeError, ValueError):
+        raise QgsProcessingException(f"{name} must be {what}, not '{value}'.") from None
 
 
 def _optional_int(parameters: dict[str, Any], name: str) -> int | None:
     """The integer given for an optional parameter, None when it was left empty."""
-    value = parameters.get(name)
-    if value is None or value == "" or (hasattr(value, "isNull") and value.isNull()):
-        return None
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise QgsProcessingException(f"{name} must be a whole number, not '{value}'.") from None
+    return _optional_number(parameters, name, int, "a whole number")
 
 
 def _optional_float(parameters: dict[str, Any], name: str) -> float | None:
     """The number given for an optional parameter, None when it was left empty."""
-    value = parameters.get(name)
-    if value is None or value == "" or (hasattr(value, "isNull") and value.isNull()):
-        return None
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise QgsProcessingException(f"{name} must be a number, not '{value}'.") from None
+    return _optional_number(parameters, name, float, "a number")
 
 
 def gsd_text(value: str) -> str:
@@ -222,11 +183,8 @@ class SegmentRasterAlgorithm(CrossEarthAlgorithm):
     RUNTIME = "RUNTIME"
     COMPILE = "COMPILE"
 
-    def name(self) -> str:
-        return "segmentraster"
-
-    def displayName(self) -> str:
-        return "Segment raster"
+    ALGORITHM_ID = "segmentraster"
+    DISPLAY_NAME = "Segment raster"
 
     def shortHelpString(self) -> str:
         # The same words as each parameter's help (its tooltip): written once, in HELP.
@@ -241,17 +199,56 @@ class SegmentRasterAlgorithm(CrossEarthAlgorithm):
         return ["segmentation", "classification", "land cover", "deep learning", "crossearth"]
 
     def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:
-        groups = (
-            (self._source_parameters() + self._region_parameters(), False),
-            (self._advanced_parameters(), True),
-            (self._output_parameters(), False),
+        self.add_parameters(self._source_parameters() + self._region_parameters(), help_texts=HELP)
+        self.add_parameters(self._advanced_parameters(), advanced=True, help_texts=HELP)
+        self.add_parameters(self._output_parameters(), help_texts=HELP)
+
+    def processAlgorithm(
+        self,
+        parameters: dict[str, Any],
+        context: QgsProcessingContext,
+        feedback: QgsProcessingFeedback,
+    ) -> dict[str, Any]:
+        layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
+        model = self.parameter_text(parameters, self.MODEL, context)
+        gsd = gsd_text(self.parameterAsString(parameters, self.GSD, context))
+        source, extent, export = self._source(layer, model, gsd, parameters, context)
+        outputs = self._outputs(parameters, context)
+        runtime, compile_model = self._runtime(parameters, context)
+        request = SegmentRequest(
+            input=source,
+            output=outputs.classes,
+            model=model,
+            device=self.parameter_text(parameters, self.DEVICE, context) or "auto",
+            tile=_optional_int(parameters, self.TILE_SIZE),
+            overlap=_optional_int(parameters, self.OVERLAP),
+            batch=_optional_int(parameters, self.BATCH_SIZE) or 4,
+            bands=self.parameterAsInts(parameters, self.BANDS, context) or None,
+            confidence=outputs.confidence,
+            polygons=outputs.polygons,
+            extent=extent,
+            # Destination parameters come with QGIS's own overwrite confirmation (a file picked
+            # in the dialog was confirmed; in qgis_process and scripts it was named on purpose).
+            overwrite=True,
+            workers=workers_text(self.parameterAsString(parameters, self.WORKERS, context)),
+            cluster=self.parameter_text(parameters, self.CLUSTER, context) or None,
+            runtime=runtime,
+            compile=compile_model,
+            **self._options(
+                parameters, context, gsd, export is not None, bool(outputs.polygons), feedback
+            ),
         )
-        for parameters, advanced in groups:
-            for parameter in parameters:
-                if advanced:
-                    parameter.setFlags(parameter.flags() | qgis_enums.ADVANCED_PARAMETER)
-                parameter.setHelp(HELP.get(parameter.name(), ""))
-                self.addParameter(parameter)
+        outcome = self._run(request, export, feedback)
+        for warning in outcome.warnings:
+            feedback.pushWarning(warning)
+        written = drop_failed_outputs(outcome, outputs, context, feedback)
+        name, classes = style_result(written.classes, layer.name(), outcome.done or {}, feedback)
+        name_on_load(written, name, classes, context)
+        return {
+            self.OUTPUT: written.classes,
+            self.CONFIDENCE: written.confidence,
+            self.POLYGONS: written.polygons,
+        }
 
     def _source_parameters(self) -> list[QgsProcessingParameterDefinition]:
         """What to segment, with which model, on which device."""
@@ -356,16 +353,17 @@ class SegmentRasterAlgorithm(CrossEarthAlgorithm):
             ),
         ]
 
-    def processAlgorithm(
+    def _source(
         self,
+        layer: QgsRasterLayer,
+        model: str,
+        gsd: str,
         parameters: dict[str, Any],
         context: QgsProcessingContext,
-        feedback: QgsProcessingFeedback,
-    ) -> dict[str, Any]:
-        layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
-        model = self.parameterAsString(parameters, self.MODEL, context).strip()
-        gsd = gsd_text(self.parameterAsString(parameters, self.GSD, context))
-        export: ExportPlan | None = None
+    ) -> tuple[str, tuple[float, float, float, float] | None, ExportPlan | None]:
+        """The raster file the engine reads, the extent it segments (in the layer's CRS) and,
+        for a layer that is not a file, the plan to read it into one first (over the extent,
+        which the engine then needs no more)."""
         try:
             kind = layer_kind(layer)
             source = local_raster_source(layer) if kind == FILE else ""
@@ -374,11 +372,15 @@ class SegmentRasterAlgorithm(CrossEarthAlgorithm):
                 box = self.parameterAsExtent(parameters, self.EXTENT, context)
                 crs = self.parameterAsExtentCrs(parameters, self.EXTENT, context)
                 extent = extent_in_layer_crs(box, crs, layer, "The extent")
-            if kind != FILE:
-                export = self._plan_export(layer, kind, extent, gsd, model, parameters, context)
-                source, extent = str(export.destination), None
+            if kind == FILE:
+                return source, extent, None
+            export = self._plan_export(layer, kind, extent, gsd, model, parameters, context)
+            return str(export.destination), None, export
         except InputProblem as exc:
             raise QgsProcessingException(str(exc)) from None
+
+    def _outputs(self, parameters: dict[str, Any], context: QgsProcessingContext) -> SegmentOutputs:
+        """The class raster's file and those of the optional outputs that were asked."""
         output = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
         confidence = self.parameterAsOutputLayer(parameters, self.CONFIDENCE, context) or None
         polygons = self.parameterAsOutputLayer(parameters, self.POLYGONS, context) or None
@@ -386,70 +388,20 @@ class SegmentRasterAlgorithm(CrossEarthAlgorithm):
             raise QgsProcessingException(
                 f"Class polygons are written as a GeoPackage; give a .gpkg file ({polygons})."
             )
+        return SegmentOutputs(output, confidence, polygons)
+
+    def _runtime(
+        self, parameters: dict[str, Any], context: QgsProcessingContext
+    ) -> tuple[str, bool]:
+        """The runtime and whether to compile the model (which applies to PyTorch only)."""
         runtime = self.parameterAsEnumString(parameters, self.RUNTIME, context) or "auto"
         compile_model = self.parameterAsBoolean(parameters, self.COMPILE, context)
-        if compile_model and runtime in ("onnxruntime", "openvino"):
+        if compile_model and runtime in ONNX_RUNTIMES:
             raise QgsProcessingException(
                 f"Compiling applies to the PyTorch runtime, not {runtime}: choose the runtime "
                 "auto or torch, or leave Compile off."
             )
-        request = SegmentRequest(
-            input=source,
-            output=output,
-            model=model,
-            device=self.parameterAsString(parameters, self.DEVICE, context).strip() or "auto",
-            tile=_optional_int(parameters, self.TILE_SIZE),
-            overlap=_optional_int(parameters, self.OVERLAP),
-            batch=_optional_int(parameters, self.BATCH_SIZE) or 4,
-            bands=self.parameterAsInts(parameters, self.BANDS, context) or None,
-            confidence=confidence,
-            polygons=polygons,
-            extent=extent,
-            # Destination parameters come with QGIS's own overwrite confirmation (a file picked
-            # in the dialog was confirmed; in qgis_process and scripts it was named on purpose).
-            overwrite=True,
-            workers=workers_text(self.parameterAsString(parameters, self.WORKERS, context)),
-            cluster=self.parameterAsString(parameters, self.CLUSTER, context).strip() or None,
-            runtime=runtime,
-            compile=compile_model,
-            **self._options(parameters, context, gsd, export is not None, bool(polygons), feedback),
-        )
-        outcome = self._run(request, export, feedback)
-        done = outcome.done or {}
-        for warning in outcome.warnings:
-            feedback.pushWarning(warning)
-        # The class raster is complete even where an optional output failed: report it, and
-        # neither return nor load the missing file.
-        written = {"confidence": confidence, "polygons": polygons}
-        for kind, problem in outcome.failed.items():
-            feedback.reportError(f"The {kind} could not be written: {problem}", fatalError=False)
-            missing = written.pop(kind, None)
-            if missing and context.willLoadLayerOnCompletion(missing):
-                loading = context.layersToLoadOnCompletion()
-                loading.pop(missing, None)
-                context.setLayersToLoadOnCompletion(loading)
-        confidence, polygons = written.get("confidence"), written.get("polygons")
-        model_name = styling.model_name_of(output)
-        name = styling.result_layer_name(layer.name(), model_name)
-        classes: list[styling.ClassStyle] = []
-        try:
-            classes = styling.classes_from_raster(output)
-            # Saves the .qml beside the output, so the result opens styled anywhere.
-            _, style_problem = styling.class_layer_or_plain(output, name, classes)
-        except styling.StyleError as exc:
-            style_problem = str(exc)
-        if style_problem:
-            feedback.pushWarning(style_problem)
-        feedback.pushInfo(
-            f"{model_name}: {done.get('tiles')} tiles in {done.get('seconds')} s on "
-            f"{done.get('device')}; pixels per class: {done.get('classes')}"
-        )
-        for path, suffix in ((output, ""), (polygons, " polygons")):
-            if path and context.willLoadLayerOnCompletion(path):
-                details = context.layerToLoadOnCompletionDetails(path)
-                details.name = name + suffix
-                details.setPostProcessor(_StyleOnLoad.create(path, name + suffix, classes))
-        return {self.OUTPUT: output, self.CONFIDENCE: confidence, self.POLYGONS: polygons}
+        return runtime, compile_model
 
     def _plan_export(
         self,

@@ -1,5 +1,5 @@
 """`crossearth fit`: which models can take a raster (bands, data type, pixel size), and what
-would when none can; the advice segment's band error carries too (engine/model_fit.py)."""
+would when none can; the advice segment's band error carries too (engine/models/model_fit.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import json
 from collections.abc import Callable
 from dataclasses import replace
 
-from ..model_fit import RasterFacts, raster_facts, report_for
+from engine.error_codes import FIT_INPUT, FIT_LAYER_GSD
+from engine.models.model_fit import RasterFacts, raster_facts, report_for
 
 
 def register(commands: argparse._SubParsersAction) -> Callable[[argparse.Namespace], int]:
@@ -33,12 +34,12 @@ def register(commands: argparse._SubParsersAction) -> Callable[[argparse.Namespa
 
 def run(args: argparse.Namespace) -> int:
     """Prints the fit report of the raster (or the described layer) and the chosen model."""
-    from ..errors import ConfigError
+    from engine.errors import ConfigError
 
     if args.layer_gsd is not None and not args.layer_gsd > 0:
         raise ConfigError(
             f"the layer's pixel size {args.layer_gsd:g} is not a size; give metres, e.g. 0.3",
-            code="fit.layer_gsd",
+            code=FIT_LAYER_GSD,
             option="layer_gsd",
             value=args.layer_gsd,
         )
@@ -56,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
             facts = replace(facts, name=args.layer_name)
     else:
         raise ConfigError(
-            "fit needs a raster, or the band names of a layer", code="fit.input", option="input"
+            "fit needs a raster, or the band names of a layer", code=FIT_INPUT, option="input"
         )
     report = report_for(facts, args.model)
     if args.json:

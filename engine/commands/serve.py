@@ -3,7 +3,7 @@
 It reads one request per line on stdin, `{"args": ["segment", ...]}`, runs it exactly as the
 command line would (the same events on stdout, the same exit codes) and then answers
 `{"event": "exit", "code": N}`. Imports and loaded models stay between requests
-(engine/model_cache.py), so a second run of a model starts without loading anything.
+(engine/models/model_cache.py), so a second run of a model starts without loading anything.
 `{"cancel": true}` stops the running command as Ctrl-C would: it unwinds and removes its
 temporaries. The worker exits when stdin closes (its client is gone) or after `--idle-exit`
 seconds without a request, which gives the memory back.
@@ -92,7 +92,7 @@ class _Requests:
         return time.monotonic() - self.interrupted_at < LATE_CANCEL_S
 
     def run(self, argv: Sequence[str]) -> int:
-        from ..cli import main
+        from engine.cli import main
 
         with self._lock:
             self._running = True
@@ -122,7 +122,7 @@ def _request_args(message: dict[str, Any]) -> list[str] | str:
 
 def run(args: argparse.Namespace) -> int:
     """Serves requests until stdin closes or the idle time passes; 0 then."""
-    from ..model_cache import keep_loaded
+    from engine.models.model_cache import keep_loaded
 
     requests = _Requests()
     _event("ready", pid=os.getpid())

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ..architectures import register_architecture
-from ..errors import CrossEarthError
-from .config import CrossEarthConfig
+from engine.crossearth.config import CrossEarthConfig
+from engine.errors import CrossEarthError
+from engine.models.architectures import register_architecture
 
 if TYPE_CHECKING:
-    from ..model_card import ModelCard
-    from .model import CrossEarth
+    from engine.crossearth.model import CrossEarth
+    from engine.models.model_card import ModelCard
 
 ARCHITECTURE = "crossearth"
 
@@ -21,7 +21,7 @@ ARCHITECTURE = "crossearth"
 def build(config: dict[str, Any], card: ModelCard) -> CrossEarth:
     """The CrossEarth network for a card's `config`, after checking that the card's bands and
     sizes fit the backbone."""
-    from .model import CrossEarth
+    from engine.crossearth.model import CrossEarth
 
     parsed = CrossEarthConfig.from_dict(config, card.num_classes)
     patch = parsed.backbone.patch_size
@@ -38,4 +38,9 @@ def build(config: dict[str, Any], card: ModelCard) -> CrossEarth:
     return CrossEarth(parsed)
 
 
-register_architecture(ARCHITECTURE, build, replace=True)
+def check_config(config: dict[str, Any], num_classes: int) -> None:
+    """The card's CrossEarth config parses into sizes that build a network."""
+    CrossEarthConfig.from_dict(config, num_classes)
+
+
+register_architecture(ARCHITECTURE, build, check_config=check_config, replace=True)

@@ -17,8 +17,8 @@ from timm.layers import PatchEmbed
 from timm.models.vision_transformer import Block
 from torch import nn
 
-from .config import CrossEarthConfig
-from .reins import LoRAReins
+from engine.crossearth.config import CrossEarthConfig
+from engine.crossearth.reins import LoRAReins
 
 LayerNorm6 = partial(nn.LayerNorm, eps=1e-6)
 

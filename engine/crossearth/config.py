@@ -10,21 +10,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from ..errors import ConfigError, CrossEarthError
-
-
-class ConfigFieldError(ConfigError):
-    """One field of a CrossEarth config is not usable; `field` is its path (backbone.depth)."""
-
-    def __init__(self, field: str, problem: str) -> None:
-        super().__init__(
-            f"invalid CrossEarth config: {field}: {problem}",
-            code="config.field",
-            field=field,
-            problem=problem,
-        )
-        self.field = field
-        self.problem = problem
+from engine.errors import ConfigFieldError, CrossEarthError
 
 
 def _shown(value: Any) -> str:

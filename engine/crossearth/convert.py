@@ -21,16 +21,22 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..errors import ConfigError, CrossEarthError, InputError, ModelError
-from ..files import describe_path, file_sha256
-from ..loading import check_state_dict_keys
-from ..model_card import ModelCard, printable_text
-from ..option_values import WEIGHTS_DTYPES
-from ..packages import ModelPackage, check_package_output, save_package
-from .config import CrossEarthConfig
-from .from_mmseg import card_from_config
-from .model import CrossEarth
-from .presets import MAX_CLASSES, CheckpointPreset, checkpoint_preset, preset_card
+from engine.crossearth.config import CrossEarthConfig
+from engine.crossearth.from_mmseg import card_from_config
+from engine.crossearth.model import CrossEarth
+from engine.crossearth.presets import MAX_CLASSES, CheckpointPreset, checkpoint_preset, preset_card
+from engine.error_codes import (
+    CONFIG_CLASSES_WITH_PRESET,
+    CONFIG_SOURCE,
+    INPUT_NOT_CROSSEARTH,
+    MODEL_BACKBONE_MISSING,
+)
+from engine.errors import ConfigError, CrossEarthError, InputError, ModelError
+from engine.files import describe_path, file_sha256
+from engine.models.loading import check_state_dict_keys
+from engine.models.model_card import ModelCard, printable_text
+from engine.models.packages import ModelPackage, check_package_output, save_package
+from engine.option_values import WEIGHTS_DTYPES
 
 BACKBONE = "backbone."
 HEAD = "decode_head."
@@ -185,7 +191,7 @@ def _check_is_crossearth(tensors: dict[str, torch.Tensor], path: Path) -> None:
     raise InputError(
         f"{path} is not a CrossEarth checkpoint: no backbone.reins.* and decode_head.* weights; "
         f"it looks like {kind}{hint} (keys such as {sample})",
-        code="input.not_crossearth",
+        code=INPUT_NOT_CROSSEARTH,
         path=str(path),
         kind=kind,
         keys=sample,
@@ -237,7 +243,7 @@ def convert(
     if (preset is None) == (mmseg_config is None):
         raise ConfigError(
             "give exactly one of a preset or an mmseg config",
-            code="config.source",
+            code=CONFIG_SOURCE,
             options=["preset", "mmseg_config"],
         )
     if dtype not in WEIGHTS_DTYPES:
@@ -309,7 +315,7 @@ def _conversion_card(
         if class_names is not None:
             raise ConfigError(
                 "class names only apply with an mmseg config; presets name their classes",
-                code="config.classes_with_preset",
+                code=CONFIG_CLASSES_WITH_PRESET,
                 option="classes",
             )
         if bands is not None:
@@ -345,7 +351,7 @@ def _with_backbone(
             )
             raise ModelError(
                 f"{problem}; give the frozen DINOv2 weights (dinov2_converted.pth) as the backbone",
-                code="model.backbone_missing",
+                code=MODEL_BACKBONE_MISSING,
                 problem=problem,
                 option="backbone",
                 suggestion="dinov2_converted.pth",

@@ -6,11 +6,12 @@ import math
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, CrossEarthError
-from ..model_card import ClassInfo, ModelCard
-from .config import BackboneConfig, CrossEarthConfig, HeadConfig, ReinsConfig
-from .mmseg_config import lookup, read_config, short_repr
-from .presets import DATASET_CLASSES, IRRG, MAX_CLASSES, RGB, make_card
+from engine.crossearth.config import BackboneConfig, CrossEarthConfig, HeadConfig, ReinsConfig
+from engine.crossearth.mmseg_config import lookup, read_config, short_repr
+from engine.crossearth.presets import DATASET_CLASSES, IRRG, MAX_CLASSES, RGB, make_card
+from engine.error_codes import CONFIG_CLASSES_COUNT
+from engine.errors import ConfigError, CrossEarthError
+from engine.models.model_card import ClassInfo, ModelCard
 
 DEFAULT_OUT_INDICES = (7, 11, 15, 23)  # ReinsDinoVisionTransformer's default
 # Generous bounds on what a config may ask the converter to build (the released ViT-L has
@@ -67,18 +68,40 @@ def _mapping(value: Any, field: str, source: str, example: str) -> dict[str, Any
     return value
 
 
+class _Keys:
+    """Checked reads of one config's dotted keys; errors name the file and the key."""
+
+    def __init__(self, cfg: dict[str, Any], source: str) -> None:
+        self.cfg = cfg
+        self.source = source
+
+    def get(self, path: str, default: Any = ...) -> Any:
+        """The value at `path`, `default` where the config leaves it out."""
+        return lookup(self.cfg, path, default, self.source)
+
+    def integer(self, path: str, default: Any = ..., maximum: int = MAX_DIMENSION) -> int:
+        """The value at `path` as an integer in 1..maximum."""
+        return _integer(self.get(path, default), path, self.source, maximum)
+
+    def number(self, path: str, default: Any = ..., positive: bool = False) -> float:
+        """The value at `path` as a finite number."""
+        return _number(self.get(path, default), path, self.source, positive)
+
+
 def network_config(cfg: dict[str, Any], source: str, num_classes: int) -> CrossEarthConfig:
     """The CrossEarthConfig an mmseg config describes; anything this engine would build
     differently is a CrossEarthError naming the config key (`source` names the file)."""
-    def get(path: str, default: Any = ...) -> Any:
-        return lookup(cfg, path, default, source)
+    keys = _Keys(cfg, source)
+    _check_architecture(keys)
+    backbone = _backbone(keys)
+    reins = _reins(keys, backbone)
+    head = _head(keys, backbone.embed_dim)
+    return CrossEarthConfig(num_classes=num_classes, backbone=backbone, reins=reins, head=head)
 
-    def integer(path: str, default: Any = ..., maximum: int = MAX_DIMENSION) -> int:
-        return _integer(get(path, default), path, source, maximum)
 
-    def number(path: str, default: Any = ..., positive: bool = False) -> float:
-        return _number(get(path, default), path, source, positive)
-
+def _check_architecture(keys: _Keys) -> None:
+    """Refuses a config whose modules are not the ones this engine builds."""
+    get, source = keys.get, keys.source
     _expect(
         get("model.backbone.type"), ("ReinsDinoVisionTransformer",), "model.backbone.type", source
     )
@@ -112,6 +135,10 @@ def network_config(cfg: dict[str, Any], source: str, num_classes: int) -> CrossE
         source,
     )
 
+
+def _backbone(keys: _Keys) -> BackboneConfig:
+    """The ViT backbone's sizes."""
+    get, integer, number, source = keys.get, keys.integer, keys.number, keys.source
     embed = integer("model.backbone.embed_dim")
     depth = integer("model.backbone.depth", maximum=MAX_LAYERS)
     patch = integer("model.backbone.patch_size")
@@ -119,7 +146,7 @@ def network_config(cfg: dict[str, Any], source: str, num_classes: int) -> CrossE
     indices = _sequence(
         get(indices_path, DEFAULT_OUT_INDICES), indices_path, source, "[7, 11, 15, 23]"
     )
-    backbone = BackboneConfig(
+    return BackboneConfig(
         embed_dim=embed,
         depth=depth,
         num_heads=integer("model.backbone.num_heads"),
@@ -133,6 +160,12 @@ def network_config(cfg: dict[str, Any], source: str, num_classes: int) -> CrossE
         layerscale_init=number("model.backbone.init_values", 1e-5),
         in_chans=integer("model.backbone.in_chans", 3),
     )
+
+
+def _reins(keys: _Keys, backbone: BackboneConfig) -> ReinsConfig:
+    """The Reins adapter's sizes; its layers must match the backbone's."""
+    get, integer, number, source = keys.get, keys.integer, keys.number, keys.source
+    embed, depth, patch = backbone.embed_dim, backbone.depth, backbone.patch_size
     reins_path = "model.backbone.reins_config"
     for key, expected in (("embed_dims", embed), ("num_layers", depth), ("patch_size", patch)):
         value = get(f"{reins_path}.{key}", expected)
@@ -140,12 +173,17 @@ def network_config(cfg: dict[str, Any], source: str, num_classes: int) -> CrossE
             raise CrossEarthError(
                 f"{source}: {reins_path}.{key} is {short_repr(value)}, expected {expected}"
             )
-    reins = ReinsConfig(
+    return ReinsConfig(
         token_length=integer(f"{reins_path}.token_length", 100),
         lora_dim=integer(f"{reins_path}.lora_dim", 16),
         query_dims=integer(f"{reins_path}.query_dims", 256),
         scale_init=number(f"{reins_path}.scale_init", 1e-3),
     )
+
+
+def _head(keys: _Keys, embed: int) -> HeadConfig:
+    """The Mask2Former head's sizes; it takes the backbone's `embed` channels at 4 levels."""
+    get, integer, source = keys.get, keys.integer, keys.source
     head_path = "model.decode_head"
     channels_path = f"{head_path}.in_channels"
     in_channels = _sequence(get(channels_path), channels_path, source, f"[{embed}] * 4")
@@ -177,7 +215,7 @@ def network_config(cfg: dict[str, Any], source: str, num_classes: int) -> CrossE
         "the decoder's self-attention heads",
         source,
     )
-    head = HeadConfig(
+    return HeadConfig(
         feat_channels=integer(f"{head_path}.feat_channels"),
         out_channels=integer(f"{head_path}.out_channels"),
         norm_groups=norm_groups,
@@ -191,7 +229,6 @@ def network_config(cfg: dict[str, Any], source: str, num_classes: int) -> CrossE
         decoder_ffn=integer(f"{td}.ffn_cfg.feedforward_channels"),
         positional_feats=integer(f"{pd}.positional_encoding.num_feats"),
     )
-    return CrossEarthConfig(num_classes=num_classes, backbone=backbone, reins=reins, head=head)
 
 
 def _datasets(cfg: dict[str, Any]) -> list[dict[str, Any]]:
@@ -224,6 +261,38 @@ def card_from_config(
     source = str(path)
     cfg = read_config(path)
     warnings: list[str] = []
+    classes_count = _classes_count(cfg, source, num_classes, warnings)
+    config = network_config(cfg, source, classes_count)
+    datasets = _datasets(cfg)
+    dataset_types = [d["type"] for d in datasets]
+    infos, class_source = _class_infos(classes_count, class_names, dataset_types, warnings)
+    mean = _numbers(cfg, "model.data_preprocessor.mean", source, "[123.675, 116.28, 103.53]")
+    std = _numbers(cfg, "model.data_preprocessor.std", source, "[58.395, 57.12, 57.375]", True)
+    network_bands = _network_bands(cfg, datasets, bands)
+    tile = _sliding_tile(cfg, source)
+    card = make_card(
+        name,
+        config,
+        infos,
+        bands=network_bands,
+        tile=tile,
+        mean=mean,
+        std=std,
+        description=f"CrossEarth converted with config {Path(path).name}",
+        provenance={
+            "mmseg_config": Path(path).name,
+            "datasets": dataset_types,
+            "classes_from": class_source,
+        },
+    )
+    return card, warnings
+
+
+def _classes_count(
+    cfg: dict[str, Any], source: str, num_classes: int | None, warnings: list[str]
+) -> int:
+    """How many classes the model has: the checkpoint's `num_classes` where known, else the
+    config's; a disagreement is added to `warnings`."""
     classes_path = "model.decode_head.num_classes"
     configured = _integer(
         lookup(cfg, classes_path, source=source), classes_path, source, MAX_CLASSES
@@ -240,48 +309,63 @@ def card_from_config(
             f"the config sets num_classes = {configured} but the checkpoint holds "
             f"{classes_count} classes; using {classes_count}"
         )
-    config = network_config(cfg, source, classes_count)
+    return classes_count
 
-    datasets = _datasets(cfg)
-    dataset_types = [d["type"] for d in datasets]
+
+def _class_infos(
+    classes_count: int,
+    class_names: list[str] | None,
+    dataset_types: list[str],
+    warnings: list[str],
+) -> tuple[tuple[ClassInfo, ...], str]:
+    """The card's classes and where they come from: the user's names, else the official
+    dataset's with that many classes, else numbered ones (with a warning)."""
     known = [DATASET_CLASSES[t] for t in dataset_types if t in DATASET_CLASSES]
     if class_names is not None:
         if len(class_names) != classes_count:
             raise ConfigError(
                 f"the class names name {len(class_names)} classes but the model has "
                 f"{classes_count}",
-                code="config.classes_count",
+                code=CONFIG_CLASSES_COUNT,
                 option="classes",
                 given=len(class_names),
                 count=classes_count,
             )
         palette = _palette(classes_count)
         infos = tuple(ClassInfo(i, n, palette[i]) for i, n in enumerate(class_names))
-        class_source = "given by the user"
-    else:
-        matching = [c for c in known if len(c.names) == classes_count]
-        if matching:
-            infos, class_source = matching[0].infos(), matching[0].source
-        else:
-            palette = _palette(classes_count)
-            infos = tuple(ClassInfo(i, f"class {i}", palette[i]) for i in range(classes_count))
-            class_source = "unknown"
-            warnings.append(
-                f"the config's datasets ({', '.join(dataset_types) or 'none'}) do not name "
-                f"{classes_count} classes; named 'class 0'..; give the class names, or convert "
-                "with a preset"
-            )
+        return infos, "given by the user"
+    matching = [c for c in known if len(c.names) == classes_count]
+    if matching:
+        return matching[0].infos(), matching[0].source
+    palette = _palette(classes_count)
+    warnings.append(
+        f"the config's datasets ({', '.join(dataset_types) or 'none'}) do not name "
+        f"{classes_count} classes; named 'class 0'..; give the class names, or convert "
+        "with a preset"
+    )
+    infos = tuple(ClassInfo(i, f"class {i}", palette[i]) for i in range(classes_count))
+    return infos, "unknown"
 
+
+def _network_bands(
+    cfg: dict[str, Any], datasets: list[dict[str, Any]], bands: tuple[str, ...] | None
+) -> tuple[str, ...]:
+    """The bands of the network's input channels, in order: `bands` where given, else what the
+    datasets' paths suggest (ISPRS IRRG tiles or RGB)."""
     if bands is None:
         roots = " ".join(
             str(d.get("data_root", "")) + str(d.get("data_prefix", "")) for d in datasets
         )
         bands = IRRG if "irrg" in roots.lower() else RGB
-    mean = _numbers(cfg, "model.data_preprocessor.mean", source, "[123.675, 116.28, 103.53]")
-    std = _numbers(cfg, "model.data_preprocessor.std", source, "[58.395, 57.12, 57.375]", True)
     if not lookup(cfg, "model.data_preprocessor.bgr_to_rgb", False):
         # Images load as BGR and stay so: the network's channels are blue, green, red.
         bands = tuple(reversed(bands))
+    return bands
+
+
+def _sliding_tile(cfg: dict[str, Any], source: str) -> tuple[int, int] | None:
+    """(tile, stride) of the official sliding-window test; None for a whole-image test or a
+    window that is not square."""
     test_cfg = _mapping(
         lookup(cfg, "model.test_cfg", {}, source), "model.test_cfg", source, "dict(mode='whole')"
     )
@@ -293,22 +377,7 @@ def card_from_config(
         )
         if crop and stride and crop[0] == crop[1] and stride[0] == stride[1]:
             tile = (crop[0], stride[0])
-    card = make_card(
-        name,
-        config,
-        infos,
-        bands=bands,
-        tile=tile,
-        mean=mean,
-        std=std,
-        description=f"CrossEarth converted with config {Path(path).name}",
-        provenance={
-            "mmseg_config": Path(path).name,
-            "datasets": dataset_types,
-            "classes_from": class_source,
-        },
-    )
-    return card, warnings
+    return tile
 
 
 def _numbers(

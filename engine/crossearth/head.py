@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import CrossEarthConfig
-from .pixel_decoder import FFN, MSDeformAttnPixelDecoder
-from .positional import sine_positional_encoding
+from engine.crossearth.config import CrossEarthConfig
+from engine.crossearth.pixel_decoder import FFN, MSDeformAttnPixelDecoder
+from engine.crossearth.positional import sine_positional_encoding
 
 
 class Attention(nn.Module):

@@ -6,9 +6,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .backbone import ReinsDinoVisionTransformer
-from .config import CrossEarthConfig
-from .head import ReinMask2FormerHead
+from engine.crossearth.backbone import ReinsDinoVisionTransformer
+from engine.crossearth.config import CrossEarthConfig
+from engine.crossearth.head import ReinMask2FormerHead
 
 
 def semantic_scores(

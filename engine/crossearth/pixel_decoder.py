@@ -11,9 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import HeadConfig
-from .deform_attn import MultiScaleDeformableAttention
-from .positional import sine_positional_encoding
+from engine.crossearth.config import HeadConfig
+from engine.crossearth.deform_attn import MultiScaleDeformableAttention
+from engine.crossearth.positional import sine_positional_encoding
 
 
 class ConvNorm(nn.Sequential):

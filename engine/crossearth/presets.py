@@ -13,9 +13,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypedDict
 
-from ..errors import ConfigError, CrossEarthError
-from ..model_card import ClassInfo, InputSpec, ModelCard
-from .config import BackboneConfig, CrossEarthConfig, HeadConfig, ReinsConfig
+from engine.crossearth.config import BackboneConfig, CrossEarthConfig, HeadConfig, ReinsConfig
+from engine.error_codes import CONFIG_UNKNOWN_PRESET
+from engine.errors import ConfigError, CrossEarthError
+from engine.models.model_card import ClassInfo, InputSpec, ModelCard
 
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_STD = (58.395, 57.12, 57.375)
@@ -46,73 +47,110 @@ def _official(img_size: int) -> _Sections:
     }
 
 
-def _vit_s() -> _Sections:
-    return {
-        "backbone": BackboneConfig(
-            embed_dim=384, depth=12, num_heads=6, out_indices=(3, 5, 7, 11), img_size=512
-        ),
-        "reins": ReinsConfig(token_length=100, lora_dim=16, query_dims=128),
-        "head": HeadConfig(
-            feat_channels=128,
-            out_channels=128,
-            pixel_decoder_layers=3,
-            pixel_decoder_heads=4,
-            pixel_decoder_ffn=512,
-            decoder_layers=6,
-            decoder_heads=4,
-            decoder_ffn=1024,
-            positional_feats=64,
-        ),
-    }
+@dataclass(frozen=True)
+class _Reduced:
+    """A reduced variant for CPU use and tests: the sizes that set it apart from the released
+    ViT-L. Its pixel decoder and decoder attend with 4 heads, and its head has as many output
+    channels as feature channels (`channels`)."""
+
+    embed_dim: int
+    depth: int
+    num_heads: int
+    out_indices: tuple[int, ...]
+    img_size: int
+    token_length: int
+    lora_dim: int
+    query_dims: int
+    channels: int
+    pixel_decoder_layers: int
+    pixel_decoder_ffn: int
+    decoder_layers: int
+    decoder_ffn: int
+    positional_feats: int
+
+    def sections(self) -> _Sections:
+        """The variant's backbone, Reins and head configs."""
+        return {
+            "backbone": BackboneConfig(
+                embed_dim=self.embed_dim,
+                depth=self.depth,
+                num_heads=self.num_heads,
+                out_indices=self.out_indices,
+                img_size=self.img_size,
+            ),
+            "reins": ReinsConfig(
+                token_length=self.token_length, lora_dim=self.lora_dim, query_dims=self.query_dims
+            ),
+            "head": HeadConfig(
+                feat_channels=self.channels,
+                out_channels=self.channels,
+                pixel_decoder_layers=self.pixel_decoder_layers,
+                pixel_decoder_heads=4,
+                pixel_decoder_ffn=self.pixel_decoder_ffn,
+                decoder_layers=self.decoder_layers,
+                decoder_heads=4,
+                decoder_ffn=self.decoder_ffn,
+                positional_feats=self.positional_feats,
+            ),
+        }
 
 
-def _vit_ti() -> _Sections:
-    return {
-        "backbone": BackboneConfig(
-            embed_dim=192, depth=12, num_heads=3, out_indices=(3, 5, 7, 11), img_size=512
-        ),
-        "reins": ReinsConfig(token_length=50, lora_dim=8, query_dims=64),
-        "head": HeadConfig(
-            feat_channels=64,
-            out_channels=64,
-            pixel_decoder_layers=2,
-            pixel_decoder_heads=4,
-            pixel_decoder_ffn=256,
-            decoder_layers=4,
-            decoder_heads=4,
-            decoder_ffn=256,
-            positional_feats=32,
-        ),
-    }
-
-
-def _tiny() -> _Sections:
-    """The sizes of the official reduced reference (tests/fixtures/official/tiny_config.py)."""
-    return {
-        "backbone": BackboneConfig(
-            embed_dim=192, depth=4, num_heads=3, out_indices=(0, 1, 2, 3), img_size=128
-        ),
-        "reins": ReinsConfig(token_length=10, lora_dim=4, query_dims=64),
-        "head": HeadConfig(
-            feat_channels=64,
-            out_channels=64,
-            pixel_decoder_layers=2,
-            pixel_decoder_heads=4,
-            pixel_decoder_ffn=128,
-            decoder_layers=3,
-            decoder_heads=4,
-            decoder_ffn=128,
-            positional_feats=32,
-        ),
-    }
-
+_REDUCED = {
+    "vit-s": _Reduced(
+        embed_dim=384,
+        depth=12,
+        num_heads=6,
+        out_indices=(3, 5, 7, 11),
+        img_size=512,
+        token_length=100,
+        lora_dim=16,
+        query_dims=128,
+        channels=128,
+        pixel_decoder_layers=3,
+        pixel_decoder_ffn=512,
+        decoder_layers=6,
+        decoder_ffn=1024,
+        positional_feats=64,
+    ),
+    "vit-ti": _Reduced(
+        embed_dim=192,
+        depth=12,
+        num_heads=3,
+        out_indices=(3, 5, 7, 11),
+        img_size=512,
+        token_length=50,
+        lora_dim=8,
+        query_dims=64,
+        channels=64,
+        pixel_decoder_layers=2,
+        pixel_decoder_ffn=256,
+        decoder_layers=4,
+        decoder_ffn=256,
+        positional_feats=32,
+    ),
+    # The sizes of the official reduced reference (tests/fixtures/official/tiny_config.py).
+    "tiny": _Reduced(
+        embed_dim=192,
+        depth=4,
+        num_heads=3,
+        out_indices=(0, 1, 2, 3),
+        img_size=128,
+        token_length=10,
+        lora_dim=4,
+        query_dims=64,
+        channels=64,
+        pixel_decoder_layers=2,
+        pixel_decoder_ffn=128,
+        decoder_layers=3,
+        decoder_ffn=128,
+        positional_feats=32,
+    ),
+}
 
 ARCHITECTURES: dict[str, Callable[[], _Sections]] = {
     "vit-l-512": lambda: _official(512),
     "vit-l-1024": lambda: _official(1024),
-    "vit-s": _vit_s,
-    "vit-ti": _vit_ti,
-    "tiny": _tiny,
+    **{name: variant.sections for name, variant in _REDUCED.items()},
 }
 
 
@@ -364,7 +402,7 @@ def checkpoint_preset(name: str) -> CheckpointPreset:
         known = ", ".join(sorted(CHECKPOINTS))
         raise ConfigError(
             f"unknown preset '{name}'; known: {known}",
-            code="config.unknown_preset",
+            code=CONFIG_UNKNOWN_PRESET,
             name=name,
             known=known,
         ) from None

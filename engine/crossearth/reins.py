@@ -15,7 +15,7 @@ import math
 import torch
 from torch import nn
 
-from .config import ReinsConfig
+from engine.crossearth.config import ReinsConfig
 
 
 class LoRAReins(nn.Module):

@@ -4,6 +4,6 @@ one or many machines, with the same result as a single-process run.
 Importing this package does not import Ray; a sharded run does.
 """
 
-from .driver import ShardedResult, segment_sharded
+from engine.distributed.driver import ShardedResult, segment_sharded
 
 __all__ = ["ShardedResult", "segment_sharded"]

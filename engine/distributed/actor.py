@@ -20,14 +20,14 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import CrossEarthError
-from ..files import describe_path
-from ..packages import ModelPackage
-from ..raster_input import TileReader, ValueScaling, open_raster
-from ..raster_output import class_encoding
-from ..row_stream import stream_rows
-from .parts import PartInfo, PartWriter
-from .shards import Shard
+from engine.distributed.parts import PartInfo, PartWriter
+from engine.distributed.shards import Shard
+from engine.errors import CrossEarthError
+from engine.files import describe_path
+from engine.models.packages import ModelPackage
+from engine.raster.raster_input import TileReader, ValueScaling, open_raster
+from engine.raster.raster_output import class_encoding
+from engine.run.row_stream import stream_rows
 
 
 @dataclass(frozen=True)
@@ -48,8 +48,8 @@ class WorkerSpec:
     threads: int | None
     amp: bool
     work_folder: str
-    runtime: str = "torch"  # decided by the driver (engine/runtimes.py)
-    compile: bool = False  # torch.compile the model (engine/runner.py)
+    runtime: str = "torch"  # decided by the driver (engine/run/runtimes.py)
+    compile: bool = False  # torch.compile the model (engine/run/runner.py)
 
 
 @dataclass(frozen=True)
@@ -113,7 +113,7 @@ class ShardWorker:
         return info
 
     def _prepare(self) -> str:
-        from ..runtimes import load_model, make_runner
+        from engine.run.runtimes import load_model, make_runner
 
         spec = self.spec
         dataset = open_raster(spec.source)
@@ -150,7 +150,7 @@ class ShardWorker:
                 self._shard = None
 
     def _run(self, shard: Shard, started: float) -> PartInfo | WorkerFailure:
-        from ..runner import set_cpu_threads
+        from engine.run.runner import set_cpu_threads
 
         spec, card = self.spec, self.spec.package.card
         if self._runner is None:

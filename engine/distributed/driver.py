@@ -1,8 +1,9 @@
-"""Sharded segmentation: the same job as engine.pipeline.segment, run by Ray workers.
+"""Sharded segmentation: the same job as engine.run.pipeline.segment, run by Ray workers.
 
-The driver decides the job exactly as `segment` does (prepare_job: destinations, model, bands,
-scaling, tile geometry), splits the tile plan into shards, lets the workers write one part file
-per shard into a hidden work folder beside the output, then streams the parts in order into
+The driver plans the job exactly as `segment` does (engine/run/plan.py: destinations, model,
+bands, scaling, tile geometry), splits the tile plan into shards, lets the workers write one
+part file per shard into a hidden work folder beside the output, then streams the parts in order
+into
 the final outputs (OutputWriter, overviews, polygons) and removes the work folder. The class
 raster equals a single-process run's; the driver holds one strip of rows at a time.
 
@@ -23,34 +24,32 @@ from typing import Any
 
 import numpy as np
 
-from ..cancel import cancel_check
-from ..errors import ConfigError, CrossEarthError, SegmentationCancelled
-from ..files import create_temporary_folder, describe_path, real_path, remove_temporary
-from ..memory import check_fits, segmentation_bytes
-from ..output_paths import plan_outputs
-from ..packages import ModelPackage
-from ..pipeline import (
+from engine.cancel import cancel_check
+from engine.distributed.actor import WorkerSpec
+from engine.distributed.parts import PartInfo, WorkFolder, fingerprint
+from engine.distributed.shards import Shard, default_shard_count, plan_shards, shards_from_rows
+from engine.error_codes import (
+    PARTS_DAMAGED,
+    PARTS_INTERRUPTED,
+    PARTS_OTHER_PARAMETERS,
+)
+from engine.errors import CrossEarthError, SegmentationCancelled
+from engine.files import describe_path, real_path
+from engine.models.packages import ModelPackage
+from engine.raster.raster_output import class_encoding
+from engine.run.memory import check_fits, segmentation_bytes
+from engine.run.pipeline import (
     CancelFlag,
-    Job,
     LoadedModel,
-    OutputWriter,
     ProgressCallback,
     SegmentOptions,
     SegmentResult,
-    complete_outputs,
-    input_files_of,
-    on_processing_grid,
-    prepare_job,
 )
-from ..raster_input import open_raster
-from ..raster_output import class_encoding
-from ..row_stream import DecidedRows
-from ..runtimes import choose_runtime
-from ..subset import extent_window, subset_vrt
-from ..tiling import TilePlan, plan_tiles
-from .actor import WorkerSpec
-from .parts import PartInfo, WorkFolder, fingerprint
-from .shards import Shard, default_shard_count, plan_shards, shards_from_rows
+from engine.run.plan import Plan, plan_segment
+from engine.run.row_stream import DecidedRows
+from engine.run.runtimes import choose_runtime
+from engine.run.tiling import TilePlan, plan_tiles
+from engine.run.writer import OutputWriter, complete_outputs
 
 log = logging.getLogger(__name__)
 
@@ -75,13 +74,9 @@ class ShardedResult(SegmentResult):
 
     def summary(self) -> dict[str, Any]:
         """The sharded run's figures for the CLI's done event."""
+        figures = ("workers", "shards", "shards_run", "shards_reused", "retries", "tiles_computed")
         return {
-            "workers": self.workers,
-            "shards": self.shards,
-            "shards_run": self.shards_run,
-            "shards_reused": self.shards_reused,
-            "retries": self.retries,
-            "tiles_computed": self.tiles_computed,
+            **{name: getattr(self, name) for name in figures},
             "tiles_per_second": self.worker_throughput,
         }
 
@@ -106,22 +101,15 @@ def _file_state(path: Path) -> dict[str, Any]:
     }
 
 
-def job_parameters(
-    input_path: Path,
-    input_files: list[Path],
-    job: Job,
-    options: SegmentOptions,
-    height: int,
-    width: int,
-    window: Any,
-) -> dict[str, Any]:
+def job_parameters(plan: Plan) -> dict[str, Any]:
     """Everything a part's content depends on; its fingerprint decides whether parts of an
     earlier run may be reused."""
+    job, options, window = plan, plan.options, plan.window
     package = job.package
     assert package is not None
     return {
-        "input": _file_state(input_path),
-        "input_files": [_file_state(f) for f in input_files[1:]],
+        "input": _file_state(Path(plan.input)),
+        "input_files": [_file_state(f) for f in plan.input_files[1:]],
         "model": {
             "path": os.fsdecode(real_path(package.path)),
             "card": package.card.to_json_dict(),
@@ -135,8 +123,8 @@ def job_parameters(
         },
         "tile": job.size,
         "stride": job.stride,
-        "height": height,
-        "width": width,
+        "height": plan.height,
+        "width": plan.width,
         "extent": list(options.extent) if options.extent is not None else None,
         "window": None
         if window is None
@@ -149,30 +137,17 @@ def job_parameters(
     }
 
 
-def _check_options(model: Any, options: SegmentOptions) -> None:
+def _check_model(model: Any) -> None:
     if isinstance(model, LoadedModel):
         raise CrossEarthError(
             "a sharded run loads the model in every worker: give a model package (folder or "
             "installed name), not a model loaded in this process"
         )
-    if options.batch_size < 1:
-        raise CrossEarthError(f"batch size must be at least 1, got {options.batch_size}")
-    if options.threads is not None and options.threads < 1:
-        raise ConfigError(
-            f"threads must be at least 1, got {options.threads}",
-            code="option.threads",
-            option="threads",
-            value=options.threads,
-        )
-    if options.output_grid not in ("source", "model"):
-        raise CrossEarthError(
-            f"output grid '{options.output_grid}' is not valid; use source or model"
-        )
 
 
-def _check_workers_fit(job: Job, options: SegmentOptions, plan: Any, width: int) -> None:
+def _check_workers_fit(job: Plan, workers: Any) -> None:
     """Local CPU workers each hold the model and a run's buffers: refuse a worker count the
-    machine's memory cannot hold (the single-process check in prepare_job counts one)."""
+    machine's memory cannot hold (the plan's own check counts one)."""
     package = job.package
     assert package is not None
     try:
@@ -181,15 +156,15 @@ def _check_workers_fit(job: Job, options: SegmentOptions, plan: Any, width: int)
         weights = 0
     per_worker = weights + segmentation_bytes(
         tile=job.size,
-        batch=options.batch_size,
+        batch=job.options.batch_size,
         bands=len(job.bands),
         classes=job.card.num_classes,
-        width=width,
+        width=job.width,
         input_scale=job.card.input_scale * job.model_tile / job.size,
     )
     check_fits(
-        plan.count * per_worker,
-        f"segmenting with {plan.count} workers",
+        workers.count * per_worker,
+        f"segmenting with {workers.count} workers",
         "use fewer workers (or a smaller tile size or batch size)",
         ("workers", "tile", "batch"),
     )
@@ -221,7 +196,7 @@ def _open_work_folder(
             raise CrossEarthError(
                 f"{shown} holds the parts of an interrupted run writing this output; resume to "
                 "continue it (with the same parameters) or overwrite to start again",
-                code="parts.interrupted",
+                code=PARTS_INTERRUPTED,
                 path=shown,
             )
         work.remove_temporaries()
@@ -232,7 +207,7 @@ def _open_work_folder(
             f"{shown} holds the parts of a run with other parameters (input, model, bands, "
             "scaling, tile, extent or confidence differ); resume only with the same "
             "parameters, or remove the folder to start again",
-            code="parts.other_parameters",
+            code=PARTS_OTHER_PARAMETERS,
             path=shown,
         )
     return manifest
@@ -251,7 +226,7 @@ def segment_sharded(
     cancel: CancelFlag = None,
     shards: int | None = None,
 ) -> ShardedResult:
-    """Segments a raster like engine.pipeline.segment, with the tiles run by Ray workers.
+    """Segments a raster like engine.run.pipeline.segment, with the tiles run by Ray workers.
 
     `workers`: a number or 'auto' (one per GPU; on CPU, see engine.distributed.session).
     `cluster`: None for a local Ray instance started for this run, or an address ('auto',
@@ -262,121 +237,130 @@ def segment_sharded(
     Raises CrossEarthError for bad input (one line) and SegmentationCancelled when `cancel` is
     set; then no output, no part file and no Ray process of this run is left.
     """
-    from .session import RaySession, parse_workers
+    from engine.distributed.session import RaySession, parse_workers
 
-    options = options or SegmentOptions()
-    report = progress or (lambda fraction, message: None)
-    is_cancelled = cancel_check(cancel)
     started = time.perf_counter()
-    input_path = Path(input_path)
     requested_workers = parse_workers(workers)
-    _check_options(model, options)
+    _check_model(model)
     if shards is not None and shards < 1:
         raise CrossEarthError(f"shards must be at least 1, got {shards}")
-    input_files = input_files_of(input_path)
-
-    run = _RunResources(RaySession())
+    job = plan_segment(input_path, output_path, model, options or SegmentOptions(), sharded=True)
+    run = _RunResources(RaySession(), job)
+    request = _Request(
+        requested_workers, cluster, resume, shards, progress or (lambda f, m: None)
+    )
     succeeded = False
     try:
-        source = _read_source(run, input_path, Path(output_path), model, options, input_files)
-        job = source.job
-        confidence_dtype = options.confidence_dtype if job.outputs.confidence else None
-        tiles = plan_tiles(source.height, source.width, job.size, job.stride)
-        parameters = job_parameters(
-            input_path, input_files, job, options, source.height, source.width, source.window
-        )
-        work = run.work = WorkFolder(job.outputs.classes)
-        manifest = _open_work_folder(work, parameters, resume, options.overwrite)
-        run.owns_work = True
-        plan, parts = _finished_parts(work, manifest, tiles, source, confidence_dtype)
-
-        worker_plan = None
-        ray = None
-        if plan is None or len(parts) < len(plan):
-            if is_cancelled():
-                raise SegmentationCancelled()
-            ray, worker_plan = _start_ray(
-                run.session, cluster, options, requested_workers, job, source.width, report
-            )
-        if plan is None:
-            assert worker_plan is not None
-            plan = _new_shard_plan(work, parameters, tiles, source, shards, worker_plan.count)
-        todo = [shard for shard in plan if shard.index not in parts]
-        reused = len(plan) - len(todo)
-        if reused:
-            report(WORK_START, f"resuming: {reused} of {len(plan)} shard(s) already done")
-
-        stats = None
-        if todo:
-            assert ray is not None and worker_plan is not None
-            spec = _worker_spec(source, options, worker_plan, confidence_dtype, work)
-            stats = _run_shards(
-                run,
-                ray,
-                spec,
-                worker_plan,
-                todo,
-                total_tiles=sum(len(shard.tiles) for shard in plan),
-                done_tiles=sum(len(shard.tiles) for shard in plan if shard.index in parts),
-                report=report,
-                is_cancelled=is_cancelled,
-            )
-            parts.update(stats.parts)
-
-        counts, nodata_pixels, failed = _assemble(
-            job,
-            work,
-            plan,
-            parts,
-            source.profile,
-            _tags(job, input_path),
-            options,
-            report,
-            is_cancelled,
-        )
+        outcome = _run_sharded(run, job, request, cancel_check(cancel))
         succeeded = True
     finally:
         run.close(succeeded)
-
+    work = outcome.work
     left = work.remove()
+    seconds = time.perf_counter() - started
+    request.report(1.0, f"done in {seconds:.1f} s")
+    result = _result(job, outcome, seconds)
     if left:
-        job.warnings.append(
+        result.warnings.append(
             f"{describe_path(work.path)} was kept: it holds files this tool did not write"
         )
-    seconds = time.perf_counter() - started
-    report(1.0, f"done in {seconds:.1f} s")
-    return _result(
-        job, tiles, plan, parts, todo, worker_plan, stats, counts, nodata_pixels, seconds, failed
+    return result
+
+
+@dataclass(frozen=True)
+class _Request:
+    """How the sharded run was asked to run, beside its plan."""
+
+    workers: int | None  # None: auto
+    cluster: str | None
+    resume: bool
+    shards: int | None
+    report: ProgressCallback
+
+
+@dataclass
+class _Outcome:
+    """What the sharded run did, for its result."""
+
+    work: WorkFolder
+    tiles: TilePlan
+    plan: list[Shard]
+    parts: dict[int, PartInfo]
+    todo: list[Shard]
+    worker_plan: Any
+    stats: Any
+    counts: Any
+    nodata_pixels: int
+    failed: dict[str, str]
+
+
+def _run_sharded(
+    run: _RunResources, job: Plan, request: _Request, is_cancelled: Any
+) -> _Outcome:
+    """The run's named steps: the tile plan, the work folder (and what a killed run left in
+    it), Ray and its workers, the shards still to do, and the outputs assembled from parts."""
+    report = request.report
+    options = job.options
+    confidence_dtype = options.confidence_dtype if job.outputs.confidence else None
+    tiles = plan_tiles(job.height, job.width, job.size, job.stride)
+    parameters = job_parameters(job)
+    work = run.work = WorkFolder(job.outputs.classes)
+    manifest = _open_work_folder(work, parameters, request.resume, options.overwrite)
+    run.owns_work = True
+    plan, parts = _finished_parts(work, manifest, tiles, job, confidence_dtype)
+
+    worker_plan = None
+    ray = None
+    if plan is None or len(parts) < len(plan):
+        if is_cancelled():
+            raise SegmentationCancelled()
+        ray, worker_plan = _start_ray(run.session, request, job)
+    if plan is None:
+        assert worker_plan is not None
+        plan = _new_shard_plan(work, parameters, tiles, job, request.shards, worker_plan.count)
+    todo = [shard for shard in plan if shard.index not in parts]
+    reused = len(plan) - len(todo)
+    if reused:
+        report(WORK_START, f"resuming: {reused} of {len(plan)} shard(s) already done")
+
+    stats = None
+    if todo:
+        assert ray is not None and worker_plan is not None
+        spec = _worker_spec(job, worker_plan, confidence_dtype, work)
+        stats = _run_shards(
+            run,
+            ray,
+            spec,
+            worker_plan,
+            todo,
+            total_tiles=sum(len(shard.tiles) for shard in plan),
+            done_tiles=sum(len(shard.tiles) for shard in plan if shard.index in parts),
+            report=report,
+            is_cancelled=is_cancelled,
+        )
+        parts.update(stats.parts)
+    counts, nodata_pixels, failed = _assemble(job, work, plan, parts, report, is_cancelled)
+    return _Outcome(
+        work, tiles, plan, parts, todo, worker_plan, stats, counts, nodata_pixels, failed
     )
 
 
-def _result(
-    job: Job,
-    tiles: TilePlan,
-    plan: list[Shard],
-    parts: dict[int, PartInfo],
-    todo: list[Shard],
-    worker_plan: Any,
-    stats: Any,
-    counts: Any,
-    nodata_pixels: int,
-    seconds: float,
-    failed: dict[str, str],
-) -> ShardedResult:
+def _result(job: Plan, outcome: _Outcome, seconds: float) -> ShardedResult:
     """What the run wrote and did, for the caller and the CLI's done event."""
+    worker_plan, stats, parts = outcome.worker_plan, outcome.stats, outcome.parts
     return ShardedResult.of(
         job,
-        counts=counts,
-        nodata_pixels=nodata_pixels,
-        tiles=len(tiles),
+        counts=outcome.counts,
+        nodata_pixels=outcome.nodata_pixels,
+        tiles=len(outcome.tiles),
         tiles_skipped=sum(part.tiles_skipped for part in parts.values()),
         seconds=seconds,
         device=f"ray: {worker_plan.describe()}" if worker_plan else "ray: all parts reused",
-        failed=failed,
-        workers=min(worker_plan.count, len(todo)) if worker_plan else 0,
-        shards=len(plan),
-        shards_run=len(todo),
-        shards_reused=len(plan) - len(todo),
+        failed=outcome.failed,
+        workers=min(worker_plan.count, len(outcome.todo)) if worker_plan else 0,
+        shards=len(outcome.plan),
+        shards_run=len(outcome.todo),
+        shards_reused=len(outcome.plan) - len(outcome.todo),
         retries=stats.retries if stats else 0,
         tiles_computed=stats.tiles_computed if stats else 0,
         worker_throughput=stats.throughput if stats else {},
@@ -387,12 +371,12 @@ class _RunResources:
     """What a sharded run started and must not leave behind: the Ray session, the shard
     scheduler (its workers), the work folder of part files and the scratch folder of VRTs."""
 
-    def __init__(self, session: Any) -> None:
+    def __init__(self, session: Any, job: Plan) -> None:
         self.session = session
         self.scheduler: Any = None
         self.work: WorkFolder | None = None
         self.owns_work = False  # once the work folder was checked as ours to remove
-        self.scratch: Path | None = None
+        self.job = job
 
     def close(self, succeeded: bool) -> None:
         """Stops the workers and Ray; after a failure also removes the part files."""
@@ -402,80 +386,14 @@ class _RunResources:
         if not succeeded and self.owns_work and self.work is not None:
             self.work.remove_temporaries()
             self.work.remove()
-        if self.scratch is not None:
-            remove_temporary(self.scratch)
-
-
-@dataclass
-class _Source:
-    """The raster the workers read (the input, or a VRT of its extent or its processing grid)
-    and the job decided on it."""
-
-    path: Path | str
-    window: Any  # the extent's window of the input, or None
-    job: Job
-    height: int
-    width: int
-    profile: dict[str, Any]
-
-
-def _read_source(
-    run: _RunResources,
-    input_path: Path,
-    output_path: Path,
-    model: Any,
-    options: SegmentOptions,
-    input_files: list[Path],
-) -> _Source:
-    """Decides the job as `segment` does, on the input or on a VRT of it (in `run.scratch`)."""
-    source: Path | str = input_path
-    window = None
-    if options.extent is not None or options.output_grid == "model":
-        # The VRTs of an extent or a processing grid go beside the output, where every
-        # worker that can write the output can also read them (not /tmp, which is per node).
-        planned = plan_outputs(
-            output_path,
-            input_files,
-            confidence=options.confidence,
-            polygons=options.polygons,
-            overwrite=options.overwrite,
-        )
-        run.scratch = create_temporary_folder(planned.classes)
-    if options.extent is not None:
-        assert run.scratch is not None
-        with open_raster(input_path) as dataset:
-            window = extent_window(dataset, options.extent)
-        source = subset_vrt(input_path, window, run.scratch)
-    if options.output_grid == "model":
-        assert run.scratch is not None
-        source = on_processing_grid(source, model, options, run.scratch)
-    with open_raster(source) as reader_ds:
-        job = prepare_job(reader_ds, input_path, output_path, model, options, input_files)
-        height, width = reader_ds.height, reader_ds.width
-        profile = {
-            "height": height,
-            "width": width,
-            "crs": reader_ds.crs,
-            "transform": reader_ds.transform,
-        }
-    assert job.package is not None
-    return _Source(source, window, job, height, width, profile)
-
-
-def _tags(job: Job, input_path: Path) -> dict[str, str]:
-    """The same tags as a single-process run's outputs (engine.pipeline._run)."""
-    return {
-        "CROSSEARTH_MODEL": job.card.name,
-        "CROSSEARTH_MODEL_VERSION": job.card.version,
-        "CROSSEARTH_SOURCE": describe_path(input_path.name),
-    }
+        self.job.remove_scratch()
 
 
 def _finished_parts(
     work: WorkFolder,
     manifest: dict[str, Any] | None,
     tiles: TilePlan,
-    source: _Source,
+    job: Plan,
     confidence_dtype: str | None,
 ) -> tuple[list[Shard] | None, dict[int, PartInfo]]:
     """A resumed run's shard plan and the parts its workers finished (none for a new run)."""
@@ -483,7 +401,7 @@ def _finished_parts(
     if manifest is None:
         return None, parts
     rows = [tuple(r) for r in manifest.get("shards", [])]
-    plan = shards_from_rows(tiles, source.height, source.job.size, rows)
+    plan = shards_from_rows(tiles, job.height, job.size, rows)
     if plan is None:
         raise CrossEarthError(
             f"the shard plan in {describe_path(work.path)} does not fit this raster; "
@@ -491,7 +409,7 @@ def _finished_parts(
         )
     for shard in plan:
         part = work.finished_part(
-            shard.index, shard.first, shard.end, source.width, confidence_dtype
+            shard.index, shard.first, shard.end, job.width, confidence_dtype
         )
         if part is not None:
             parts[shard.index] = part
@@ -499,28 +417,21 @@ def _finished_parts(
     return plan, parts
 
 
-def _start_ray(
-    session: Any,
-    cluster: str | None,
-    options: SegmentOptions,
-    requested_workers: int | None,
-    job: Job,
-    width: int,
-    report: ProgressCallback,
-) -> tuple[Any, Any]:
+def _start_ray(session: Any, request: _Request, job: Plan) -> tuple[Any, Any]:
     """Starts (or joins) Ray; returns it and the worker plan (count, device, threads)."""
-    from .session import cluster_plan, local_plan
+    from engine.distributed.session import cluster_plan, local_plan
 
-    report(0.0, "starting Ray" if cluster is None else f"connecting to Ray at {cluster}")
+    options, cluster = job.options, request.cluster
+    request.report(0.0, "starting Ray" if cluster is None else f"connecting to Ray at {cluster}")
     local = (
-        local_plan(options.device, requested_workers, options.threads) if cluster is None else None
+        local_plan(options.device, request.workers, options.threads) if cluster is None else None
     )
     if local is not None and not local.gpu:
-        _check_workers_fit(job, options, local, width)
+        _check_workers_fit(job, local)
     ray = session.open(cluster, local)
     worker_plan = local if session.opened and cluster is None else None
     if worker_plan is None:
-        worker_plan = cluster_plan(ray, options.device, requested_workers, options.threads)
+        worker_plan = cluster_plan(ray, options.device, request.workers, options.threads)
     return ray, worker_plan
 
 
@@ -528,16 +439,15 @@ def _new_shard_plan(
     work: WorkFolder,
     parameters: dict[str, Any],
     tiles: TilePlan,
-    source: _Source,
+    job: Plan,
     shards: int | None,
     workers: int,
 ) -> list[Shard]:
     """Splits the tile plan into shards and records them in the work folder's manifest."""
-    job = source.job
     count = shards or default_shard_count(
-        len(tiles.row_starts), workers, job.size, job.stride, source.height, source.width
+        len(tiles.row_starts), workers, job.size, job.stride, job.height, job.width
     )
-    plan = plan_shards(tiles, source.height, job.size, count)
+    plan = plan_shards(tiles, job.height, job.size, count)
     work.create(
         {
             "fingerprint": fingerprint(parameters),
@@ -549,26 +459,21 @@ def _new_shard_plan(
 
 
 def _worker_spec(
-    source: _Source,
-    options: SegmentOptions,
-    worker_plan: Any,
-    confidence_dtype: str | None,
-    work: WorkFolder,
+    job: Plan, worker_plan: Any, confidence_dtype: str | None, work: WorkFolder
 ) -> WorkerSpec:
     """What every worker needs to segment its shards; all paths absolute, as workers may run
-    in another folder."""
-    job = source.job
+    in another folder. The runtime is chosen for the workers' device, not the driver's."""
     assert job.package is not None
-    path = source.path
+    options, path = job.options, job.source
     return WorkerSpec(
         source=os.fsdecode(path if _is_remote(str(path)) else Path(path).absolute()),
-        height=source.height,
-        width=source.width,
+        height=job.height,
+        width=job.width,
         package=dataclasses.replace(job.package, path=job.package.path.absolute()),
         bands=tuple(job.bands),
         scaling=job.scaling,
         size=job.size,
-        model_tile=job.model_tile if job.resolution.factor != 1.0 else None,
+        model_tile=job.resampled_tile,
         batch_size=options.batch_size,
         confidence_dtype=confidence_dtype,
         device="cuda" if worker_plan.gpu else "cpu",
@@ -599,7 +504,7 @@ def _run_shards(
     is_cancelled: Any,
 ) -> Any:
     """Runs the shards on the workers; returns the scheduler's statistics and the parts."""
-    from .scheduler import ShardScheduler
+    from engine.distributed.scheduler import ShardScheduler
 
     run.scheduler = ShardScheduler(
         ray,
@@ -619,24 +524,23 @@ def _run_shards(
 
 
 def _assemble(
-    job: Job,
+    job: Plan,
     work: WorkFolder,
     plan: list[Shard],
     parts: dict[int, PartInfo],
-    profile: dict[str, Any],
-    tags: dict[str, str],
-    options: SegmentOptions,
     report: ProgressCallback,
     is_cancelled: Any,
 ) -> tuple[np.ndarray, int, dict[str, str]]:
-    """Streams the parts, in order, into the run's outputs and publishes them (as
-    engine.pipeline._run does). Returns (class counts, nodata pixels, failed outputs)."""
+    """Streams the parts, in order, into the run's outputs and publishes them (as the
+    single-process run does). Returns (class counts, nodata pixels, failed outputs)."""
     card = job.card
     nodata = class_encoding(card.num_classes)[1]
-    height, width = profile["height"], profile["width"]
+    height, width = job.height, job.width
     writer: OutputWriter | None = None
     try:
-        writer = OutputWriter(card, job.outputs, profile, tags, options.confidence_dtype)
+        writer = OutputWriter(
+            card, job.outputs, job.profile, job.tags, job.options.confidence_dtype
+        )
         bytes_per_row = width * (2 + (4 if writer.confidence is not None else 0))
         step = max(1, ASSEMBLY_CHUNK_BYTES // bytes_per_row)
         expected = np.zeros(card.num_classes, np.int64)
@@ -664,9 +568,9 @@ def _assemble(
                 "workers counted"
             )
             raise CrossEarthError(
-                f"{problem}; run again without resume", code="parts.damaged", problem=problem
+                f"{problem}; run again without resume", code=PARTS_DAMAGED, problem=problem
             )
-        failed = complete_outputs(writer, job, options, report, is_cancelled)
+        failed = complete_outputs(writer, job, report, is_cancelled)
     except BaseException:
         if writer is not None:
             writer.discard()

@@ -24,8 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import CrossEarthError
-from ..files import (
+from engine.error_codes import PARTS_DAMAGED
+from engine.errors import CrossEarthError
+from engine.files import (
     TEMP_PREFIX,
     create_temporary_file,
     describe_path,
@@ -34,7 +35,7 @@ from ..files import (
     remove_temporary,
     write_error,
 )
-from ..row_stream import DecidedRows
+from engine.run.row_stream import DecidedRows
 
 WORK_PREFIX = ".crossearth-work-"
 MANIFEST = "manifest.json"
@@ -359,7 +360,7 @@ class WorkFolder:
         except (OSError, ValueError) as exc:
             problem = f"cannot read the part file {describe_path(path)} ({exc})"
             raise CrossEarthError(
-                f"{problem}; run again without resume", code="parts.damaged", problem=problem
+                f"{problem}; run again without resume", code=PARTS_DAMAGED, problem=problem
             ) from None
         if array.shape != (info.end - info.first, info.width) or array.dtype.name != dtype:
             problem = (
@@ -367,7 +368,7 @@ class WorkFolder:
                 f"of {(info.end - info.first, info.width)} {dtype}"
             )
             raise CrossEarthError(
-                f"{problem}; run again without resume", code="parts.damaged", problem=problem
+                f"{problem}; run again without resume", code=PARTS_DAMAGED, problem=problem
             )
         return array
 

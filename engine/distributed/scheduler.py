@@ -17,12 +17,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import CrossEarthError, SegmentationCancelled
-from ..raster_input import first_line
-from .actor import WorkerFailure, WorkerSpec, remote_worker_class
-from .parts import PartInfo
-from .session import WorkerPlan
-from .shards import Shard
+from engine.distributed.actor import WorkerFailure, WorkerSpec, remote_worker_class
+from engine.distributed.parts import PartInfo
+from engine.distributed.session import WorkerPlan
+from engine.distributed.shards import Shard
+from engine.errors import CrossEarthError, SegmentationCancelled
+from engine.raster.raster_input import first_line
 
 MAX_RETRIES = 3
 WAIT_S = 0.25

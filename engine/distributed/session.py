@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, CrossEarthError, DeviceError
-from ..raster_input import first_line
+from engine.error_codes import WORKERS_GPUS, WORKERS_INVALID, WORKERS_TOO_FEW
+from engine.errors import ConfigError, CrossEarthError, DeviceError
+from engine.raster.raster_input import first_line
 
 # The object store carries only shard descriptions and small results, never image data.
 OBJECT_STORE_BYTES = 128 << 20
@@ -43,14 +44,14 @@ def parse_workers(value: int | str | None) -> int | None:
         except ValueError:
             raise ConfigError(
                 f"workers '{value}' is not valid; give a number of workers (e.g. 2) or auto",
-                code="workers.invalid",
+                code=WORKERS_INVALID,
                 option="workers",
                 value=value,
             ) from None
     if number < 1:
         raise ConfigError(
             f"workers {number} must be at least 1 (or auto)",
-            code="workers.too_few",
+            code=WORKERS_TOO_FEW,
             option="workers",
             value=number,
         )
@@ -133,7 +134,7 @@ def local_plan(device: str, workers: int | None, threads: int | None) -> WorkerP
             raise ConfigError(
                 f"{count} workers need {count} GPUs but this machine has {gpus}; use {gpus} "
                 "workers (or auto), or the device cpu",
-                code="workers.gpus",
+                code=WORKERS_GPUS,
                 option="workers",
                 value=count,
                 gpus=gpus,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ..tiling import TilePlan
+from engine.run.tiling import TilePlan
 
 # A shard recomputes its halo tile rows (those above it that reach into it); with at least this
 # many own tile rows per halo row, that extra work stays at or below 1/20 = 5 %.

@@ -11,8 +11,8 @@ import pytest
 import rasterio
 from safetensors import safe_open
 
-from engine.packages import bundled_models_dir, default_model_name, find_package
-from engine.pipeline import SegmentOptions, segment
+from engine.models.packages import bundled_models_dir, default_model_name, find_package
+from engine.run.pipeline import SegmentOptions, segment
 from training.metrics import metrics, update_confusion
 
 REPO = Path(__file__).resolve().parents[2]

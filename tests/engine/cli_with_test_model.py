@@ -3,8 +3,8 @@ with the tests' per-pixel model registered, for tests that must kill or limit a 
 
 import sys
 
-from engine.architectures import register_architecture
 from engine.cli import main
+from engine.models.architectures import register_architecture
 
 from .conftest import PixelLinear
 

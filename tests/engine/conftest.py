@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import re
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -11,8 +15,9 @@ import rasterio
 import torch
 from rasterio.transform import from_origin
 
-from engine.model_card import ModelCard, card_from_dict
-from engine.pipeline import LoadedModel
+from engine.models.architectures import register_architecture, unregister_architecture
+from engine.models.model_card import ModelCard, card_from_dict
+from engine.run.pipeline import LoadedModel
 
 REPO = Path(__file__).resolve().parents[2]
 LANDSAT = REPO / "resources" / "samples" / "landsat7_olinda_6band.tif"
@@ -84,6 +89,19 @@ def seeded(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
 
 
 @pytest.fixture
+def pixel_architecture() -> Iterator[None]:
+    """The "test-pixel-linear" architecture (a PixelLinear over the card's bands) registered
+    for one test."""
+    register_architecture(
+        "test-pixel-linear",
+        lambda config, card: PixelLinear(len(card.input.bands), card.num_classes),
+        replace=True,
+    )
+    yield
+    unregister_architecture("test-pixel-linear")
+
+
+@pytest.fixture
 def pixel_model() -> LoadedModel:
     card = make_card(num_classes=4, bands=("blue", "green", "red"))
     return LoadedModel(card, seeded(PixelLinear(3, 4)))
@@ -123,6 +141,76 @@ def write_raster(
         for i, text in enumerate(descriptions or []):
             dst.set_band_description(i + 1, text)
     return path
+
+
+def segment_args(package, source, output, *extra) -> list:
+    """The command line of `crossearth segment` of `source` into `output` with `package`'s
+    model, on the CPU and without progress output; `extra` options come last."""
+    return [
+        "segment",
+        source,
+        output,
+        "--model",
+        package.path,
+        "--device",
+        "cpu",
+        "--progress",
+        "none",
+        *extra,
+    ]
+
+
+def write_tiled(
+    path: Path,
+    data: np.ndarray,
+    block: int,
+    *,
+    crs="EPSG:32633",
+    transform=None,
+    names=("blue", "green", "red"),
+) -> Path:
+    """`data` as a tiled, deflate-compressed GeoTIFF in blocks of `block` px, with the bands
+    named `names` (the files the damaged-input tests cut or corrupt). By default in UTM 33N at
+    2 m, like write_raster."""
+    count, height, width = data.shape
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        height=height,
+        width=width,
+        count=count,
+        dtype=data.dtype.name,
+        crs=crs,
+        transform=transform or from_origin(500000, 4600000, 2, 2),
+        tiled=True,
+        blockxsize=block,
+        blockysize=block,
+        compress="deflate",
+    ) as dst:
+        dst.write(data)
+        for i, name in enumerate(names):
+            dst.set_band_description(i + 1, name)
+    return path
+
+
+@contextlib.contextmanager
+def http_server(folder: Path) -> Iterator[str]:
+    """Serves `folder` over HTTP on 127.0.0.1, from a real server in its own process (GDAL holds
+    the GIL while it reads); yields its address, http://127.0.0.1:PORT."""
+    server = subprocess.Popen(
+        [sys.executable, "-u", "-m", "http.server", "0", "--bind", "127.0.0.1"],
+        cwd=folder,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        port = re.search(r"port (\d+)", server.stdout.readline()).group(1)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.kill()
+        server.wait()
 
 
 @pytest.fixture

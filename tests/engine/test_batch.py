@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
-import subprocess
 import sys
 import threading
 import zipfile
@@ -19,19 +17,15 @@ from osgeo import gdal, ogr
 from rasterio.warp import transform_bounds
 
 from engine import files as engine_files
-from engine.batch import (
-    BatchInput,
-    BatchRequest,
-    expand_inputs,
-    gdal_name,
-    run_batch,
-    unique_stems,
-)
 from engine.cli import main
-from engine.cli_messages import cli_message
+from engine.commands.cli_messages import cli_message
 from engine.errors import CrossEarthError, SegmentationCancelled
 from engine.files import TEMP_PREFIX
-from engine.pipeline import SegmentOptions
+from engine.run.batch import BatchRequest, run_batch
+from engine.run.batch_inputs import BatchInput, expand_inputs, gdal_name, unique_stems
+from engine.run.pipeline import SegmentOptions
+
+from .conftest import http_server
 
 REPO = Path(__file__).resolve().parents[2]
 RALEIGH = REPO / "resources" / "samples" / "raleigh_landsat7_sample.tif"  # 5 named bands
@@ -61,6 +55,13 @@ def run_cli(capsys, *args):
 
 def batch(capsys, *args):
     return run_cli(capsys, "segment-batch", *args, "--model", BUNDLED, "--device", "cpu")
+
+
+def batch_of_two(capsys, scenes, out: Path, *options):
+    """segment-batch of scenes a and b into `out` with `options`, without progress output."""
+    return batch(
+        capsys, scenes["a"], scenes["b"], "--output-dir", out, *options, "--progress", "none"
+    )
 
 
 def index_rows(path: Path) -> list[dict]:
@@ -325,17 +326,7 @@ def test_extent_skips_inputs_it_misses(tmp_path, capsys, scenes):
         left, bottom, right, top = src.bounds
     extent = f"{left},{bottom + 10 * 28.5},{left + 20 * 28.5},{top}"
     out = tmp_path / "out"
-    code, _, err = batch(
-        capsys,
-        scenes["a"],
-        scenes["b"],
-        "--output-dir",
-        out,
-        "--extent",
-        extent,
-        "--progress",
-        "none",
-    )
+    code, _, err = batch_of_two(capsys, scenes, out, "--extent", extent)
     assert code == 0, err
     rows = index_rows(out / "index.gpkg")
     assert [(r["status"], r["message"]) for r in rows] == [
@@ -354,17 +345,8 @@ def test_vsi_paths_and_urls(tmp_path, capsys, scenes, monkeypatch):
     archive = tmp_path / "scenes.zip"
     with zipfile.ZipFile(archive, "w") as bundle:
         bundle.write(scenes["a"], "inner/zipped.tif")
-    # A real HTTP server in its own process (GDAL holds the GIL while it reads).
-    server = subprocess.Popen(
-        [sys.executable, "-u", "-m", "http.server", "0", "--bind", "127.0.0.1"],
-        cwd=scenes["b"].parent,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        port = re.search(r"port (\d+)", server.stdout.readline()).group(1)
-        url = f"http://127.0.0.1:{port}/raleigh_b.tif"
+    with http_server(scenes["b"].parent) as address:
+        url = f"{address}/raleigh_b.tif"
         out = tmp_path / "out"
         code, _, err = batch(
             capsys,
@@ -375,9 +357,6 @@ def test_vsi_paths_and_urls(tmp_path, capsys, scenes, monkeypatch):
             "--progress",
             "none",
         )
-    finally:
-        server.kill()
-        server.wait()
     assert code == 0, err
     rows = index_rows(out / "index.gpkg")
     assert [r["input"] for r in rows] == [f"/vsizip/{archive}/inner/zipped.tif", url]
@@ -472,22 +451,10 @@ def test_input_expansion(tmp_path):
 def test_batch_with_two_ray_workers(tmp_path, capsys, scenes):
     pytest.importorskip("engine.distributed.driver", reason="the sharded core is not built yet")
     out = tmp_path / "out"
-    code, stdout, err = batch(
-        capsys,
-        scenes["a"],
-        scenes["b"],
-        "--output-dir",
-        out,
-        "--workers",
-        "2",
-        "--progress",
-        "none",
-    )
+    code, stdout, err = batch_of_two(capsys, scenes, out, "--workers", "2")
     assert code == 0, err
     single = tmp_path / "single"
-    code, _, err = batch(
-        capsys, scenes["a"], scenes["b"], "--output-dir", single, "--progress", "none"
-    )
+    code, _, err = batch_of_two(capsys, scenes, single)
     assert code == 0, err
     for name in ("raleigh_a_classes.tif", "raleigh_b_classes.tif"):
         with rasterio.open(out / name) as sharded, rasterio.open(single / name) as alone:
@@ -499,9 +466,10 @@ def test_batch_with_two_ray_workers(tmp_path, capsys, scenes):
 def test_every_segment_option_reaches_each_input():
     from dataclasses import fields
 
-    from engine.batch import PER_INPUT_FIELDS, option_argument, segment_options_from_args
     from engine.cli import build_parser
-    from engine.resolution import parse_gsd
+    from engine.raster.resolution import parse_gsd
+    from engine.run.batch import segment_options_from_args
+    from engine.run.options import PER_INPUT_FIELDS, option_argument
 
     parser = build_parser()
     plain = parser.parse_args(["segment-batch", "x.tif", "--output-dir", "o"])

@@ -3,8 +3,8 @@
 import numpy as np
 import rasterio
 
-from engine.pipeline import SegmentOptions, segment
-from engine.tiling import axis_starts
+from engine.run.pipeline import SegmentOptions, segment
+from engine.run.tiling import axis_starts
 
 from .conftest import whole_image_scores
 

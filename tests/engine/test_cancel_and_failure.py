@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from engine.errors import SegmentationCancelled
-from engine.pipeline import LoadedModel, SegmentOptions, segment
+from engine.run.pipeline import LoadedModel, SegmentOptions, segment
 
 from .conftest import LANDSAT
 
@@ -88,7 +88,7 @@ def test_error_midway_leaves_no_file_and_keeps_existing_output(tmp_path, pixel_m
 
 
 def test_reader_error_reaches_caller(tmp_path, pixel_model, monkeypatch):
-    from engine import raster_input
+    from engine.raster import raster_input
 
     original = raster_input.TileReader.read_tile
     calls = {"n": 0}

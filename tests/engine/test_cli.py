@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import rasterio
 
-from engine.architectures import register_architecture, unregister_architecture
 from engine.cli import main
-from engine.packages import save_package
+from engine.models.architectures import register_architecture, unregister_architecture
+from engine.models.packages import save_package
 
 from .conftest import LANDSAT, PixelLinear, make_card, seeded, write_raster
 

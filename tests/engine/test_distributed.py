@@ -24,7 +24,7 @@ import pytest
 import rasterio
 import torch
 
-from engine.cli_messages import cli_message
+from engine.commands.cli_messages import cli_message
 from engine.distributed.parts import PartWriter, WorkFolder, work_folder_for
 from engine.distributed.session import WorkerPlan, cluster_plan, parse_workers
 from engine.distributed.shards import (
@@ -33,9 +33,11 @@ from engine.distributed.shards import (
     shards_from_rows,
 )
 from engine.errors import CrossEarthError, SegmentationCancelled
-from engine.pipeline import SegmentOptions, segment
-from engine.row_stream import DecidedRows
-from engine.tiling import plan_tiles
+from engine.run.pipeline import SegmentOptions, segment
+from engine.run.row_stream import DecidedRows
+from engine.run.tiling import plan_tiles
+
+from .conftest import write_tiled
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "resources" / "samples" / "raleigh_landsat7_sample.tif"
@@ -46,6 +48,18 @@ def child_env() -> dict[str, str]:
     # Taken when the child starts: ray.init sets RAY_AUTH_MODE for the clusters it starts,
     # which a second driver needs to join them.
     return {**os.environ, "PYTHONPATH": str(REPO), "QT_QPA_PLATFORM": "offscreen"}
+
+
+def start_child(*args: str) -> subprocess.Popen:
+    """`python ARGS` in the repository, in child_env(), its stdout and stderr piped (text)."""
+    return subprocess.Popen(
+        [sys.executable, *args],
+        cwd=REPO,
+        env=child_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 # -- planning and part files (no Ray) -------------------------------------------------------
@@ -302,6 +316,14 @@ def assert_same_outputs(single, sharded, confidence_atol: float = 1e-6) -> None:
         assert areas_b == pytest.approx(areas)
 
 
+def output_folders(tmp_path: Path) -> tuple[Path, Path]:
+    """The single-process run's and the sharded run's output folders, made empty."""
+    single_dir, sharded_dir = tmp_path / "single", tmp_path / "sharded"
+    single_dir.mkdir()
+    sharded_dir.mkdir()
+    return single_dir, sharded_dir
+
+
 def only(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir())
 
@@ -322,9 +344,7 @@ def test_sharded_equals_single_process_odd_size_confidence_polygons(tmp_path, ra
 
     raster = crop(tmp_path / "odd.tif", slice(9, 160), slice(31, 148), nodata_box=70)
     before = checksum(raster)
-    single_dir, sharded_dir = tmp_path / "single", tmp_path / "sharded"
-    single_dir.mkdir()
-    sharded_dir.mkdir()
+    single_dir, sharded_dir = output_folders(tmp_path)
 
     def options(folder: Path) -> SegmentOptions:
         return SegmentOptions(
@@ -365,9 +385,7 @@ def test_sharded_extent_at_another_gsd_equals_single_process(tmp_path, ray_clust
     with rasterio.open(raster) as src:
         left, top = src.transform * (20.4, 11.7)
         right, bottom = src.transform * (171.2, 160.1)
-    single_dir, sharded_dir = tmp_path / "single", tmp_path / "sharded"
-    single_dir.mkdir()
-    sharded_dir.mkdir()
+    single_dir, sharded_dir = output_folders(tmp_path)
 
     def options(folder: Path) -> SegmentOptions:
         return SegmentOptions(
@@ -447,36 +465,32 @@ def test_killed_driver_then_resume_runs_only_the_unfinished_shards(tmp_path, ray
     raster, reference = raleigh
     output = tmp_path / "classes.tif"
     work = work_folder_for(output)
+
+    def resume(options: SegmentOptions):
+        return segment_sharded(raster, output, MODEL, options, workers=2, resume=True)
+
     # One worker runs 4 shards one after the other; the driver is killed after the first.
-    child = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tests.engine.sharded_cli_child",
-            "4",
-            "segment",
-            str(raster),
-            str(output),
-            "--model",
-            MODEL,
-            "--workers",
-            "1",
-            "--threads",
-            "1",
-            "--batch",
-            "2",
-            "--device",
-            "cpu",
-            "--cluster",
-            ray_cluster,
-            "--progress",
-            "json",
-        ],
-        cwd=REPO,
-        env=child_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    child = start_child(
+        "-m",
+        "tests.engine.sharded_cli_child",
+        "4",
+        "segment",
+        str(raster),
+        str(output),
+        "--model",
+        MODEL,
+        "--workers",
+        "1",
+        "--threads",
+        "1",
+        "--batch",
+        "2",
+        "--device",
+        "cpu",
+        "--cluster",
+        ray_cluster,
+        "--progress",
+        "json",
     )
     try:
         assert _wait_for(lambda: len(list(work.glob("part-*.json"))) >= 1, timeout=120), (
@@ -501,24 +515,10 @@ def test_killed_driver_then_resume_runs_only_the_unfinished_shards(tmp_path, ray
     assert "pass --resume to continue it" in cli_message(e.value)
     # ... nor resumed with other parameters.
     with pytest.raises(CrossEarthError, match="holds the parts of a run with other parameters"):
-        segment_sharded(
-            raster,
-            output,
-            MODEL,
-            SegmentOptions(device="cpu", tile_size=32),
-            workers=2,
-            resume=True,
-        )
+        resume(SegmentOptions(device="cpu", tile_size=32))
     assert len(list(work.glob("part-*.json"))) == finished
 
-    result = segment_sharded(
-        raster,
-        output,
-        MODEL,
-        SegmentOptions(device="cpu", batch_size=2),
-        workers=2,
-        resume=True,
-    )
+    result = resume(SegmentOptions(device="cpu", batch_size=2))
     assert (result.shards, result.shards_reused, result.shards_run) == (
         4,
         finished,
@@ -562,25 +562,8 @@ def _damaged_copy(source: Path, path: Path) -> tuple[Path, int]:
     from osgeo import gdal
 
     with rasterio.open(source) as src:
-        data = src.read()
-        profile = {
-            "driver": "GTiff",
-            "count": src.count,
-            "dtype": "uint8",
-            "height": src.height,
-            "width": src.width,
-            "crs": src.crs,
-            "transform": src.transform,
-            "tiled": True,
-            "blockxsize": 64,
-            "blockysize": 64,
-            "compress": "deflate",
-        }
-        names = src.descriptions
-    with rasterio.open(path, "w", **profile) as dst:
-        dst.write(data)
-        for index, name in enumerate(names):
-            dst.set_band_description(index + 1, name)
+        data, crs, transform, names = src.read(), src.crs, src.transform, src.descriptions
+    write_tiled(path, data, 64, crs=crs, transform=transform, names=names)
     handle = gdal.Open(str(path))
     offset = int(handle.GetRasterBand(1).GetMetadataItem("BLOCK_OFFSET_2_2", "TIFF"))
     handle = None
@@ -644,28 +627,20 @@ def test_a_worker_that_cannot_read_the_input_is_one_line(tmp_path, ray_cluster):
 def test_sigterm_stops_a_local_ray_run_and_leaves_no_ray_process(tmp_path, raleigh):
     raster, _ = raleigh
     output = tmp_path / "classes.tif"
-    child = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "engine.cli",
-            "segment",
-            str(raster),
-            str(output),
-            "--workers",
-            "2",
-            "--threads",
-            "1",
-            "--device",
-            "cpu",
-            "--progress",
-            "json",
-        ],
-        cwd=REPO,
-        env=child_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    child = start_child(
+        "-m",
+        "engine.cli",
+        "segment",
+        str(raster),
+        str(output),
+        "--workers",
+        "2",
+        "--threads",
+        "1",
+        "--device",
+        "cpu",
+        "--progress",
+        "json",
     )
     events = []
     try:
@@ -698,7 +673,7 @@ def test_sigterm_stops_a_local_ray_run_and_leaves_no_ray_process(tmp_path, ralei
 
 def test_without_workers_ray_is_not_imported_and_resume_needs_them(tmp_path, capsys):
     code = (
-        "import sys, engine.cli, engine.distributed, engine.pipeline;"
+        "import sys, engine.cli, engine.distributed, engine.run.pipeline;"
         "engine.cli.build_parser().parse_args(['segment', 'a.tif', 'b.tif']);"
         "sys.exit('ray' in sys.modules)"
     )

@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.catalog import builtin_catalog, load_catalog
 from engine.cli import main
 from engine.crossearth.presets import CHECKPOINTS
-from engine.packages import open_package
+from engine.models.catalog import builtin_catalog, load_catalog
+from engine.models.packages import open_package
 
 from ..hub_server import HubServer, HubState
 
@@ -487,8 +487,8 @@ def test_unreachable_endpoint_is_one_line(hub):
     import httpx2
     from huggingface_hub.errors import LocalEntryNotFoundError
 
-    from engine.catalog import HubFile
-    from engine.download import hub_error
+    from engine.models.catalog import HubFile
+    from engine.models.download import hub_error
 
     file = HubFile(HUB_REPO, "x.pth", "main", 1, True, None)
     try:

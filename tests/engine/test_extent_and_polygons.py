@@ -7,7 +7,7 @@ from osgeo import ogr
 from rasterio.transform import from_origin
 
 from engine.errors import CrossEarthError
-from engine.pipeline import SegmentOptions, segment
+from engine.run.pipeline import SegmentOptions, segment
 
 from .conftest import write_raster
 

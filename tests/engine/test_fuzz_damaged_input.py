@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-from rasterio.transform import from_origin
 
 from engine import files as engine_files
 from engine.files import TEMP_PREFIX
 
+from .conftest import segment_args, write_tiled
 from .test_cli import package, run_cli  # noqa: F401 (fixture)
 
 CASES = 150
@@ -22,25 +22,7 @@ SEED = 20261130
 
 def _valid_geotiff(path: Path) -> Path:
     data = np.random.default_rng(SEED).integers(0, 255, (3, 300, 280), dtype=np.uint8)
-    with rasterio.open(
-        path,
-        "w",
-        driver="GTiff",
-        height=300,
-        width=280,
-        count=3,
-        dtype="uint8",
-        crs="EPSG:32633",
-        transform=from_origin(500000, 4600000, 2, 2),
-        tiled=True,
-        blockxsize=128,
-        blockysize=128,
-        compress="deflate",
-    ) as dst:
-        dst.write(data)
-        for i, name in enumerate(["blue", "green", "red"]):
-            dst.set_band_description(i + 1, name)
-    return path
+    return write_tiled(path, data, block=128)
 
 
 def _damage(data: bytes, rng: np.random.Generator) -> tuple[bytes, str]:
@@ -73,20 +55,7 @@ def test_damaged_geotiff_gives_valid_output_or_one_line(tmp_path, capsys, packag
         raster.write_bytes(damaged)
         digest = hashlib.sha256(damaged).hexdigest()
         out = folder / "out.tif"
-        code, _, err = run_cli(
-            capsys,
-            "segment",
-            raster,
-            out,
-            "--model",
-            package.path,
-            "--device",
-            "cpu",
-            "--progress",
-            "none",
-            "--scaling",
-            "none",
-        )
+        code, _, err = run_cli(capsys, *segment_args(package, raster, out, "--scaling", "none"))
         assert hashlib.sha256(raster.read_bytes()).hexdigest() == digest, what
         assert not list(folder.glob(f"{TEMP_PREFIX}*")), what
         assert engine_files.registered_temporaries() == [], what

@@ -12,7 +12,7 @@ import pytest
 from engine.cli import main
 from engine.crossearth.config import CrossEarthConfig
 from engine.errors import CrossEarthError
-from engine.model_card import card_from_dict, read_card
+from engine.models.model_card import card_from_dict, read_card
 
 REPO = Path(__file__).resolve().parents[2]
 BUNDLED = REPO / "resources" / "models" / "crossearth-landsat-lc"

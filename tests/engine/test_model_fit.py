@@ -1,5 +1,6 @@
-"""engine/model_fit.py: which models take a raster, and the advice when the chosen one does not
-(the same text from `crossearth fit`, segment's band error and, through them, the plugin)."""
+"""engine/models/model_fit.py: which models take a raster, and the advice when the chosen one
+does not (the same text from `crossearth fit`, segment's band error and, through them, the
+plugin)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 import rasterio
 
-from engine.model_fit import (
+from engine.models.model_fit import (
     FINE_TUNE_HINT,
     FULL_ENVIRONMENT,
     Candidate,
@@ -33,22 +34,17 @@ def facts(names: list[str | None], gsd: float | None = 0.3, dtype: str = "uint8"
 
 RGB = Candidate("rgb-aerial", ("red", "green", "blue"), 0.3, path="/models/rgb-aerial")
 LANDSAT_MODEL = Candidate("landsat", LANDSAT_BANDS, 28.5, path="/models/landsat")
-NRG_DOWNLOAD = Candidate(
-    "nrg-download",
-    ("nir", "red", "green"),
-    0.09,
-    size_text="1.68 GB",
-    license="MIT (hub)",
-    requires=FULL_ENVIRONMENT,
-)
-RGB_DOWNLOAD = Candidate(
-    "rgb-download",
-    ("red", "green", "blue"),
-    0.5,
-    size_text="1.72 GB",
-    license="MIT (hub)",
-    requires=FULL_ENVIRONMENT,
-)
+
+
+def hub_model(name: str, bands: tuple[str, ...], gsd: float, size_text: str) -> Candidate:
+    """A model of the hub, not downloaded yet: it needs the Full environment."""
+    return Candidate(
+        name, bands, gsd, size_text=size_text, license="MIT (hub)", requires=FULL_ENVIRONMENT
+    )
+
+
+NRG_DOWNLOAD = hub_model("nrg-download", ("nir", "red", "green"), 0.09, "1.68 GB")
+RGB_DOWNLOAD = hub_model("rgb-download", ("red", "green", "blue"), 0.5, "1.72 GB")
 
 
 def test_band_mapping_by_name_in_order_or_none():

@@ -7,7 +7,7 @@ import pytest
 import rasterio
 from rasterio.enums import ColorInterp
 
-from engine.pipeline import LoadedModel, SegmentOptions, segment
+from engine.run.pipeline import LoadedModel, SegmentOptions, segment
 
 from .conftest import LANDSAT, PixelLinear, make_card, seeded, write_raster
 

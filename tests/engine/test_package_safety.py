@@ -3,7 +3,6 @@ the models folder are listed with their problem and never hide the others."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -14,27 +13,16 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from engine.architectures import register_architecture, unregister_architecture
 from engine.cli import main
 from engine.errors import CrossEarthError
 from engine.files import describe_path
-from engine.loading import load_model
-from engine.packages import find_package, list_packages, save_package
+from engine.models.loading import load_model
+from engine.models.packages import find_package, list_packages, save_package
 
+from ..helpers import checksums
 from .conftest import PixelLinear, make_card, seeded
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def pixel_architecture():
-    register_architecture(
-        "test-pixel-linear",
-        lambda config, card: PixelLinear(len(card.input.bands), card.num_classes),
-        replace=True,
-    )
-    yield
-    unregister_architecture("test-pixel-linear")
 
 
 def card():
@@ -43,19 +31,6 @@ def card():
 
 def state(seed=0):
     return seeded(PixelLinear(3, 4), seed).state_dict()
-
-
-def checksums(folder: Path) -> dict[str, str]:
-    """Every file and folder below `folder` (and the folder itself) with its content hash."""
-    result = {}
-    for root, dirs, files in os.walk(folder):
-        for name in dirs:
-            result[os.path.relpath(os.path.join(root, name), folder)] = "folder"
-        for name in files:
-            path = os.path.join(root, name)
-            with open(path, "rb") as handle:
-                result[os.path.relpath(path, folder)] = hashlib.sha256(handle.read()).hexdigest()
-    return result
 
 
 def cli(capsys, *args):
@@ -269,7 +244,7 @@ def test_broken_packages_are_listed_and_do_not_hide_the_others(models_dir, capsy
 
 def test_the_plugin_reads_the_problems_as_lines(models_dir, capsys):
     pytest.importorskip("qgis.core")
-    from crossearth_qgis.models import catalog_from_json
+    from crossearth_qgis.worker.models import catalog_from_json
 
     code, out, err = cli(capsys, "models", "--json")
     assert code == 0, err

@@ -8,24 +8,13 @@ import pytest
 import rasterio
 import torch
 
-from engine.architectures import register_architecture, unregister_architecture
 from engine.errors import CrossEarthError
-from engine.loading import load_model
-from engine.packages import find_package, list_packages, open_package, save_package
-from engine.pipeline import SegmentOptions, segment
+from engine.models.architectures import register_architecture
+from engine.models.loading import load_model
+from engine.models.packages import find_package, list_packages, open_package, save_package
+from engine.run.pipeline import SegmentOptions, segment
 
 from .conftest import LANDSAT, PixelLinear, make_card, seeded
-
-
-@pytest.fixture
-def pixel_architecture():
-    register_architecture(
-        "test-pixel-linear",
-        lambda config, card: PixelLinear(len(card.input.bands), card.num_classes),
-        replace=True,
-    )
-    yield
-    unregister_architecture("test-pixel-linear")
 
 
 @pytest.fixture

@@ -8,9 +8,9 @@ import rasterio
 from scipy import ndimage
 
 from engine.errors import CrossEarthError
-from engine.packages import open_package
-from engine.pipeline import SegmentOptions, segment
-from engine.postprocess import MinimumRegion, class_indices, parse_min_region
+from engine.models.packages import open_package
+from engine.raster.postprocess import MinimumRegion, class_indices, parse_min_region
+from engine.run.pipeline import SegmentOptions, segment
 
 from .conftest import REPO
 

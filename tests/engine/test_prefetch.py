@@ -4,7 +4,7 @@ import threading
 
 import pytest
 
-from engine.prefetch import Prefetcher
+from engine.run.prefetch import Prefetcher
 
 
 def test_items_arrive_in_order_and_are_made_off_the_consumer_thread():

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import re
-import subprocess
-import sys
-
 import numpy as np
 import rasterio
 
-from .conftest import LANDSAT, write_raster
+from .conftest import LANDSAT, http_server, write_raster
 from .test_cli import package, run_cli  # noqa: F401 (fixture)
 
 
@@ -21,24 +17,12 @@ def test_segment_a_vsicurl_url(tmp_path, capsys, package, monkeypatch):  # noqa:
     with rasterio.open(LANDSAT) as src:
         data = src.read([1, 2, 3])[:, :64, :80]
     write_raster(served / "scene.tif", data, descriptions=["blue", "green", "red"])
-    # A real HTTP server in its own process (GDAL holds the GIL while it reads).
-    server = subprocess.Popen(
-        [sys.executable, "-u", "-m", "http.server", "0", "--bind", "127.0.0.1"],
-        cwd=served,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        port = re.search(r"port (\d+)", server.stdout.readline()).group(1)
-        remote = f"/vsicurl/http://127.0.0.1:{port}/scene.tif"
+    with http_server(served) as address:
+        remote = f"/vsicurl/{address}/scene.tif"
         code, out, err = run_cli(
             capsys, "segment", remote, tmp_path / "x.tif", "--model", package.path,
             "--progress=none", "--device=cpu",
         )  # fmt: skip
-    finally:
-        server.kill()
-        server.wait()
     assert code == 0, err
     local = tmp_path / "local.tif"
     code, _, err = run_cli(

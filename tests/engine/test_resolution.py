@@ -13,14 +13,14 @@ from rasterio.transform import from_origin
 from rasterio.warp import Resampling, reproject
 
 from engine.errors import CrossEarthError
-from engine.pipeline import SegmentOptions, segment
-from engine.resolution import (
+from engine.raster.resolution import (
     EARTH_RADIUS_M,
     parse_gsd,
     processing_resolution,
     raster_gsd_m,
     source_geometry,
 )
+from engine.run.pipeline import SegmentOptions, segment
 
 from .conftest import REPO, write_raster
 from .test_cli import package, run_cli  # noqa: F401 (fixture)

@@ -9,9 +9,9 @@ import pytest
 import rasterio
 
 from engine.errors import SegmentationCancelled
-from engine.raster_input import TileReader, choose_scaling
-from engine.row_stream import MAX_BATCH_TILES, _batches, stream_rows
-from engine.tiling import plan_tiles
+from engine.raster.raster_input import TileReader, choose_scaling
+from engine.run.row_stream import MAX_BATCH_TILES, _batches, stream_rows
+from engine.run.tiling import plan_tiles
 
 from .conftest import LANDSAT, make_card, write_raster
 

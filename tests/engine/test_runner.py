@@ -10,11 +10,12 @@ import rasterio
 import torch
 
 from engine.errors import ConfigError, ModelError
-from engine.raster_input import TileReader, choose_scaling
-from engine.row_stream import stream_rows
-from engine.runner import BatchRunner, use_compile_cache
-from engine.runtimes import checked_scores, choose_runtime
-from engine.tiling import plan_tiles
+from engine.raster.raster_input import TileReader, choose_scaling
+from engine.run.row_stream import stream_rows
+from engine.run.runner import BatchRunner, use_compile_cache
+from engine.run.runtimes import choose_runtime
+from engine.run.scores import checked_scores
+from engine.run.tiling import plan_tiles
 
 from .conftest import SmallConvNet, make_card, seeded
 

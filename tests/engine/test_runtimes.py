@@ -18,8 +18,8 @@ import torch.nn.functional as F
 
 from engine.cli import main
 from engine.files import file_sha256
-from engine.model_card import read_card
-from engine.resize import resize
+from engine.models.model_card import read_card
+from engine.run.resize import resize
 
 REPO = Path(__file__).resolve().parents[2]
 BUNDLED = REPO / "resources" / "models" / "crossearth-landsat-lc"
@@ -102,7 +102,7 @@ def test_onnx_runtimes_give_the_classes_pytorch_gives(exported, tmp_path, capsys
 
 def test_resampled_runs_agree_without_torch(exported, tmp_path, capsys):
     # 28.5 m raster processed at 40 m: tiles are resampled to the model's GSD and back, by
-    # ResampledModel with torch, by engine/resize.py with the ONNX runtimes.
+    # ResampledModel with torch, by engine/run/resize.py with the ONNX runtimes.
     extra = ("--gsd", "40")
     _, classes, confidence = segment(
         capsys, exported, tmp_path / "t.tif", "--runtime", "torch", *extra

@@ -19,13 +19,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-from rasterio.transform import from_origin
 
 from engine import files as engine_files
 from engine.files import TEMP_PREFIX
-from engine.raster_output import _check_aux
+from engine.raster.raster_output import _check_aux
 
-from .conftest import LANDSAT, REPO, write_raster
+from .conftest import LANDSAT, REPO, segment_args, write_raster, write_tiled
 from .test_cli import package, run_cli  # noqa: F401 (fixture)
 
 
@@ -57,21 +56,6 @@ def rgb(tmp_path) -> Path:
     folder = tmp_path / "in"
     folder.mkdir()
     return write_raster(folder / "rgb.tif", data, descriptions=["blue", "green", "red"])
-
-
-def segment_args(package, source, output, *extra):  # noqa: F811
-    return [
-        "segment",
-        source,
-        output,
-        "--model",
-        package.path,
-        "--device",
-        "cpu",
-        "--progress",
-        "none",
-        *extra,
-    ]
 
 
 def expect_refused(capsys, args, message: str, watched: list[Path]) -> str:
@@ -301,7 +285,7 @@ def test_failure_while_building_overviews_is_one_line(tmp_path, capsys, package,
     out = tmp_path / "out"
     out.mkdir()
 
-    from engine import raster_output
+    from engine.raster import raster_output
 
     real_open = raster_output.rasterio.open
 
@@ -459,39 +443,27 @@ def _tiled_copy(tmp_path, name: str) -> Path:
     data = np.random.default_rng(2).integers(0, 255, (3, 512, 512), dtype=np.uint8)
     path = tmp_path / "in" / name
     path.parent.mkdir(exist_ok=True)
-    with rasterio.open(
-        path,
-        "w",
-        driver="GTiff",
-        height=512,
-        width=512,
-        count=3,
-        dtype="uint8",
-        crs="EPSG:32633",
-        transform=from_origin(500000, 4600000, 2, 2),
-        tiled=True,
-        blockxsize=256,
-        blockysize=256,
-        compress="deflate",
-    ) as dst:
-        dst.write(data)
-        for i, name_ in enumerate(["blue", "green", "red"]):
-            dst.set_band_description(i + 1, name_)
-    return path
+    return write_tiled(path, data, block=256)
+
+
+def _refused_unscaled(tmp_path, capsys, package, source: Path, message: str) -> str:  # noqa: F811
+    """Segments `source` without scaling into an empty tmp_path/out; asserts the refusal
+    (`message` in its line, the source's folder and out/ untouched) and returns its line."""
+    out = tmp_path / "out"
+    out.mkdir()
+    return expect_refused(
+        capsys,
+        segment_args(package, source, out / "x.tif", "--scaling", "none"),
+        message,
+        [source.parent, out],
+    )
 
 
 def test_truncated_geotiff_names_file_and_window(tmp_path, capsys, package):  # noqa: F811
     raster = _tiled_copy(tmp_path, "cut.tif")
     data = raster.read_bytes()
     raster.write_bytes(data[: len(data) * 2 // 3])
-    out = tmp_path / "out"
-    out.mkdir()
-    line = expect_refused(
-        capsys,
-        segment_args(package, raster, out / "x.tif", "--scaling", "none"),
-        "cut.tif",
-        [raster.parent, out],
-    )
+    line = _refused_unscaled(tmp_path, capsys, package, raster, "cut.tif")
     assert "at rows" in line or "not a raster GDAL can read" in line
 
 
@@ -502,14 +474,7 @@ def test_corrupt_block_names_file_and_window(tmp_path, capsys, package):  # noqa
     data = bytearray(raster.read_bytes())
     data[offset : offset + 64] = b"\xff" * 64
     raster.write_bytes(bytes(data))
-    out = tmp_path / "out"
-    out.mkdir()
-    line = expect_refused(
-        capsys,
-        segment_args(package, raster, out / "x.tif", "--scaling", "none"),
-        "corrupt.tif at rows ",
-        [raster.parent, out],
-    )
+    line = _refused_unscaled(tmp_path, capsys, package, raster, "corrupt.tif at rows ")
     assert "damaged" in line
 
 
@@ -520,14 +485,7 @@ def test_vrt_with_missing_source_names_the_file(tmp_path, capsys, package):  # n
     vrt = tmp_path / "in" / "mosaic.vrt"
     gdal.BuildVRT(str(vrt), [str(raster)]).FlushCache()
     raster.unlink()
-    out = tmp_path / "out"
-    out.mkdir()
-    expect_refused(
-        capsys,
-        segment_args(package, vrt, out / "x.tif", "--scaling", "none"),
-        "mosaic.vrt",
-        [vrt.parent, out],
-    )
+    _refused_unscaled(tmp_path, capsys, package, vrt, "mosaic.vrt")
 
 
 # --- requests that cannot fit ------------------------------------------------------------

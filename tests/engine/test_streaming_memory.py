@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import rasterio
 
-from engine.pipeline import SegmentOptions, segment
+from engine.run.pipeline import SegmentOptions, segment
 
 from .conftest import LANDSAT, write_raster
 

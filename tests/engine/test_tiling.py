@@ -4,8 +4,8 @@ import sys
 import numpy as np
 import pytest
 
-from engine.blending import StripAccumulator, decide_classes
-from engine.tiling import WINDOW_FLOOR, Tile, TilePlan, axis_starts, blend_window, plan_tiles
+from engine.run.blending import StripAccumulator, decide_classes
+from engine.run.tiling import WINDOW_FLOOR, Tile, TilePlan, axis_starts, blend_window, plan_tiles
 
 
 @pytest.mark.parametrize(

@@ -15,19 +15,8 @@ from engine.cli import main
 from engine.crossearth.convert import read_checkpoint
 from engine.errors import CrossEarthError
 
+from ..helpers import checksums
 from .conftest import TINY_CONFIG, TINY_STATE, requires_official
-
-
-def checksums(folder: Path) -> dict[str, str]:
-    result = {}
-    for root, dirs, files in os.walk(folder):
-        for name in dirs:
-            result[os.path.relpath(os.path.join(root, name), folder)] = "folder"
-        for name in files:
-            path = os.path.join(root, name)
-            with open(path, "rb") as handle:
-                result[os.path.relpath(path, folder)] = hashlib.sha256(handle.read()).hexdigest()
-    return result
 
 
 def convert_cli(capsys, checkpoint, output, *extra):

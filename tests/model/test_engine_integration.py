@@ -5,7 +5,7 @@ import rasterio
 import torch
 
 from engine import load_model
-from engine.pipeline import LoadedModel, SegmentOptions, segment
+from engine.run.pipeline import LoadedModel, SegmentOptions, segment
 
 from ..engine.conftest import LANDSAT, write_raster
 
@@ -52,9 +52,9 @@ def test_tiled_run_on_a_larger_raster(tmp_path, tiny_package):
 def test_input_scale_runs_the_network_on_a_finer_grid(tmp_path):
     from engine.crossearth.model import CrossEarth
     from engine.crossearth.presets import architecture_config, make_card
-    from engine.model_card import ClassInfo
-    from engine.packages import save_package
-    from engine.scaled_model import ScaledModel
+    from engine.models.model_card import ClassInfo
+    from engine.models.packages import save_package
+    from engine.run.scaled_model import ScaledModel
 
     config = architecture_config("tiny", 2)
     classes = (ClassInfo(0, "a", (0, 0, 0)), ClassInfo(1, "b", (255, 255, 255)))
@@ -98,7 +98,7 @@ def test_card_refuses_a_bad_input_scale():
     import pytest
 
     from engine.errors import CrossEarthError
-    from engine.model_card import card_from_dict
+    from engine.models.model_card import card_from_dict
 
     with pytest.raises(CrossEarthError, match="input_scale: must be a positive whole number"):
         card_from_dict(

@@ -11,14 +11,14 @@ import torch
 from engine.crossearth.config import CrossEarthConfig
 from engine.crossearth.model import CrossEarth
 from engine.crossearth.presets import checkpoint_preset, preset_card
-from engine.packages import save_package
+from engine.models.packages import save_package
 
 CHILD = textwrap.dedent(
     """
     import json, resource, sys
     import torch
-    from engine.loading import load_package_model
-    from engine.packages import open_package
+    from engine.models.loading import load_package_model
+    from engine.models.packages import open_package
 
     package = open_package(sys.argv[1])
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

@@ -11,8 +11,8 @@ import rasterio
 import torch
 import torch.nn.functional as F
 
-from engine.loading import load_package_model
-from engine.packages import find_package
+from engine.models.loading import load_package_model
+from engine.models.packages import find_package
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "resources" / "samples" / "raleigh_landsat7_sample.tif"

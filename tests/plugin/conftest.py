@@ -103,6 +103,15 @@ def fresh_qgis_config(target: Path) -> Path:
     return target
 
 
+def _restore_environ(saved: dict[str, str | None]) -> None:
+    """Puts back environment variables as they were (None: the variable was not set)."""
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
 @pytest.fixture(scope="session", autouse=True)
 def isolated_qgis_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """pytest-qgis points QSettings at REPO/.qgis-settings (a name it fixes; ignored by git);
@@ -116,11 +125,7 @@ def isolated_qgis_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator
     saved = {k: os.environ.get(k) for k in ("QGIS_CUSTOM_CONFIG_PATH", "QGIS_OPTIONS_PATH")}
     os.environ["QGIS_CUSTOM_CONFIG_PATH"] = os.environ["QGIS_OPTIONS_PATH"] = str(config)
     yield config
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    _restore_environ(saved)
 
 
 @pytest.fixture(autouse=True)
@@ -147,7 +152,7 @@ def no_warm_worker_after_the_test() -> Iterator[None]:
     """The dock and the algorithms keep a warm engine worker between runs; each test ends it,
     so that no test talks to a worker started with another test's environment or models."""
     yield
-    from crossearth_qgis import warm_worker
+    from crossearth_qgis.worker import warm_worker
 
     warm_worker.stop_all()
 
@@ -170,11 +175,7 @@ def engine_fixtures(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     os.environ["CROSSEARTH_MODELS_DIR"] = str(out / "models")
     os.environ["CROSSEARTH_PYTHON"] = ENGINE_PYTHON
     yield out
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    _restore_environ(saved)
 
 
 @pytest.fixture(scope="session")
@@ -245,6 +246,22 @@ def catalog_json(engine_fixtures: Path) -> dict[str, Any]:
     return engine_json("models")
 
 
+@pytest.fixture(scope="module")
+def provider():
+    """The plugin's Processing provider, registered for one test module. Without pytest-qgis's
+    qgis_processing: Processing.initialize() would create folders in the .qgis-settings profile
+    pytest-qgis starts QGIS with. processing.run needs only the registry."""
+    from qgis.core import QgsApplication
+
+    from crossearth_qgis.processing.provider import CrossEarthProvider
+
+    registry = QgsApplication.processingRegistry()
+    added = CrossEarthProvider()
+    assert registry.addProvider(added)
+    yield added
+    registry.removeProvider(added)
+
+
 @pytest.fixture
 def project(qgis_new_project: QgsProject) -> QgsProject:
     return qgis_new_project
@@ -265,8 +282,8 @@ def add_raster(project: QgsProject) -> Callable[[Path], QgsRasterLayer]:
 def dock(qgis_iface, project, catalog_json, engine_check):
     """The real dock, with the model list and devices the engine reported (asked once per
     session; test_dock_asks_the_engine_for_models_and_devices covers the asking itself)."""
-    from crossearth_qgis.dock import CrossEarthDock
-    from crossearth_qgis.models import catalog_from_json
+    from crossearth_qgis.dock.panel import CrossEarthDock
+    from crossearth_qgis.worker.models import catalog_from_json
 
     widget = CrossEarthDock(qgis_iface, qgis_iface.mainWindow())
     widget.set_catalog(catalog_from_json(catalog_json), select=MODEL_NAME)

@@ -20,8 +20,8 @@ import torch
 
 from engine.crossearth.model import CrossEarth
 from engine.crossearth.presets import architecture_config, make_card
-from engine.model_card import ClassInfo
-from engine.packages import save_package
+from engine.models.model_card import ClassInfo
+from engine.models.packages import save_package
 
 LANDCOVER = (
     ClassInfo(0, "water", (30, 100, 220)),
@@ -79,6 +79,6 @@ def main(out: Path) -> None:
 if __name__ == "__main__":
     main(Path(sys.argv[1]))
     if "--onnx" in sys.argv[2:]:
-        from engine.export import export_onnx
+        from engine.models.export import export_onnx
 
         export_onnx(Path(sys.argv[1]) / "models" / "tiny-landcover")

@@ -91,7 +91,7 @@ def main(output: Path, work: Path) -> dict:
     app = QgsApplication([], True)
     app.initQgis()
     sys.path.insert(0, str(REPO))
-    from crossearth_qgis.dock import CrossEarthDock
+    from crossearth_qgis.dock.panel import CrossEarthDock
     from crossearth_qgis.plugin import ICON
 
     window = QMainWindow()

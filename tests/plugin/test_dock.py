@@ -27,9 +27,10 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QSize, Qt, QTimer
 from qgis.PyQt.QtGui import QColor, QImage
 
-from crossearth_qgis import engine_task, settings
-from crossearth_qgis.dock import ADD_MODEL, ADD_MODEL_TEXT, AREA_CANVAS, AREA_SELECTION
-from crossearth_qgis.requests import ConvertRequest
+from crossearth_qgis import settings
+from crossearth_qgis.dock.panel import ADD_MODEL, ADD_MODEL_TEXT, AREA_CANVAS, AREA_SELECTION
+from crossearth_qgis.worker import engine_task
+from crossearth_qgis.worker.requests import ConvertRequest
 
 from .conftest import (
     CLASSES,
@@ -88,7 +89,7 @@ def critical(dock) -> list[str]:
 
 
 def test_dock_asks_the_engine_for_models_and_devices(qgis_iface, project, engine_check):
-    from crossearth_qgis.dock import CrossEarthDock
+    from crossearth_qgis.dock.panel import CrossEarthDock
 
     dock = CrossEarthDock(qgis_iface, qgis_iface.mainWindow())
     try:
@@ -384,7 +385,7 @@ def test_error_engine_environment_missing(dock, add_raster, rasters, monkeypatch
 def test_error_engine_environment_without_torch(dock, add_raster, rasters, monkeypatch, tmp_path):
     system_python = shutil.which("python3", path="/usr/bin")
     monkeypatch.setenv("CROSSEARTH_PYTHON", system_python)
-    from crossearth_qgis.engine_env import missing_modules
+    from crossearth_qgis.environment.engine_env import missing_modules
 
     if "torch" not in missing_modules(Path(system_python)):
         pytest.skip("the system Python has torch here")
@@ -550,7 +551,7 @@ def test_choosing_add_model_opens_the_dialog_and_keeps_the_model(dock, monkeypat
 
 
 def test_add_model_dialog_builds_the_conversion(tmp_path):
-    from crossearth_qgis.add_model import MMSEG_CONFIG_CHOICE, AddModelDialog
+    from crossearth_qgis.dock.add_model import MMSEG_CONFIG_CHOICE, AddModelDialog
 
     dialog = AddModelDialog(["casid-sub-source", "potsdam-r-source"], str(tmp_path))
     assert not dialog.is_conversion()

@@ -10,11 +10,11 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from qgis.core import Qgis, QgsApplication, QgsProcessingException
+from qgis.core import Qgis, QgsProcessingException
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtWidgets import QMessageBox
 
-from crossearth_qgis.dock import DOWNLOAD_PREFIX
+from crossearth_qgis.dock.panel import DOWNLOAD_PREFIX
 
 from ..hub_server import HubServer, HubState
 from .conftest import assert_plain, bar_messages, wait_for
@@ -65,17 +65,6 @@ def local_hub(tmp_path, monkeypatch):
 
 def _blobs(hub) -> list[Path]:
     return [p for p in hub.cache.rglob("*") if p.parent.name == "blobs"]
-
-
-@pytest.fixture(scope="module")
-def provider():
-    from crossearth_qgis.processing.provider import CrossEarthProvider
-
-    registry = QgsApplication.processingRegistry()
-    added = CrossEarthProvider()
-    assert registry.addProvider(added)
-    yield added
-    registry.removeProvider(added)
 
 
 def test_download_model_algorithm(provider, local_hub):

@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 import tomllib
 
-from crossearth_qgis import engine_env, engine_setup_task, settings
-from crossearth_qgis.engine_env import (
+from crossearth_qgis import settings
+from crossearth_qgis.environment import capabilities, engine_env
+from crossearth_qgis.environment import setup_task as engine_setup_task
+from crossearth_qgis.environment.engine_env import (
     EngineEnvironmentError,
     auto_detect,
     engine_code_dir,
@@ -18,8 +20,12 @@ from crossearth_qgis.engine_env import (
     resolve_interpreter,
     worker_environment,
 )
-from crossearth_qgis.engine_setup import read_record, requirements_file, venv_python
-from crossearth_qgis.options import UPGRADE_TEXT, CrossEarthOptionsPage, check_summary
+from crossearth_qgis.environment.engine_setup import read_record, requirements_file, venv_python
+from crossearth_qgis.environment.options_page import (
+    UPGRADE_TEXT,
+    CrossEarthOptionsPage,
+    check_summary,
+)
 from tests.conftest import LIGHT_ENGINE
 from tests.package_index import serve_index
 
@@ -208,7 +214,7 @@ def test_choosing_light_and_clicking_set_up_installs_light(
     assert not local_index.projects_asked() & {"torch", "timm", "torchvision", "ray"}
     assert not list(venv.glob("lib/python*/site-packages/torch"))
     assert list(venv.glob("lib/python*/site-packages/onnxruntime"))
-    known = engine_setup_task.known_capabilities(python)
+    known = capabilities.known(python)
     assert known is not None and known["features"]["segment"] and not known["features"]["train"]
     # The page offers to grow it into Full, with the size said beforehand.
     assert page.upgrade_button.isVisibleTo(page) and page.upgrade_button.text() == UPGRADE_TEXT
@@ -272,7 +278,7 @@ def test_adding_pytorch_grows_the_light_environment_in_place(
 def test_requirements_read_without_tomllib(monkeypatch):
     """QGIS on Windows ships Python 3.9, which has no tomllib: the fallback reader gives the
     same lists."""
-    from crossearth_qgis import requirements
+    from crossearth_qgis.environment import requirements
 
     pyproject = REPO / "pyproject.toml"
     with_tomllib = requirements.setup_requirements(pyproject)

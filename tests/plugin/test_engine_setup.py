@@ -14,9 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from crossearth_qgis import base_python, engine_setup, settings
-from crossearth_qgis.engine_env import EngineEnvironmentError, auto_detect, resolve_interpreter
-from crossearth_qgis.engine_setup import (
+from crossearth_qgis import settings
+from crossearth_qgis.environment import base_python, engine_setup
+from crossearth_qgis.environment.engine_env import (
+    EngineEnvironmentError,
+    auto_detect,
+    resolve_interpreter,
+)
+from crossearth_qgis.environment.engine_setup import (
     EngineSetupError,
     read_record,
     setup_environment,

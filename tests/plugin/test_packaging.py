@@ -77,7 +77,7 @@ def test_zip_holds_real_files_with_the_engine_runtime(plugin_zip):
         for icon in ("crossearth.svg", "crossearth.png"):
             data = archive.read(f"{PLUGIN}/icons/{icon}")
             assert data == (REPO / "resources" / "icons" / icon).read_bytes()
-        for module in ("engine/cli.py", "engine/pipeline.py", "engine/crossearth/model.py"):
+        for module in ("engine/cli.py", "engine/run/pipeline.py", "engine/crossearth/model.py"):
             assert archive.read(f"{PLUGIN}/runtime/{module}") == (REPO / module).read_bytes()
         assert f"{PLUGIN}/runtime/training/__init__.py" in names
         assert f"{PLUGIN}/runtime/resources/models/" in names
@@ -91,7 +91,8 @@ def test_zip_holds_real_files_with_the_engine_runtime(plugin_zip):
         assert archive.read(f"{PLUGIN}/LICENSE") == (REPO / "LICENSE").read_bytes()
         model_license = archive.read(f"{PLUGIN}/runtime/resources/LICENSE")
         assert model_license == (REPO / "resources" / "LICENSE").read_bytes()
-        for plugin_module in ("plugin.py", "dock.py", "worker.py", "processing/provider.py"):
+        modules = ("plugin.py", "dock/panel.py", "worker/client.py", "processing/provider.py")
+        for plugin_module in modules:
             assert f"{PLUGIN}/{plugin_module}" in names
         requirements = archive.read(f"{PLUGIN}/runtime/requirements.txt").decode().splitlines()
         light_requirements = (
@@ -159,12 +160,12 @@ def test_installed_copy_loads_its_gui_and_finds_its_runtime(plugin_zip, qgis_ifa
         plugin.initGui()
         registry = QgsApplication.processingRegistry()
         assert registry.algorithmById("crossearth:segmentraster") is not None
-        engine_env = sys.modules[f"{alias}.engine_env"]
+        engine_env = sys.modules[f"{alias}.environment.engine_env"]
         assert engine_env.engine_code_dir() == installed / "runtime"
         assert not engine_env.is_development_checkout()
-        engine_setup = sys.modules[f"{alias}.engine_setup"]
+        engine_setup = sys.modules[f"{alias}.environment.engine_setup"]
         assert engine_setup.requirements_file() == installed / "runtime" / "requirements.txt"
-        catalog = sys.modules[f"{alias}.models"].list_models()
+        catalog = sys.modules[f"{alias}.worker.models"].list_models()
         assert catalog.bundled_dir == str(installed / "runtime" / "resources" / "models")
         assert MODEL_NAME in [m.name for m in catalog.models]
         plugin.unload()

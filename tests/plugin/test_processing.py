@@ -32,8 +32,6 @@ from qgis.core import (
     QgsRectangle,
 )
 
-from crossearth_qgis.processing.provider import CrossEarthProvider
-
 from .conftest import (
     CLASSES,
     ENGINE_PYTHON,
@@ -45,18 +43,6 @@ from .conftest import (
 )
 
 SEGMENT = "crossearth:segmentraster"
-
-
-@pytest.fixture(scope="module")
-def provider():
-    # Without pytest-qgis's qgis_processing: Processing.initialize() would create folders in
-    # the .qgis-settings profile pytest-qgis starts QGIS with. processing.run needs only the
-    # registry.
-    registry = QgsApplication.processingRegistry()
-    added = CrossEarthProvider()
-    assert registry.addProvider(added)
-    yield added
-    registry.removeProvider(added)
 
 
 def raster_values(path: Path) -> tuple[np.ndarray, tuple, str, list]:
@@ -118,7 +104,7 @@ def test_processing_run_and_qgis_process_produce_the_same_raster(
 ):
     import processing
 
-    caplog.set_level(logging.INFO, logger="crossearth_qgis.worker")
+    caplog.set_level(logging.INFO, logger="crossearth_qgis.worker.client")
     feedback = RecordingFeedback()
     first = tmp_path / "processing_run.tif"
     result = processing.run(
@@ -507,8 +493,8 @@ def test_model_is_a_choice_of_installed_models_and_runtime_of_installed_runtimes
 ):
     from processing.gui.wrappers import DIALOG_STANDARD
 
-    from crossearth_qgis import engine_setup_task
-    from crossearth_qgis.engine_env import resolve_interpreter
+    from crossearth_qgis.environment import capabilities
+    from crossearth_qgis.environment.engine_env import resolve_interpreter
     from crossearth_qgis.processing.model_choice import DEFAULT_TEXT, model_choice_wrapper
     from crossearth_qgis.processing.segment_raster import HELP, SegmentRasterAlgorithm
 
@@ -528,7 +514,7 @@ def test_model_is_a_choice_of_installed_models_and_runtime_of_installed_runtimes
 
     # RUNTIME lists what the selected environment has, once it was probed.
     python = resolve_interpreter().python
-    engine_setup_task.remember_capabilities(python, {"runtimes": {"onnxruntime": "1.32"}})
+    capabilities.remember(python, {"runtimes": {"onnxruntime": "1.32"}})
     narrowed = SegmentRasterAlgorithm()
     narrowed.initAlgorithm()
     assert narrowed.parameterDefinition("RUNTIME").options() == ["auto", "onnxruntime"]

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from crossearth_qgis import warm_worker
-from crossearth_qgis.engine_env import resolve_interpreter
-from crossearth_qgis.engine_errors import EngineCancelled
-from crossearth_qgis.requests import SegmentRequest
-from crossearth_qgis.worker import run_engine
+from crossearth_qgis.environment.engine_env import resolve_interpreter
+from crossearth_qgis.worker import warm_worker
+from crossearth_qgis.worker.client import run_engine
+from crossearth_qgis.worker.engine_errors import EngineCancelled
+from crossearth_qgis.worker.requests import SegmentRequest
 from engine.commands.serve import SERVED_COMMANDS
 
 from .conftest import MODEL_NAME
@@ -137,8 +137,8 @@ def test_a_run_waits_for_a_quick_question_rather_than_load_its_model_cold(raster
 
 def test_the_idle_time_is_set_in_the_options_page_and_zero_turns_it_off(qgis_iface):
     from crossearth_qgis import settings
-    from crossearth_qgis.engine_task import EngineTask
-    from crossearth_qgis.options import CrossEarthOptionsPage
+    from crossearth_qgis.environment.options_page import CrossEarthOptionsPage
+    from crossearth_qgis.worker.engine_task import EngineTask
 
     page = CrossEarthOptionsPage(None, qgis_iface)
     assert page.idle_spin.value() == settings.DEFAULT_WORKER_IDLE_MINUTES == 10

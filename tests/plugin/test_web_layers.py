@@ -27,19 +27,22 @@ from qgis.core import (
     QgsVectorLayer,
 )
 
-from crossearth_qgis import layer_export, settings
-from crossearth_qgis.layer_export import (
-    DATA,
-    FILE,
-    RENDERED,
+from crossearth_qgis import settings
+from crossearth_qgis.layers import export as layer_export
+from crossearth_qgis.layers.export import (
     TEMP_PREFIX,
     ExportCancelled,
     ExportError,
     export_layer,
+)
+from crossearth_qgis.layers.export_plan import plan_export
+from crossearth_qgis.layers.grid import (
+    DATA,
+    FILE,
+    RENDERED,
     layer_gsd_m,
     layer_kind,
     metres_per_unit,
-    plan_export,
 )
 
 from .conftest import MODEL_NAME, bar_messages, wait_for
@@ -334,7 +337,7 @@ def agreement(a: Path, b: Path) -> float:
 def select_area(dock, project, box: tuple[float, ...], crs) -> None:
     """Area: the extent of a selected polygon (the test's map canvas is never shown, so its
     extent keeps the shape of its default size)."""
-    from crossearth_qgis.dock import AREA_SELECTION
+    from crossearth_qgis.dock.panel import AREA_SELECTION
 
     polygons = QgsVectorLayer(f"Polygon?crs={crs.authid()}", "area", "memory")
     feature = QgsFeature()
@@ -362,7 +365,7 @@ def run_dock(dock):
 def test_dock_segments_a_web_layer_like_the_source_raster(
     dock, tiles, xyz_layer, add_raster, project, tmp_path
 ):
-    from crossearth_qgis.dock import GSD_NATIVE
+    from crossearth_qgis.dock.panel import GSD_NATIVE
 
     select_area(dock, project, inside(tiles["extent"], 10), xyz_layer.crs())
     dock.gsd_combo.setCurrentIndex(dock.gsd_combo.findData(GSD_NATIVE))
@@ -441,8 +444,8 @@ def test_dock_reports_a_web_layer_that_gives_no_image(dock, tiles, project, tmp_
 
 
 def test_dock_asks_before_reading_a_large_area(dock, tiles, xyz_layer, qgis_iface, monkeypatch):
-    from crossearth_qgis import dock as dock_module
-    from crossearth_qgis.dock import AREA_WHOLE
+    from crossearth_qgis.dock import panel as dock_module
+    from crossearth_qgis.dock.panel import AREA_WHOLE
 
     canvas = qgis_iface.mapCanvas()
     canvas.setDestinationCrs(xyz_layer.crs())
@@ -491,7 +494,7 @@ def test_dock_shows_the_layer_and_model_gsd_and_warns_when_far_apart(
 
 
 def test_web_layer_and_a_model_for_other_bands(dock, xyz_layer, catalog_json):
-    from crossearth_qgis.models import catalog_from_json
+    from crossearth_qgis.worker.models import catalog_from_json
 
     dock.set_catalog(catalog_from_json(catalog_json), select="crossearth-landsat-lc")
     dock.layer_combo.setLayer(xyz_layer)
@@ -504,7 +507,7 @@ def test_web_layer_and_a_model_for_other_bands(dock, xyz_layer, catalog_json):
 def test_dock_post_processing_and_resolution_reach_the_command_line(
     dock, rasters, add_raster, tmp_path
 ):
-    from crossearth_qgis.dock import GSD_METRES
+    from crossearth_qgis.dock.panel import GSD_METRES
 
     dock.layer_combo.setLayer(add_raster(rasters["rgb"], "olinda"))
     dock.output_widget.setFilePath(str(tmp_path / "out.tif"))
@@ -538,19 +541,6 @@ def test_dock_post_processing_and_resolution_reach_the_command_line(
 
 
 # --- Processing -----------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def provider():
-    from qgis.core import QgsApplication
-
-    from crossearth_qgis.processing.provider import CrossEarthProvider
-
-    registry = QgsApplication.processingRegistry()
-    added = CrossEarthProvider()
-    assert registry.addProvider(added)
-    yield added
-    registry.removeProvider(added)
 
 
 class TextFeedback(QgsProcessingFeedback):

@@ -8,17 +8,17 @@ from pathlib import Path
 
 import pytest
 
-from crossearth_qgis.engine_env import Interpreter
-from crossearth_qgis.engine_errors import (
+from crossearth_qgis.environment.engine_env import Interpreter
+from crossearth_qgis.worker.client import run_engine
+from crossearth_qgis.worker.engine_errors import (
     EngineCancelled,
     EngineError,
     analyst_message,
     reported_error,
     sentence,
 )
-from crossearth_qgis.eta import EtaEstimator, format_eta
-from crossearth_qgis.requests import SegmentRequest
-from crossearth_qgis.worker import run_engine
+from crossearth_qgis.worker.eta import EtaEstimator, format_eta
+from crossearth_qgis.worker.requests import SegmentRequest
 
 from .conftest import MODEL_NAME, assert_plain
 

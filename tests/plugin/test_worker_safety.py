@@ -18,14 +18,13 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from osgeo import gdal, osr
-from qgis.core import Qgis, QgsApplication, QgsProcessingException
+from qgis.core import Qgis, QgsProcessingException
 
-from crossearth_qgis import dock as dock_module
-from crossearth_qgis.engine_env import Interpreter
-from crossearth_qgis.engine_errors import EngineCancelled, EngineError, analyst_message
-from crossearth_qgis.processing.provider import CrossEarthProvider
-from crossearth_qgis.requests import ConvertRequest, FineTuneRequest, SegmentRequest
-from crossearth_qgis.worker import SCRATCH_PREFIX, TEMP_PREFIX, run_engine
+from crossearth_qgis.dock import panel as dock_module
+from crossearth_qgis.environment.engine_env import Interpreter
+from crossearth_qgis.worker.client import SCRATCH_PREFIX, TEMP_PREFIX, run_engine
+from crossearth_qgis.worker.engine_errors import EngineCancelled, EngineError, analyst_message
+from crossearth_qgis.worker.requests import ConvertRequest, FineTuneRequest, SegmentRequest
 
 from .conftest import (
     CLASSES,
@@ -364,7 +363,7 @@ def test_a_finished_worker_keeps_its_output(fake_interpreter, tmp_path):
 def test_a_real_worker_killed_mid_write_leaves_nothing(rasters, tmp_path, monkeypatch):
     """The real engine, killed with SIGKILL (no time to unwind) while it writes its outputs:
     what it announced is removed; the unrelated files beside the outputs stay."""
-    from crossearth_qgis import worker
+    from crossearth_qgis.worker import client as worker
 
     removed: list[list[Path]] = []
     real_remove = worker.remove_announced_temporaries
@@ -407,21 +406,12 @@ def test_a_real_worker_killed_mid_write_leaves_nothing(rasters, tmp_path, monkey
 # --- 4. replacing only what the analyst confirmed -------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def provider():
-    registry = QgsApplication.processingRegistry()
-    added = CrossEarthProvider()
-    assert registry.addProvider(added)
-    yield added
-    registry.removeProvider(added)
-
-
 def test_processing_replaces_an_output_it_was_given(provider, west_raster, tmp_path, caplog):
     import logging
 
     import processing
 
-    caplog.set_level(logging.INFO, logger="crossearth_qgis.worker")
+    caplog.set_level(logging.INFO, logger="crossearth_qgis.worker.client")
     output = tmp_path / "existing.tif"
     gdal.Translate(str(output), str(west_raster), bandList=[1], srcWin=[0, 0, 8, 8])
     source_before = hashlib.sha256(west_raster.read_bytes()).hexdigest()

@@ -10,11 +10,12 @@ from rasterio.transform import Affine
 from engine.crossearth.model import CrossEarth
 from engine.crossearth.presets import architecture_config, make_card
 from engine.errors import CrossEarthError
-from engine.model_card import ClassInfo
-from engine.packages import save_package
+from engine.models.model_card import ClassInfo
+from engine.models.packages import save_package
 from training.config import IGNORE
 from training.data import TRAIN, VAL, WindowSampler, load_training_data
-from training.trainer import _input_spec_from_scratch, train
+from training.run_setup import _input_spec_from_scratch
+from training.trainer import train
 
 from .conftest import IMAGE, LABELS, recipe
 

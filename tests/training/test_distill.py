@@ -16,8 +16,8 @@ import torch
 from engine.cli import main
 from engine.crossearth.model import semantic_scores
 from engine.errors import ConfigError, CrossEarthError
-from engine.packages import open_package
-from engine.pipeline import SegmentOptions, segment
+from engine.models.packages import open_package
+from engine.run.pipeline import SegmentOptions, segment
 from training import distill
 from training.config import ClassSpec
 from training.data import TRAIN, VAL, load_training_data

@@ -7,10 +7,10 @@ import rasterio
 from osgeo import gdal, ogr, osr
 from rasterio.warp import Resampling, calculate_default_transform, reproject
 
-from engine.raster_input import open_raster
+from engine.raster.raster_input import open_raster
 from training.config import IGNORE
 from training.data import load_training_data
-from training.trainer import _input_spec_from_scratch
+from training.run_setup import _input_spec_from_scratch
 
 from .conftest import AREA, IMAGE, LABELS, recipe
 

@@ -7,7 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
-from engine.model_card import InputSpec
+from engine.models.model_card import InputSpec
 from training.config import load_yaml
 from training.data import load_training_data
 from training.network import from_architecture

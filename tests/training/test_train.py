@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from engine.cli import main
-from engine.packages import open_package
+from engine.models.packages import open_package
 from training.trainer import TrainingCancelled, train
 
 from .conftest import REPO, recipe

@@ -4,7 +4,6 @@ no training checkpoint; it replaces a package it wrote itself."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 from pathlib import Path
@@ -15,26 +14,15 @@ from safetensors.torch import save_file
 
 from engine.cli import main
 from engine.errors import CrossEarthError
-from engine.packages import open_package
+from engine.models.packages import open_package
 from training.trainer import train
 
+from ..helpers import checksums
 from .conftest import IMAGE, LABEL_MAP, LABELS, REPO, recipe
 
 BUNDLED = REPO / "resources" / "models" / "crossearth-landsat-lc"
 
 MAP = ",".join(f"{value}={name}" for value, name in LABEL_MAP.items())
-
-
-def checksums(folder: Path) -> dict[str, str]:
-    result = {}
-    for root, dirs, files in os.walk(folder):
-        for name in dirs:
-            result[os.path.relpath(os.path.join(root, name), folder)] = "folder"
-        for name in files:
-            path = os.path.join(root, name)
-            with open(path, "rb") as handle:
-                result[os.path.relpath(path, folder)] = hashlib.sha256(handle.read()).hexdigest()
-    return result
 
 
 @pytest.fixture

@@ -1,0 +1,305 @@
+"""The dock's form, built in sections: what to segment with which model, the advanced
+options, post-processing and the run controls (a part of CrossEarthDock).
+"""
+
+from __future__ import annotations
+
+from qgis.core import QgsApplication
+from qgis.gui import (
+    QgsCheckableComboBox,
+    QgsCollapsibleGroupBox,
+    QgsDoubleSpinBox,
+    QgsFileWidget,
+    QgsMapLayerComboBox,
+    QgsSpinBox,
+)
+from qgis.PyQt.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from .. import qgis_enums
+from ..worker.requests import RUNTIME_LABELS
+from .choices import LayerChoices
+from .fit_panel import ModelFitPanel
+
+AREA_WHOLE, AREA_CANVAS, AREA_SELECTION = "whole", "canvas", "selection"
+GSD_AUTO, GSD_NATIVE, GSD_METRES = "auto", "native", "metres"
+REGION_UNITS = [("pixels", "px"), ("m²", "m2"), ("ha", "ha")]
+
+
+# The dock's Runtime choices (the engine's --runtime values).
+RUNTIME_CHOICES = tuple((label, name) for name, label in RUNTIME_LABELS.items())
+
+
+class DockForm:
+    """Builds the widgets; the other parts of the dock fill them and read them."""
+
+    def _build(self) -> None:
+        body = QWidget()
+        layout = QVBoxLayout(body)
+        layout.addLayout(self._build_choices())
+        layout.addWidget(self._build_advanced())
+        self._build_post_processing(layout)
+        self._build_run_controls(layout)
+        layout.addStretch(1)
+        self.setWidget(body)
+
+        self.model_combo.currentIndexChanged.connect(self._model_changed)
+        self.layer_combo.layerChanged.connect(self._layer_or_model_changed)
+        self.fit_panel.useModel.connect(self.select_model)
+        self.fit_panel.downloadModel.connect(self.offer_download)
+        self.fit_panel.setUpFull.connect(self.open_options)
+        self.area_combo.currentIndexChanged.connect(self._area_changed)
+        self.area_combo.currentIndexChanged.connect(self.update_resolution_info)
+        self.layer_combo.layerChanged.connect(self.update_resolution_info)
+        self._area_changed()
+        self._fill_devices()
+
+    def _build_choices(self) -> QFormLayout:
+        """The layer, the model, the device and the area, with notes on the resolution."""
+        form = QFormLayout()
+        self.layer_combo = QgsMapLayerComboBox()
+        self.layer_combo.setFilters(qgis_enums.RASTER_LAYERS)
+        self.layer_combo.setAllowEmptyLayer(True)
+        form.addRow("Raster layer", self.layer_combo)
+
+        self.model_combo = QComboBox()
+        self.model_combo.setSizeAdjustPolicy(
+            QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
+        )
+        self.refresh_button = QToolButton()
+        self.refresh_button.setIcon(QgsApplication.getThemeIcon("/mActionRefresh.svg"))
+        self.refresh_button.setToolTip("Look for models and GPUs again")
+        self.refresh_button.clicked.connect(self.refresh_engine_info)
+        row = QHBoxLayout()
+        row.addWidget(self.model_combo, 1)
+        row.addWidget(self.refresh_button)
+        form.addRow("Model", row)
+        self.model_info = QLabel()
+        self.model_info.setWordWrap(True)
+        form.addRow("", self.model_info)
+        self.fit_panel = ModelFitPanel()
+        form.addRow("", self.fit_panel)
+
+        self.device_combo = QComboBox()
+        form.addRow("Device", self.device_combo)
+
+        self.area_combo = QComboBox()
+        self.area_combo.addItem("Whole layer", AREA_WHOLE)
+        self.area_combo.addItem("Current map extent", AREA_CANVAS)
+        self.area_combo.addItem("Extent of selected features", AREA_SELECTION)
+        form.addRow("Area", self.area_combo)
+        self.area_layer_combo = QgsMapLayerComboBox()
+        self.area_layer_combo.setFilters(qgis_enums.POLYGON_LAYERS)
+        self.area_layer_label = QLabel("Polygons from")
+        form.addRow(self.area_layer_label, self.area_layer_combo)
+        self.resolution_label = QLabel()
+        self.resolution_label.setWordWrap(True)
+        form.addRow("", self.resolution_label)
+        self.gsd_warning = QLabel()
+        self.gsd_warning.setWordWrap(True)
+        self.gsd_warning.setStyleSheet("color: #b35c00")
+        form.addRow("", self.gsd_warning)
+        return form
+
+    def _build_advanced(self) -> QgsCollapsibleGroupBox:
+        """Tiling, bands and workers, the processing resolution, and the output files."""
+        self.advanced = QgsCollapsibleGroupBox("Advanced")
+        self.advanced.setCollapsed(True)
+        advanced = QFormLayout(self.advanced)
+        self._build_tiling(advanced)
+        self._build_resolution(advanced)
+        self._build_outputs(advanced)
+        return self.advanced
+
+    def _build_tiling(self, advanced: QFormLayout) -> None:
+        self.tile_spin = QgsSpinBox()
+        self.tile_spin.setRange(0, 4096)
+        self.tile_spin.setSingleStep(16)
+        self.tile_spin.setSpecialValueText("model's")
+        self.tile_spin.setClearValue(0)
+        self.tile_spin.setSuffix(" px")
+        advanced.addRow("Tile size", self.tile_spin)
+        self.overlap_spin = QgsSpinBox()
+        self.overlap_spin.setRange(-1, 2048)
+        self.overlap_spin.setSpecialValueText("model's")
+        self.overlap_spin.setClearValue(-1)
+        self.overlap_spin.setValue(-1)
+        self.overlap_spin.setSuffix(" px")
+        advanced.addRow("Overlap", self.overlap_spin)
+        self.batch_spin = QgsSpinBox()
+        self.batch_spin.setRange(1, 256)
+        self.batch_spin.setClearValue(4)
+        self.batch_spin.setValue(4)
+        advanced.addRow("Batch size", self.batch_spin)
+        self.bands_edit = QLineEdit()
+        self.bands_edit.setPlaceholderText("by band names, e.g. 3,2,1")
+        self.bands_edit.setToolTip(
+            "Band numbers of the raster, one per model input in the model's order"
+        )
+        advanced.addRow("Bands", self.bands_edit)
+        self.workers_label = QLabel("Workers")
+        self.workers_combo = QComboBox()
+        self.workers_combo.setToolTip(
+            "Share the layer among several model workers with Ray (one per GPU, or the CPU "
+            "cores divided among them); the result is the same as with one process"
+        )
+        advanced.addRow(self.workers_label, self.workers_combo)
+        self._fill_workers({})  # shown once the engine reports Ray (see _devices_checked)
+        self.runtime_combo = QComboBox()
+        self.runtime_combo.setToolTip(
+            "What runs the model. Auto: PyTorch on a GPU; on the CPU ONNX Runtime when the "
+            "model has an ONNX graph (faster), else PyTorch"
+        )
+        # Compiling is a PyTorch option: on the runtime's row, so the dock stays as tall.
+        self.compile_check = QCheckBox("Compile")
+        self.compile_check.setToolTip(
+            "torch.compile (PyTorch runtime): the first run with a tile and batch size compiles "
+            "for minutes, later runs start from the cache. Pays off on GPUs and long runs"
+        )
+        self.runtime_combo.currentIndexChanged.connect(self._runtime_changed)
+        self.fill_runtimes(None)  # narrowed to the installed ones once the engine reports
+        row = QHBoxLayout()
+        row.addWidget(self.runtime_combo, 1)
+        row.addWidget(self.compile_check)
+        advanced.addRow("Runtime", row)
+
+    def form_choices(self) -> LayerChoices:
+        """The choices that belong to the layer and model shown (see dock_choices)."""
+        return LayerChoices(
+            bands=self.bands_edit.text(),
+            gsd=self.gsd_combo.currentData(),
+            gsd_m=self.gsd_spin.value(),
+            runtime=self.runtime_combo.currentData(),
+        )
+
+    def set_form_choices(self, choices: LayerChoices) -> None:
+        self.bands_edit.setText(choices.bands)
+        self.gsd_combo.setCurrentIndex(max(0, self.gsd_combo.findData(choices.gsd)))
+        self.gsd_spin.setValue(choices.gsd_m)
+        # a runtime that this environment does not offer (any more) is Auto
+        self.runtime_combo.setCurrentIndex(max(0, self.runtime_combo.findData(choices.runtime)))
+
+    def fill_runtimes(self, installed: dict[str, str] | None) -> None:
+        """Auto and the runtimes installed in the engine environment (None: not known yet,
+        all of them)."""
+        wanted = self.runtime_combo.currentData()
+        self._has_torch = installed is None or "torch" in installed
+        self.runtime_combo.blockSignals(True)
+        self.runtime_combo.clear()
+        for label, runtime in RUNTIME_CHOICES:
+            if runtime == "auto" or installed is None or runtime in installed:
+                self.runtime_combo.addItem(label, runtime)
+        self.runtime_combo.setCurrentIndex(max(0, self.runtime_combo.findData(wanted)))
+        self.runtime_combo.blockSignals(False)
+        self._runtime_changed()
+
+    def _runtime_changed(self) -> None:
+        # The ONNX runtimes run an exported graph: there is nothing to compile (and without
+        # PyTorch, Auto is an ONNX runtime too).
+        runtime = self.runtime_combo.currentData()
+        self.compile_check.setEnabled(runtime == "torch" or (runtime == "auto" and self._has_torch))
+
+    def _build_outputs(self, advanced: QFormLayout) -> None:
+        self.output_widget = QgsFileWidget()
+        self.output_widget.setStorageMode(QgsFileWidget.StorageMode.SaveFile)
+        self.output_widget.setFilter("GeoTIFF (*.tif *.tiff)")
+        self.output_widget.lineEdit().setPlaceholderText("[Save to temporary file]")
+        # The dock asks before replacing anything when the job starts (see _confirm_replace):
+        # that also covers typed names and the confidence and polygon files beside the output.
+        self.output_widget.setConfirmOverwrite(False)
+        advanced.addRow("Output", self.output_widget)
+        self.confidence_check = QCheckBox("Also write a confidence raster")
+        advanced.addRow(self.confidence_check)
+        self.polygons_check = QCheckBox("Also write class polygons (GeoPackage)")
+        advanced.addRow(self.polygons_check)
+
+    def _build_run_controls(self, layout: QVBoxLayout) -> None:
+        """The run and cancel buttons, the progress bar and the status line."""
+        buttons = QHBoxLayout()
+        self.run_button = QPushButton("Segment layer")
+        self.run_button.setDefault(True)
+        self.run_button.clicked.connect(self.segment)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.clicked.connect(self.cancel)
+        buttons.addWidget(self.run_button, 1)
+        buttons.addWidget(self.cancel_button)
+        layout.addLayout(buttons)
+        self.progress_bar = QProgressBar()
+        self.progress_bar.setRange(0, 100)
+        self.progress_bar.setValue(0)
+        layout.addWidget(self.progress_bar)
+        self.status_label = QLabel("")
+        self.status_label.setWordWrap(True)
+        layout.addWidget(self.status_label)
+
+    def _build_resolution(self, advanced: QFormLayout) -> None:
+        self.gsd_combo = QComboBox()
+        self.gsd_combo.addItem("Auto (the model's GSD)", GSD_AUTO)
+        self.gsd_combo.addItem("Native (the layer's pixels)", GSD_NATIVE)
+        self.gsd_combo.addItem("Metres per pixel", GSD_METRES)
+        self.gsd_combo.setToolTip(
+            "The ground sample distance the model runs at. Auto resamples the layer on the fly "
+            "to the resolution the model was trained at; the result keeps the layer's grid."
+        )
+        self.gsd_spin = QgsDoubleSpinBox()
+        self.gsd_spin.setRange(0.01, 100000.0)
+        self.gsd_spin.setDecimals(2)
+        self.gsd_spin.setClearValue(1.0)
+        self.gsd_spin.setValue(1.0)
+        self.gsd_spin.setSuffix(" m")
+        self.gsd_spin.setEnabled(False)
+        row = QHBoxLayout()
+        row.addWidget(self.gsd_combo, 1)
+        row.addWidget(self.gsd_spin)
+        advanced.addRow("Processing resolution", row)
+        self.grid_combo = QComboBox()
+        self.grid_combo.addItem("The layer's grid", "source")
+        self.grid_combo.addItem("The processing grid (small results for fine imagery)", "model")
+        advanced.addRow("Result grid", self.grid_combo)
+        self.gsd_combo.currentIndexChanged.connect(self._gsd_changed)
+        self.gsd_spin.valueChanged.connect(self.update_resolution_info)
+
+    def _build_post_processing(self, layout: QVBoxLayout) -> None:
+        self.post_processing = QgsCollapsibleGroupBox("Post-processing")
+        self.post_processing.setCollapsed(True)
+        form = QFormLayout(self.post_processing)
+        self.min_region_spin = QgsDoubleSpinBox()
+        self.min_region_spin.setRange(0.0, 1e12)
+        self.min_region_spin.setDecimals(2)
+        self.min_region_spin.setSpecialValueText("off")
+        self.min_region_spin.setClearValue(0.0)
+        self.min_region_spin.setToolTip(
+            "Regions smaller than this are merged into the class around them"
+        )
+        self.min_region_unit = QComboBox()
+        for label, unit in REGION_UNITS:
+            self.min_region_unit.addItem(label, unit)
+        row = QHBoxLayout()
+        row.addWidget(self.min_region_spin, 1)
+        row.addWidget(self.min_region_unit)
+        form.addRow("Minimum region size", row)
+        self.keep_combo = QgsCheckableComboBox()
+        self.keep_combo.setDefaultText("none")
+        self.keep_combo.setToolTip("Small regions of these classes stay as they are")
+        form.addRow("Keep small regions of", self.keep_combo)
+        self.simplify_spin = QgsDoubleSpinBox()
+        self.simplify_spin.setRange(0.0, 1e6)
+        self.simplify_spin.setDecimals(2)
+        self.simplify_spin.setSpecialValueText("off")
+        self.simplify_spin.setClearValue(0.0)
+        self.simplify_spin.setSuffix(" m")
+        self.simplify_spin.setToolTip("Tolerance for simplifying the class polygons")
+        form.addRow("Simplify polygons", self.simplify_spin)
+        layout.addWidget(self.post_processing)

@@ -1,0 +1,46 @@
+"""Progress as the commands print it: a tqdm bar on stderr, JSON events on stdout (the plugin's
+worker protocol), or nothing."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
+
+
+def json_event(event: str, **fields: Any) -> None:
+    print(json.dumps({"event": event, **fields}), flush=True)
+
+
+def progress_printer(mode: str) -> tuple[Callable[[float, str], None], Callable[[], None]]:
+    if mode == "json":
+        return (lambda f, m: json_event("progress", fraction=round(f, 4), message=m)), (
+            lambda: None
+        )
+    if mode == "none":
+        return (lambda f, m: None), (lambda: None)
+    from tqdm import tqdm
+
+    bars: list[tqdm] = []  # created on the first update, so input errors print no empty bar
+
+    def update(fraction: float, message: str) -> None:
+        if not bars:
+            bars.append(
+                tqdm(
+                    total=100,
+                    unit="%",
+                    file=sys.stderr,
+                    bar_format="{l_bar}{bar}| {elapsed}<{remaining} {postfix}",
+                )
+            )
+        bar = bars[0]
+        bar.n = round(fraction * 100, 1)
+        bar.set_postfix_str(message, refresh=False)
+        bar.refresh()
+
+    def close() -> None:
+        for bar in bars:
+            bar.close()
+
+    return update, close
