@@ -94,9 +94,7 @@ def _plugin_problem(point: Any, exc: Exception) -> str:
     )
 
 
-def _add_unavailable_command(
-    commands: argparse._SubParsersAction, name: str, problem: str
-) -> None:
+def _add_unavailable_command(commands: argparse._SubParsersAction, name: str, problem: str) -> None:
     if name in commands.choices:  # a register() that failed half-way
         del commands.choices[name]
         commands._choices_actions[:] = [a for a in commands._choices_actions if a.dest != name]
@@ -206,7 +204,14 @@ def _failure(exc: BaseException, command: str) -> tuple[CrossEarthError, str, in
 # What the light engine environment (numpy, rasterio, ONNX Runtime) lacks: PyTorch and what
 # builds on it. Commands that need them say so in one line there.
 FULL_ENGINE_MODULES = (
-    "torch", "timm", "safetensors", "torchvision", "onnx", "onnxscript", "scipy", "huggingface_hub",
+    "torch",
+    "timm",
+    "safetensors",
+    "torchvision",
+    "onnx",
+    "onnxscript",
+    "scipy",
+    "huggingface_hub",
 )
 
 

@@ -4,8 +4,9 @@
   prefix (`.crossearth-tmp-<random>-<name>`), registered for the run and announced to
   listeners (the CLI prints a JSON event, so the plugin can remove exactly these names after
   it had to kill a worker).
-- A finished temporary is renamed into place with `publish`; every OS error on the way is a
-  one-line CrossEarthError naming the file.
+- A finished temporary is renamed into place with `publish` (`atomic_write` does both for a
+  block that writes one file); every OS error on the way is a one-line CrossEarthError naming
+  the file.
 - `remove_run_temporaries` deletes whatever the run still has registered (errors, cancel).
 - `remove_stale_temporaries` deletes leftovers of our prefix older than a day (a run killed
   with SIGKILL cannot clean up after itself); nothing without the prefix is ever touched.
@@ -22,7 +23,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from engine.errors import CrossEarthError
@@ -187,6 +188,23 @@ def publish(temp: Path, destination: Path) -> Path:
         raise write_error(destination, exc) from None
     forget_temporary(temp)
     return destination
+
+
+@contextlib.contextmanager
+def atomic_write(destination: Path, suffix: str = "") -> Iterator[Path]:
+    """A temporary file beside `destination` for the block to write: renamed into place when
+    the block ends, removed when it fails (an OSError becomes the error naming `destination`),
+    so a reader sees the old file or the whole new one, never a part."""
+    temp = create_temporary_file(destination, suffix)
+    try:
+        try:
+            yield temp
+        except OSError as exc:
+            raise write_error(destination, exc) from None
+        publish(temp, destination)
+    except BaseException:
+        remove_temporary(temp)
+        raise
 
 
 def write_error(path: Path, exc: BaseException) -> CrossEarthError:

@@ -91,13 +91,13 @@ def first_result(plugin) -> None:
     plugin.segment_action.trigger()  # the toolbar button: shows the dock
     dock = plugin.dock
     wait_for(
-        lambda: dock.current_model() is not None and dock.features is not None,
+        lambda: dock.models.current_model() is not None and dock.models.features is not None,
         300,
         "the model list",
     )
-    dock.run_button.click()
+    dock.form.run_button.click()
     wait_for(
-        lambda: dock.task is None and dock.status_label.text().startswith("Segmented"),
+        lambda: dock.task is None and dock.form.status_label.text().startswith("Segmented"),
         600,
         "the first result",
     )
@@ -106,9 +106,9 @@ def first_result(plugin) -> None:
     iface.mapCanvas().refresh()
     shot(iface.mainWindow(), "finished_run")
     started = time.monotonic()
-    dock.run_button.click()  # again, on the same layer: the warm worker
+    dock.form.run_button.click()  # again, on the same layer: the warm worker
     wait_for(
-        lambda: dock.task is None and dock.status_label.text().startswith("Segmented"),
+        lambda: dock.task is None and dock.form.status_label.text().startswith("Segmented"),
         600,
         "the second result",
     )
@@ -119,15 +119,15 @@ def suggestion_and_greyed_downloads(plugin) -> None:
     dock = plugin.dock
     layer = QgsRasterLayer(str(RGB), "orthophoto rgb", "gdal")
     QgsProject.instance().addMapLayer(layer)
-    dock.layer_combo.setLayer(layer)
-    wait_for(lambda: dock.fit_panel.report is not None, 120, "the model suggestion")
+    dock.form.layer_combo.setLayer(layer)
+    wait_for(lambda: dock.form.fit_panel.report is not None, 120, "the model suggestion")
     iface.mapCanvas().setExtent(layer.extent())
     shot(iface.mainWindow(), "model_suggestion")
-    dock.model_combo.showPopup()
+    dock.form.model_combo.showPopup()
     settle(1.0)
     QgsApplication.primaryScreen().grabWindow(0).save(str(OUT / "greyed_download.png"))
-    dock.model_combo.hidePopup()
-    timings["fit text"] = dock.fit_panel.text.text()
+    dock.form.model_combo.hidePopup()
+    timings["fit text"] = dock.form.fit_panel.text.text()
 
 
 def main() -> None:

@@ -52,8 +52,7 @@ def read_training_checkpoint(path: Path, folder: Path, mmap: bool = False) -> di
         raise CrossEarthError(f"cannot read checkpoint {shown}: {exc.strerror or exc}") from None
     if kind == "safetensors":
         raise refusal(
-            f"{shown} is a safetensors file (a model package's weights), not a training "
-            "checkpoint",
+            f"{shown} is a safetensors file (a model package's weights), not a training checkpoint",
             weights="package",
         )
     if kind not in ("zip", "pickle"):

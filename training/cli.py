@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from engine.commands.arguments import add_overwrite_option, add_progress_option
 from engine.errors import CrossEarthError
 from engine.option_values import WEIGHTS_DTYPES, parse_band_numbers
 
@@ -103,12 +104,10 @@ def register_train(commands: argparse._SubParsersAction) -> Callable[[argparse.N
     train.add_argument("--name", help="model name in the card")
     train.add_argument("--weights-dtype", choices=WEIGHTS_DTYPES)
     train.add_argument("--resume", help="checkpoint file, or 'auto' for the newest of the run")
-    train.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace an existing output package this tool wrote (nothing else is replaced)",
+    add_overwrite_option(
+        train, "replace an existing output package this tool wrote (nothing else is replaced)"
     )
-    train.add_argument("--progress", choices=["bar", "json", "none"], default="bar")
+    add_progress_option(train)
     return cmd_train
 
 
@@ -251,4 +250,3 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
         print(f"wrote {args.json}")
     return 0
-

@@ -7,6 +7,7 @@ import hashlib
 import os
 import platform
 import shlex
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -268,41 +269,46 @@ def _split_record(config: TrainConfig, data: TrainingData) -> dict[str, object]:
     }
 
 
+@dataclass(frozen=True)
+class TrainingRun:
+    """How the weights came about, as the card records it: the head's note, the steps done and
+    the best one, the training time (earlier parts of a resumed run included), the command and
+    the YAML recipe the config came from, if any (the card's paths are relative to it)."""
+
+    head_note: str
+    steps_done: int
+    best_step: int
+    seconds: float | None = None
+    command: str | None = None
+    recipe: Path | None = None
+
+
 def _provenance(
-    config: TrainConfig,
-    data: TrainingData,
-    base: ModelPackage | None,
-    head_note: str,
-    *,
-    steps_done: int,
-    best_step: int,
-    seconds: float | None,
-    command: str | None,
-    recipe: Path | None,
+    config: TrainConfig, data: TrainingData, base: ModelPackage | None, run: TrainingRun
 ) -> dict[str, object]:
     """The card's account of how the model was made: software, command, base model, data,
     split, steps, time, seed and the recipe, naming no folder of the machine that trained."""
-    root = recipe.parent if recipe is not None else config.output
+    root = run.recipe.parent if run.recipe is not None else config.output
     return {
         "trained_with": f"crossearth train (crossearth-qgis {engine.__version__})",
-        "command": portable_command(command, root),
+        "command": portable_command(run.command, root),
         "base": (
             {"model": base.card.name, "version": base.card.version}
             if base
             else {"architecture": config.architecture, "initialisation": "random"}
         ),
-        "head": head_note,
+        "head": run.head_note,
         "mode": config.mode if base else "full",
         **_teacher_record(config),
         "data": _data_record(config),
         "bands_used": data.bands,
         "label_map": {str(k): v for k, v in (config.label_map or {}).items()} or None,
         "split": _split_record(config, data),
-        "steps": steps_done,
-        "best_step": best_step,
-        "seconds": round(seconds, 1) if seconds is not None else None,
+        "steps": run.steps_done,
+        "best_step": run.best_step,
+        "seconds": round(run.seconds, 1) if run.seconds is not None else None,
         "seed": config.seed,
-        "recipe": recipe_record(config, recipe),
+        "recipe": recipe_record(config, run.recipe),
         "software": {"torch": torch.__version__, "python": platform.python_version()},
     }
 
@@ -313,31 +319,12 @@ def write_package(
     data: TrainingData,
     metrics: dict[str, Any],
     base: ModelPackage | None,
-    head_note: str,
-    *,
-    steps_done: int,
-    best_step: int,
-    seconds: float | None,
-    command: str | None,
+    run: TrainingRun,
     input_scale: int = 1,
-    recipe: Path | None = None,
 ) -> ModelPackage:
-    """Saves the trained weights with their card. `seconds`: the training time, earlier parts of a
-    resumed run included; `recipe`: the YAML file the config came from, if any (the card's
-    paths are relative to it)."""
+    """Saves the trained weights with their card (`metrics`: the validation scores)."""
     classes = _class_infos(data)
     tiling = _tiling(config, base, input_scale)
-    provenance = _provenance(
-        config,
-        data,
-        base,
-        head_note,
-        steps_done=steps_done,
-        best_step=best_step,
-        seconds=seconds,
-        command=command,
-        recipe=recipe,
-    )
     card = make_card(
         printable_text(config.name or config.output.name),
         model.config,
@@ -353,7 +340,7 @@ def write_package(
             or f"CrossEarth fine-tuned on {', '.join(s.image.name for s in config.images)}"
         ),
         license=printable_text(config.license),
-        provenance=provenance,
+        provenance=_provenance(config, data, base, run),
         metrics={"validation": metrics},
         input_scale=input_scale,
     )

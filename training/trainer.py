@@ -33,7 +33,7 @@ from training.early_stopping import EarlyStopping, Validation
 from training.logs import TrainingLog
 from training.mtp import block_masks, reconstruction_loss
 from training.network_setup import NetworkSetup, build_network
-from training.package import write_package
+from training.package import TrainingRun, write_package
 from training.processes import Distributed, start_processes
 from training.resume import check_within_steps, checkpoint_state, restore
 from training.run_setup import load_run_data, run_teacher_maps
@@ -317,13 +317,15 @@ class _Trainer:
                 self.data,
                 final,
                 package,
-                self.net.head_note,
-                steps_done=self.step,
-                best_step=self.scores.best["step"],
+                TrainingRun(
+                    self.net.head_note,
+                    steps_done=self.step,
+                    best_step=self.scores.best["step"],
+                    seconds=self.training_seconds(),
+                    command=command,
+                    recipe=recipe,
+                ),
                 input_scale=self.net.input_scale,
-                seconds=self.training_seconds(),
-                command=command,
-                recipe=recipe,
             )
         if result_package is not None and self.config.test:
             result_package = record_test_scores(result_package, self.config, self.device)

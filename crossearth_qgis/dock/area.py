@@ -1,20 +1,22 @@
 """The dock's area and processing resolution (what a layer is read at, and what that costs)
-and its post-processing options (a part of CrossEarthDock).
+and its post-processing options, read from the form as engine options.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
 from typing import Any
 
 from qgis.core import QgsRasterLayer
 from qgis.PyQt.QtWidgets import QMessageBox
 
 from .. import settings
-from ..layers.export import (
+from ..layers.export_plan import ExportPlan
+from ..layers.grid import (
     DEFAULT_LIMIT_MPX,
     FILE,
     ExportGrid,
-    ExportPlan,
     export_grid,
     format_gsd,
     ground_size,
@@ -25,19 +27,40 @@ from ..layers.export import (
 )
 from ..layers.inputs import InputProblem, extent_in_layer_crs, selected_features_extent
 from ..worker.models import ModelEntry
-from .widgets import AREA_CANVAS, AREA_SELECTION, GSD_AUTO, GSD_METRES, GSD_NATIVE
+from .widgets import AREA_CANVAS, AREA_SELECTION, GSD_AUTO, GSD_METRES, GSD_NATIVE, DockForm
 
 
-class DockProcessing:
-    """Turns the area, resolution and post-processing choices into engine options."""
+class AreaChoices:
+    """Turns the form's area, resolution and post-processing choices into engine options, and
+    keeps its resolution notes up to date (`current_model`: the model the form shows)."""
 
-    def _area_changed(self) -> None:
-        by_selection = self.area_combo.currentData() == AREA_SELECTION
-        self.area_layer_combo.setVisible(by_selection)
-        self.area_layer_label.setVisible(by_selection)
+    def __init__(
+        self,
+        form: DockForm,
+        iface: Any,
+        current_model: Callable[[], ModelEntry | None],
+    ) -> None:
+        self.form = form
+        self.iface = iface
+        self.current_model = current_model
+        for signal in (
+            form.area_combo.currentIndexChanged,
+            form.layer_combo.layerChanged,
+            form.gsd_combo.currentIndexChanged,
+            form.gsd_spin.valueChanged,
+        ):
+            signal.connect(self.update_resolution_info)
+        if iface is not None:
+            # The map extent is the area read from web layers: keep its size shown.
+            iface.mapCanvas().extentsChanged.connect(self.update_resolution_info)
 
-    def _extent(self, layer: QgsRasterLayer) -> tuple[float, float, float, float] | None:
-        area = self.area_combo.currentData()
+    def disconnect(self) -> None:
+        if self.iface is not None:
+            with contextlib.suppress(TypeError, RuntimeError):  # already disconnected
+                self.iface.mapCanvas().extentsChanged.disconnect(self.update_resolution_info)
+
+    def extent(self, layer: QgsRasterLayer) -> tuple[float, float, float, float] | None:
+        area = self.form.area_combo.currentData()
         if area == AREA_CANVAS:
             canvas = self.iface.mapCanvas()
             return extent_in_layer_crs(
@@ -47,46 +70,38 @@ class DockProcessing:
                 "The current map extent",
             )
         if area == AREA_SELECTION:
-            polygons = self.area_layer_combo.currentLayer()
+            polygons = self.form.area_layer_combo.currentLayer()
             box = selected_features_extent(polygons)
             return extent_in_layer_crs(
                 box, polygons.crs(), layer, f"The selection in '{polygons.name()}'"
             )
         return None
 
-    def _gsd_changed(self) -> None:
-        self.gsd_spin.setEnabled(self.gsd_combo.currentData() == GSD_METRES)
-        self.update_resolution_info()
-
-    def _update_model_options(self) -> None:
+    def model_changed(self) -> None:
         """The class names to keep follow the model; the resolution note follows too."""
         entry = self.current_model()
-        names = entry.class_names if entry is not None else []
-        kept = [name for name in self.keep_combo.checkedItems() if name in names]
-        self.keep_combo.clear()
-        self.keep_combo.addItems(names)
-        self.keep_combo.setCheckedItems(kept)
+        self.form.set_class_names(entry.class_names if entry is not None else [])
         self.update_resolution_info()
 
-    def _processing_options(self, exported: bool, polygons: bool) -> dict[str, Any]:
+    def processing_options(self, exported: bool, polygons: bool) -> dict[str, Any]:
         """--gsd, --output-grid, --min-region, --keep-classes and --simplify as chosen."""
         options: dict[str, Any] = {}
-        choice = self.gsd_combo.currentData()
+        choice = self.form.gsd_combo.currentData()
         if exported:
             options["gsd"] = "native"  # read at the processing resolution already
         elif choice == GSD_METRES:
-            options["gsd"] = f"{self.gsd_spin.value():g}"
-            options["output_grid"] = self.grid_combo.currentData()
+            options["gsd"] = f"{self.form.gsd_spin.value():g}"
+            options["output_grid"] = self.form.grid_combo.currentData()
         else:
             options["gsd"] = choice
-            options["output_grid"] = self.grid_combo.currentData()
-        size = self.min_region_spin.value()
+            options["output_grid"] = self.form.grid_combo.currentData()
+        size = self.form.min_region_spin.value()
         if size > 0:
-            unit = self.min_region_unit.currentData()
+            unit = self.form.min_region_unit.currentData()
             options["min_region"] = str(max(1, round(size))) if unit == "px" else f"{size:g}{unit}"
-            options["keep_classes"] = list(self.keep_combo.checkedItems()) or None
-        if polygons and self.simplify_spin.value() > 0:
-            options["simplify"] = self.simplify_spin.value()
+            options["keep_classes"] = list(self.form.keep_combo.checkedItems()) or None
+        if polygons and self.form.simplify_spin.value() > 0:
+            options["simplify"] = self.form.simplify_spin.value()
         return options
 
     def _canvas(self) -> Any:
@@ -99,12 +114,12 @@ class DockProcessing:
         units = canvas.mapUnitsPerPixel()
         return ground_size((units, units), canvas.mapSettings().destinationCrs(), canvas.extent())
 
-    def _export_gsd(self, layer: QgsRasterLayer, model: ModelEntry | None) -> float | None:
+    def export_gsd(self, layer: QgsRasterLayer, model: ModelEntry | None) -> float | None:
         """The resolution a non-file layer is read at, in metres (None: the layer's own pixels):
         as chosen; Auto is the model's GSD, else the layer's pixels, else the map's."""
-        choice = self.gsd_combo.currentData()
+        choice = self.form.gsd_combo.currentData()
         if choice == GSD_METRES:
-            return self.gsd_spin.value()
+            return self.form.gsd_spin.value()
         model_gsd = model.card.get("gsd_m") if model is not None else None
         if choice == GSD_AUTO and model_gsd:
             return float(model_gsd)
@@ -114,10 +129,10 @@ class DockProcessing:
             return None
         return self._canvas_gsd()
 
-    def _export_extent(self, layer: QgsRasterLayer) -> tuple[float, float, float, float]:
+    def export_extent(self, layer: QgsRasterLayer) -> tuple[float, float, float, float]:
         """The area read from a non-file layer: as chosen; "Whole layer" is the map extent for
         web layers, which have no extent of their own (XYZ: the whole world)."""
-        chosen = self._extent(layer)
+        chosen = self.extent(layer)
         if chosen is not None:
             return chosen
         if has_fixed_grid(layer):
@@ -131,14 +146,14 @@ class DockProcessing:
         )
 
     def export_grid_for(self, layer: QgsRasterLayer, model: ModelEntry | None) -> ExportGrid:
-        return export_grid(layer, self._export_extent(layer), self._export_gsd(layer, model))
+        return export_grid(layer, self.export_extent(layer), self.export_gsd(layer, model))
 
     def update_resolution_info(self, *_: Any) -> None:
         """The layer's and the model's GSD (a warning when they are more than 2x apart), and for
         non-file layers the size that will be read."""
-        self.resolution_label.setText("")
-        self.gsd_warning.setText("")
-        layer = self.layer_combo.currentLayer()
+        self.form.resolution_label.setText("")
+        self.form.gsd_warning.setText("")
+        layer = self.form.layer_combo.currentLayer()
         model = self.current_model()
         try:
             kind = layer_kind(layer)
@@ -155,17 +170,17 @@ class DockProcessing:
                 lines.append(f"Reads {self.export_grid_for(layer, model).describe()}.")
             except InputProblem as exc:
                 lines.append(str(exc))
-        self.resolution_label.setText("\n".join(lines))
+        self.form.resolution_label.setText("\n".join(lines))
         if layer_gsd and model_gsd and max(layer_gsd / model_gsd, model_gsd / layer_gsd) > 2:
             how = "finer" if layer_gsd < model_gsd else "coarser"
             ratio = max(layer_gsd / model_gsd, model_gsd / layer_gsd)
-            self.gsd_warning.setText(
+            self.form.gsd_warning.setText(
                 f"The layer's pixels ({format_gsd(layer_gsd)}) are {ratio:.1f}x {how} than the "
                 f"model's ({format_gsd(model_gsd)}). Auto resamples them to the model's GSD; "
                 "check that this model suits this imagery."
             )
 
-    def _confirm_size(self, plan: ExportPlan) -> bool:
+    def confirm_size(self, plan: ExportPlan) -> bool:
         """Asks before reading more than the limit from a non-file layer (No is the default)."""
         try:
             limit = float(settings.get(settings.EXPORT_LIMIT_MPX) or DEFAULT_LIMIT_MPX)
@@ -174,7 +189,7 @@ class DockProcessing:
         if plan.pixels <= limit * 1e6:
             return True
         answer = QMessageBox.question(
-            self,
+            self.form,
             "CrossEarth",
             f"'{plan.layer_name}' is read as {plan.describe()}, more than {limit:g} Mpx: that "
             "much imagery takes long to download and to segment.\n\nRead and segment it anyway?",

@@ -1,15 +1,16 @@
-"""The dock's model and device lists: asking the engine (background tasks), adding packages,
-converting checkpoints and downloading official models (a part of CrossEarthDock).
+"""The dock's model, device, workers and runtime lists, filled by asking the engine (quick
+background tasks), and adding models: packages, converted checkpoints, official downloads.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from qgis.core import Qgis, QgsApplication
-from qgis.PyQt.QtCore import Qt
+from qgis.PyQt.QtCore import QObject, Qt, pyqtSignal
 from qgis.PyQt.QtGui import QBrush, QPalette
 from qgis.PyQt.QtWidgets import QMessageBox
 
@@ -29,6 +30,8 @@ from ..worker.models import preset_names as engine_preset_names
 from ..worker.requests import ConvertRequest, DownloadRequest
 from .add_model import AddModelDialog
 from .fit_panel import NEEDS_FULL
+from .run import JobSlot
+from .widgets import DockForm
 
 # Item data of the model list's last entry, which opens the "add model" dialog.
 ADD_MODEL = "__add_model__"
@@ -38,30 +41,51 @@ DOWNLOAD_PREFIX = "__download__:"
 CHECK_ARGS = ["check", "--json"]
 
 
-class DockModels:
-    """The model picker, the device picker and the workers choice, and adding models."""
+class ModelChoices(QObject):
+    """What the engine environment offers, in the form's lists: models (with the official
+    downloads), devices, workers and runtimes. Downloads run in the dock's job slot; a
+    conversion asks `confirm_replace` before replacing a package."""
+
+    modelChanged = pyqtSignal()  # the form shows another model (or none)
+    environmentChecked = pyqtSignal()  # `check --json` answered: features, devices, runtimes
+
+    def __init__(
+        self,
+        form: DockForm,
+        iface: Any,
+        jobs: JobSlot,
+        confirm_replace: Callable[[list[Path]], bool],
+    ) -> None:
+        super().__init__(form)
+        self.form = form
+        self.iface = iface
+        self.jobs = jobs
+        self.confirm_replace = confirm_replace
+        self.catalog: ModelCatalog | None = None
+        self.devices: list[dict[str, Any]] | None = None
+        self.cuda_available: bool | None = None
+        self.features: dict[str, bool] | None = None  # `check --json`: what the engine can do
+        self.ray_version: str | None = None
+        self.query_tasks: list[EngineTask] = []
+        self._last_model_index = -1
+        form.model_combo.currentIndexChanged.connect(self._model_changed)
+        form.refresh_button.clicked.connect(self.refresh_engine_info)
+        self._fill_devices()
 
     # --- asked from the engine in background tasks
-
-    def showEvent(self, event: Any) -> None:
-        super().showEvent(event)
-        if self.catalog is None and not self._query_tasks:
-            self.refresh_engine_info()
 
     def refresh_engine_info(self) -> None:
         """Lists the models and the devices again (two quick worker runs in the background)."""
         try:
             interpreter = resolve_interpreter()
         except EngineEnvironmentError as exc:
-            self.model_info.setText(str(exc))
+            self.form.model_info.setText(str(exc))
             return
-        self.model_info.setText("Looking for models...")
-        self._query(
-            "CrossEarth: listing models", LIST_MODELS_ARGS, interpreter, self._models_listed
-        )
-        self._query("CrossEarth: checking devices", CHECK_ARGS, interpreter, self._devices_checked)
+        self.form.model_info.setText("Looking for models...")
+        self.query("CrossEarth: listing models", LIST_MODELS_ARGS, interpreter, self._models_listed)
+        self.query("CrossEarth: checking devices", CHECK_ARGS, interpreter, self._devices_checked)
 
-    def _query(
+    def query(
         self,
         description: str,
         args: list[str],
@@ -75,19 +99,27 @@ class DockModels:
             description, args, interpreter, cancelable=False, timeout_s=300, warm=True
         )
         task.completed.connect(lambda: self._query_done(task, done, quiet))
-        self._query_tasks.append(task)
+        self.query_tasks.append(task)
         QgsApplication.taskManager().addTask(task)
 
+    def stop_queries(self) -> None:
+        """Cancels the questions still out without calling back (the dock is going away)."""
+        for task in self.query_tasks:
+            with contextlib.suppress(TypeError, RuntimeError):
+                task.completed.disconnect()
+            task.cancel()
+        self.query_tasks.clear()
+
     def _query_done(self, task: EngineTask, done: Callable[[Any], None], quiet: bool) -> None:
-        if task in self._query_tasks:
-            self._query_tasks.remove(task)
+        if task in self.query_tasks:
+            self.query_tasks.remove(task)
         if task.error is not None:
             details = getattr(task.error, "details", "")
             messages.log(
                 f"{task.description()}: {task.error}\n{details}", Qgis.MessageLevel.Warning
             )
             if not quiet:
-                self.model_info.setText(str(task.error))
+                self.form.model_info.setText(str(task.error))
             return
         try:
             done(task.outcome.json())
@@ -105,46 +137,39 @@ class DockModels:
         self._fill_devices()
         self._fill_workers(report)
         runtimes = report.get("runtimes")
-        self.fill_runtimes(dict(runtimes) if isinstance(runtimes, dict) else None)
+        self.form.fill_runtimes(dict(runtimes) if isinstance(runtimes, dict) else None)
         self._grey_downloads()
-        if self.fit_panel.report is not None:
-            self.check_fit()  # its download buttons follow what the environment can do
+        self.environmentChecked.emit()
 
     def _fill_workers(self, report: dict[str, Any]) -> None:
         """Workers is offered only when the engine environment has Ray (`check --json`)."""
         self.ray_version = report.get("ray") or None
-        wanted = self.workers_combo.currentData()
-        self.workers_combo.clear()
-        self.workers_combo.addItem("Off (one process)", None)
-        self.workers_combo.addItem("Auto (one per GPU, or CPU cores shared)", "auto")
         gpus = sum(1 for d in report.get("devices", []) if d.get("id") != "cpu")
         most = min(64, max(2, gpus, int(report.get("cpu_count") or 2)))
-        for count in range(2, most + 1):
-            self.workers_combo.addItem(str(count), str(count))
-        self.workers_combo.setCurrentIndex(max(0, self.workers_combo.findData(wanted)))
-        self.workers_label.setVisible(self.ray_version is not None)
-        self.workers_combo.setVisible(self.ray_version is not None)
+        self.form.fill_workers(most if self.ray_version is not None else None)
 
     def set_catalog(self, catalog: ModelCatalog, select: str | None = None) -> None:
         """Fills the model picker; keeps the current, else the saved, else the default model."""
-        wanted = select or self.model_combo.currentData() or settings.get(settings.MODEL)
+        wanted = select or self.form.model_combo.currentData() or settings.get(settings.MODEL)
         self.catalog = catalog
-        self.model_combo.blockSignals(True)
-        self.model_combo.clear()
+        self.form.model_combo.blockSignals(True)
+        self.form.model_combo.clear()
         for entry in catalog.models:
-            self.model_combo.addItem(entry.label(), entry.path)
-            self.model_combo.setItemData(
-                self.model_combo.count() - 1, entry.summary(), Qt.ItemDataRole.ToolTipRole
+            self.form.model_combo.addItem(entry.label(), entry.path)
+            self.form.model_combo.setItemData(
+                self.form.model_combo.count() - 1, entry.summary(), Qt.ItemDataRole.ToolTipRole
             )
         self._add_downloadable(catalog.downloadable())
         self._grey_downloads()
-        self.model_combo.insertSeparator(self.model_combo.count())
-        self.model_combo.addItem(ADD_MODEL_TEXT, ADD_MODEL)
+        self.form.model_combo.insertSeparator(self.form.model_combo.count())
+        self.form.model_combo.addItem(ADD_MODEL_TEXT, ADD_MODEL)
         chosen = catalog.find(wanted) if wanted else None
         chosen = chosen or next((m for m in catalog.models if m.default), None)
         chosen = chosen or (catalog.models[0] if catalog.models else None)
-        self.model_combo.setCurrentIndex(self.model_combo.findData(chosen.path) if chosen else -1)
-        self.model_combo.blockSignals(False)
+        self.form.model_combo.setCurrentIndex(
+            self.form.model_combo.findData(chosen.path) if chosen else -1
+        )
+        self.form.model_combo.blockSignals(False)
         self._model_changed()
         for problem in catalog.problems:
             messages.log(f"broken model package: {problem}", Qgis.MessageLevel.Warning)
@@ -152,46 +177,34 @@ class DockModels:
     def current_model(self) -> ModelEntry | None:
         if self.catalog is None:
             return None
-        key = self.model_combo.currentData()
+        key = self.form.model_combo.currentData()
         return self.catalog.find(key) if key and key != ADD_MODEL else None
 
     def _model_changed(self) -> None:
-        data = self.model_combo.currentData()
+        data = self.form.model_combo.currentData()
         if data == ADD_MODEL or (isinstance(data, str) and data.startswith(DOWNLOAD_PREFIX)):
             # An action, not a model: the choice returns to the model chosen before.
-            self.model_combo.blockSignals(True)
-            self.model_combo.setCurrentIndex(self._last_model_index)
-            self.model_combo.blockSignals(False)
+            self.form.model_combo.blockSignals(True)
+            self.form.model_combo.setCurrentIndex(self._last_model_index)
+            self.form.model_combo.blockSignals(False)
             if data == ADD_MODEL:
                 self.add_model()
             else:
                 self.offer_download(data[len(DOWNLOAD_PREFIX) :])
             return
-        self._last_model_index = self.model_combo.currentIndex()
+        self._last_model_index = self.form.model_combo.currentIndex()
         entry = self.current_model()
         if entry is not None:
-            self.model_info.setText(entry.summary())
+            self.form.model_info.setText(entry.summary())
         elif self.catalog is not None and not self.catalog.models:
-            self.model_info.setText(
+            self.form.model_info.setText(
                 f"No model package is installed yet: choose '{ADD_MODEL_TEXT}' above."
             )
-        self._update_model_options()
-        self._layer_or_model_changed()
+        self.modelChanged.emit()
 
     def _fill_devices(self) -> None:
-        wanted = self.device_combo.currentData() or settings.get(settings.DEVICE) or "auto"
-        self.device_combo.clear()
-        self.device_combo.addItem("Auto (a GPU when there is one)", "auto")
-        self.device_combo.addItem("CPU", "cpu")
-        for device in self.devices or []:
-            if device.get("id") == "cpu":
-                continue
-            memory = f", {device['memory_gib']} GiB" if "memory_gib" in device else ""
-            self.device_combo.addItem(f"{device['name']} ({device['id']}{memory})", device["id"])
-        if self.device_combo.findData(wanted) < 0:
-            # A GPU chosen earlier that this engine does not see now: keep it visible.
-            self.device_combo.addItem(f"{wanted} (not detected)", wanted)
-        self.device_combo.setCurrentIndex(self.device_combo.findData(wanted))
+        wanted = self.form.device_combo.currentData() or settings.get(settings.DEVICE) or "auto"
+        self.form.fill_devices(self.devices or [], wanted)
 
     # --- adding models
 
@@ -204,7 +217,7 @@ class DockModels:
             messages.error(self.iface, str(exc), getattr(exc, "details", None))
             return
         can_convert = self.features.get("convert") if self.features is not None else None
-        dialog = AddModelDialog(presets, self._user_models_dir(), self, can_convert)
+        dialog = AddModelDialog(presets, self._user_models_dir(), self.form, can_convert)
         if not dialog.exec():
             return
         if dialog.is_conversion():
@@ -249,8 +262,8 @@ class DockModels:
         if interpreter is None:
             return None
         if Path(request.output).exists():
-            if not self._confirm_replace([Path(request.output)]):
-                self.status_label.setText("Not converted: the existing model was kept.")
+            if not self.confirm_replace([Path(request.output)]):
+                self.form.status_label.setText("Not converted: the existing model was kept.")
                 return None
             request.overwrite = True  # the engine still replaces only a package it wrote
         Path(request.output).parent.mkdir(parents=True, exist_ok=True)
@@ -260,15 +273,15 @@ class DockModels:
             interpreter,
         )
         task.completed.connect(lambda: self._converted(task, request))
-        self._query_tasks.append(task)
-        self.status_label.setText(f"Converting {Path(request.checkpoint).name}...")
+        self.query_tasks.append(task)
+        self.form.status_label.setText(f"Converting {Path(request.checkpoint).name}...")
         QgsApplication.taskManager().addTask(task)
         return task
 
     def _converted(self, task: EngineTask, request: ConvertRequest) -> None:
-        if task in self._query_tasks:
-            self._query_tasks.remove(task)
-        self.status_label.setText("")
+        if task in self.query_tasks:
+            self.query_tasks.remove(task)
+        self.form.status_label.setText("")
         if task.cancelled:
             messages.notify(self.iface, "Conversion cancelled; no package was written.")
             return
@@ -292,13 +305,15 @@ class DockModels:
         """The official models not installed yet, greyed, with their size."""
         if not available:
             return
-        self.model_combo.insertSeparator(self.model_combo.count())
-        grey = QBrush(self.palette().color(QPalette.ColorGroup.Disabled, QPalette.ColorRole.Text))
+        self.form.model_combo.insertSeparator(self.form.model_combo.count())
+        grey = QBrush(
+            self.form.palette().color(QPalette.ColorGroup.Disabled, QPalette.ColorRole.Text)
+        )
         for model in available:
-            self.model_combo.addItem(model.label(), f"{DOWNLOAD_PREFIX}{model.name}")
-            index = self.model_combo.count() - 1
-            self.model_combo.setItemData(index, grey, Qt.ItemDataRole.ForegroundRole)
-            self.model_combo.setItemData(
+            self.form.model_combo.addItem(model.label(), f"{DOWNLOAD_PREFIX}{model.name}")
+            index = self.form.model_combo.count() - 1
+            self.form.model_combo.setItemData(index, grey, Qt.ItemDataRole.ForegroundRole)
+            self.form.model_combo.setItemData(
                 index,
                 f"Not installed; choose it to download. {model.summary()}",
                 Qt.ItemDataRole.ToolTipRole,
@@ -309,12 +324,12 @@ class DockModels:
         cannot be chosen; their tooltip says why and what adds it."""
         if self.features is None or self.features.get("download"):
             return
-        items = self.model_combo.model()
-        for index in range(self.model_combo.count()):
-            data = self.model_combo.itemData(index)
+        items = self.form.model_combo.model()
+        for index in range(self.form.model_combo.count()):
+            data = self.form.model_combo.itemData(index)
             if isinstance(data, str) and data.startswith(DOWNLOAD_PREFIX):
                 items.item(index).setEnabled(False)
-                self.model_combo.setItemData(index, NEEDS_FULL, Qt.ItemDataRole.ToolTipRole)
+                self.form.model_combo.setItemData(index, NEEDS_FULL, Qt.ItemDataRole.ToolTipRole)
 
     def offer_download(self, name: str) -> EngineTask | None:
         """Asks whether to download an official model, then downloads it (background task)."""
@@ -325,7 +340,7 @@ class DockModels:
             messages.error(self.iface, f"{model.name} cannot be downloaded here. {NEEDS_FULL}")
             return None
         answer = QMessageBox.question(
-            self,
+            self.form,
             "CrossEarth",
             f"Download {model.name} ({model.size_text}) and install it in "
             f"{self._user_models_dir()}?\n\n{model.summary()}\n\nLicense: {model.license}",
@@ -338,7 +353,7 @@ class DockModels:
 
     def download_model(self, name: str) -> EngineTask | None:
         """Downloads and installs an official model; selects it when it is ready."""
-        if self.task is not None:
+        if self.jobs.task is not None:
             messages.error(self.iface, "Wait for the running job to finish, or cancel it first.")
             return None
         interpreter = self._interpreter()
@@ -347,27 +362,16 @@ class DockModels:
         task = EngineTask(
             f"CrossEarth: downloading {name}", DownloadRequest(name).args(), interpreter
         )
-        task.progressChanged.connect(self._task_progress)
-        task.statusChanged.connect(self.status_label.setText)
-        task.completed.connect(lambda: self._downloaded(task, name))
-        self.task = task
-        self._set_running(True)
-        self.status_label.setText(f"Downloading {name}...")
-        QgsApplication.taskManager().addTask(task)
+        self.jobs.start(task, f"Downloading {name}...", lambda: self._downloaded(task, name))
         return task
 
     def _downloaded(self, task: EngineTask, name: str) -> None:
-        if self.task is task:
-            self.task = None
-        self._set_running(False)
-        for line in task.stderr_lines:
-            messages.log(line)
         if task.cancelled:
-            self.status_label.setText("Download cancelled; nothing was installed.")
+            self.form.status_label.setText("Download cancelled; nothing was installed.")
             messages.notify(self.iface, f"Download of {name} cancelled; nothing was installed.")
             return
         if task.error is not None:
-            self.status_label.setText("Download failed; see the message bar.")
+            self.form.status_label.setText("Download failed; see the message bar.")
             messages.error(
                 self.iface,
                 f"{name} was not downloaded: {task.error}",
@@ -376,8 +380,8 @@ class DockModels:
             return
         done = task.outcome.done or {}
         package = str(done.get("package", ""))
-        self.progress_bar.setValue(100)
-        self.status_label.setText(f"Installed {name}.")
+        self.form.progress_bar.setValue(100)
+        self.form.status_label.setText(f"Installed {name}.")
         for warning in done.get("warnings", []):
             messages.notify(self.iface, f"Download: {warning}", Qgis.MessageLevel.Warning)
         messages.notify(
@@ -387,7 +391,7 @@ class DockModels:
         )
         self._refresh_models(select=package)
 
-    def _package_added(self, path: str) -> None:
+    def package_added(self, path: str) -> None:
         """A package was written elsewhere (e.g. by "Fine-tune model"): list it."""
         if self.catalog is not None:
             self._refresh_models(select=path)
@@ -398,7 +402,7 @@ class DockModels:
         except EngineEnvironmentError as exc:
             messages.error(self.iface, str(exc))
             return
-        self._query(
+        self.query(
             "CrossEarth: listing models",
             LIST_MODELS_ARGS,
             interpreter,

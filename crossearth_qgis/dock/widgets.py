@@ -1,8 +1,14 @@
-"""The dock's form, built in sections: what to segment with which model, the advanced
-options, post-processing and the run controls (a part of CrossEarthDock).
+"""The dock's form: the widgets, built in sections (what to segment with which model, the
+advanced options, post-processing and the run controls), and what they show on their own.
+
+The form knows nothing of the engine: the dock's parts fill it and read it (models.py the
+model, device, workers and runtime lists; area.py the area and resolution; run.py the run
+controls), and the dock connects its signals.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from qgis.core import QgsApplication
 from qgis.gui import (
@@ -41,29 +47,29 @@ REGION_UNITS = [("pixels", "px"), ("m²", "m2"), ("ha", "ha")]
 RUNTIME_CHOICES = tuple((label, name) for name, label in RUNTIME_LABELS.items())
 
 
-class DockForm:
-    """Builds the widgets; the other parts of the dock fill them and read them."""
+class DockForm(QWidget):
+    """The dock's widgets in their sections."""
 
-    def _build(self) -> None:
-        body = QWidget()
-        layout = QVBoxLayout(body)
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._has_torch = True
+        layout = QVBoxLayout(self)
         layout.addLayout(self._build_choices())
         layout.addWidget(self._build_advanced())
         self._build_post_processing(layout)
         self._build_run_controls(layout)
         layout.addStretch(1)
-        self.setWidget(body)
-
-        self.model_combo.currentIndexChanged.connect(self._model_changed)
-        self.layer_combo.layerChanged.connect(self._layer_or_model_changed)
-        self.fit_panel.useModel.connect(self.select_model)
-        self.fit_panel.downloadModel.connect(self.offer_download)
-        self.fit_panel.setUpFull.connect(self.open_options)
         self.area_combo.currentIndexChanged.connect(self._area_changed)
-        self.area_combo.currentIndexChanged.connect(self.update_resolution_info)
-        self.layer_combo.layerChanged.connect(self.update_resolution_info)
+        self.gsd_combo.currentIndexChanged.connect(self._gsd_changed)
         self._area_changed()
-        self._fill_devices()
+
+    def _area_changed(self) -> None:
+        by_selection = self.area_combo.currentData() == AREA_SELECTION
+        self.area_layer_combo.setVisible(by_selection)
+        self.area_layer_label.setVisible(by_selection)
+
+    def _gsd_changed(self) -> None:
+        self.gsd_spin.setEnabled(self.gsd_combo.currentData() == GSD_METRES)
 
     def _build_choices(self) -> QFormLayout:
         """The layer, the model, the device and the area, with notes on the resolution."""
@@ -80,7 +86,6 @@ class DockForm:
         self.refresh_button = QToolButton()
         self.refresh_button.setIcon(QgsApplication.getThemeIcon("/mActionRefresh.svg"))
         self.refresh_button.setToolTip("Look for models and GPUs again")
-        self.refresh_button.clicked.connect(self.refresh_engine_info)
         row = QHBoxLayout()
         row.addWidget(self.model_combo, 1)
         row.addWidget(self.refresh_button)
@@ -155,7 +160,7 @@ class DockForm:
             "cores divided among them); the result is the same as with one process"
         )
         advanced.addRow(self.workers_label, self.workers_combo)
-        self._fill_workers({})  # shown once the engine reports Ray (see _devices_checked)
+        self.fill_workers(None)  # shown once the engine reports Ray
         self.runtime_combo = QComboBox()
         self.runtime_combo.setToolTip(
             "What runs the model. Auto: PyTorch on a GPU; on the CPU ONNX Runtime when the "
@@ -204,6 +209,51 @@ class DockForm:
         self.runtime_combo.blockSignals(False)
         self._runtime_changed()
 
+    def fill_workers(self, most: int | None) -> None:
+        """The workers choice: off, auto and 2..`most`; hidden when None (no Ray)."""
+        wanted = self.workers_combo.currentData()
+        self.workers_combo.clear()
+        self.workers_combo.addItem("Off (one process)", None)
+        self.workers_combo.addItem("Auto (one per GPU, or CPU cores shared)", "auto")
+        for count in range(2, (most or 1) + 1):
+            self.workers_combo.addItem(str(count), str(count))
+        self.workers_combo.setCurrentIndex(max(0, self.workers_combo.findData(wanted)))
+        self.workers_label.setVisible(most is not None)
+        self.workers_combo.setVisible(most is not None)
+
+    def fill_devices(self, devices: list[dict[str, Any]], wanted: str) -> None:
+        """Auto, the CPU and the engine's GPUs; `wanted` chosen (kept visible if not found)."""
+        self.device_combo.clear()
+        self.device_combo.addItem("Auto (a GPU when there is one)", "auto")
+        self.device_combo.addItem("CPU", "cpu")
+        for device in devices:
+            if device.get("id") == "cpu":
+                continue
+            memory = f", {device['memory_gib']} GiB" if "memory_gib" in device else ""
+            self.device_combo.addItem(f"{device['name']} ({device['id']}{memory})", device["id"])
+        if self.device_combo.findData(wanted) < 0:
+            # A GPU chosen earlier that this engine does not see now: keep it visible.
+            self.device_combo.addItem(f"{wanted} (not detected)", wanted)
+        self.device_combo.setCurrentIndex(self.device_combo.findData(wanted))
+
+    def set_class_names(self, names: list[str]) -> None:
+        """The classes whose small regions can be kept: the model's (checked ones stay)."""
+        kept = [name for name in self.keep_combo.checkedItems() if name in names]
+        self.keep_combo.clear()
+        self.keep_combo.addItems(names)
+        self.keep_combo.setCheckedItems(kept)
+
+    def set_running(self, running: bool) -> None:
+        """The run controls while a job runs (Segment greyed, Cancel offered) and after."""
+        self.run_button.setEnabled(not running)
+        self.cancel_button.setEnabled(running)
+        self.progress_bar.setValue(0)
+
+    def clear_status(self) -> None:
+        self.status_label.setText("")
+        self.status_label.setToolTip("")
+        self.progress_bar.setValue(0)
+
     def _runtime_changed(self) -> None:
         # The ONNX runtimes run an exported graph: there is nothing to compile (and without
         # PyTorch, Auto is an ONNX runtime too).
@@ -229,10 +279,8 @@ class DockForm:
         buttons = QHBoxLayout()
         self.run_button = QPushButton("Segment layer")
         self.run_button.setDefault(True)
-        self.run_button.clicked.connect(self.segment)
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
-        self.cancel_button.clicked.connect(self.cancel)
         buttons.addWidget(self.run_button, 1)
         buttons.addWidget(self.cancel_button)
         layout.addLayout(buttons)
@@ -268,8 +316,6 @@ class DockForm:
         self.grid_combo.addItem("The layer's grid", "source")
         self.grid_combo.addItem("The processing grid (small results for fine imagery)", "model")
         advanced.addRow("Result grid", self.grid_combo)
-        self.gsd_combo.currentIndexChanged.connect(self._gsd_changed)
-        self.gsd_spin.valueChanged.connect(self.update_resolution_info)
 
     def _build_post_processing(self, layout: QVBoxLayout) -> None:
         self.post_processing = QgsCollapsibleGroupBox("Post-processing")

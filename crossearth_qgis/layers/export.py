@@ -38,46 +38,8 @@ from ..environment.engine_env import Interpreter
 from ..worker.client import TEMP_PREFIX
 from ..worker.engine_errors import EngineError
 from ..worker.engine_task import EngineTask
-from .export_plan import BAND_TYPES, ExportPlan, check_rendered_bands, plan_export
-from .grid import (
-    DEFAULT_LIMIT_MPX,
-    FILE,
-    RENDERED,
-    ExportGrid,
-    export_grid,
-    format_gsd,
-    ground_size,
-    has_fixed_grid,
-    layer_gsd_m,
-    layer_kind,
-    native_units_per_pixel,
-)
-
-# The dock imports the plan and the grid from here as well; they live in export_plan.py and
-# grid.py.
-__all__ = [
-    "BLOCK",
-    "DEFAULT_LIMIT_MPX",
-    "FILE",
-    "RENDERED",
-    "TEMP_PREFIX",
-    "ExportCancelled",
-    "ExportError",
-    "ExportGrid",
-    "ExportPlan",
-    "ExportSegmentTask",
-    "check_rendered_bands",
-    "export_grid",
-    "export_layer",
-    "format_gsd",
-    "ground_size",
-    "has_fixed_grid",
-    "layer_gsd_m",
-    "layer_kind",
-    "native_units_per_pixel",
-    "plan_export",
-    "remove_export",
-]
+from .export_plan import BAND_TYPES, ExportPlan
+from .grid import RENDERED, ExportGrid
 
 BLOCK = 512  # pixels per side of one read: a few web tiles, a few MB of memory
 

@@ -1,28 +1,45 @@
 """What every CrossEarth Processing algorithm shares: its names and help, the icon, how
-Processing copies it and how it adds its parameters."""
+Processing copies it, how it adds its parameters and how it runs (one engine command)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from qgis.core import (
     QgsProcessingAlgorithm,
     QgsProcessingContext,
+    QgsProcessingFeedback,
     QgsProcessingParameterDefinition,
 )
 from qgis.PyQt.QtGui import QIcon
 
 from .. import qgis_enums
 from ..environment.engine_env import PLUGIN_DIR
+from ..worker.client import EngineOutcome
 from ..worker.requests import RUNTIMES
+from .engine_run import run_engine_for_feedback
 
 ICON = PLUGIN_DIR / "icons" / "crossearth.svg"
+# The types of processAlgorithm's first and last arguments, named once for the subclasses.
+Parameters = dict[str, Any]
+Feedback = QgsProcessingFeedback
+
+
+class EngineJob(Protocol):
+    """What an algorithm asks the engine to do: a worker request, or one that carries more."""
+
+    def args(self) -> list[str]: ...
 
 
 class CrossEarthAlgorithm(QgsProcessingAlgorithm):
     """A subclass states ALGORITHM_ID (its id after "crossearth:"), DISPLAY_NAME and HELP_TEXT
-    (the help beside the dialog) and adds its parameters in initAlgorithm."""
+    (the help beside the dialog) and adds its parameters in initAlgorithm.
+
+    Each algorithm is one engine command, in three steps a subclass gives: `prepare` reads the
+    parameters into the job, `run_job` runs it with the dialog's progress and cancel (the
+    engine command as it is, unless overridden), `results` turns its outcome into outputs.
+    """
 
     ALGORITHM_ID = ""
     DISPLAY_NAME = ""
@@ -43,6 +60,33 @@ class CrossEarthAlgorithm(QgsProcessingAlgorithm):
     def createInstance(self) -> CrossEarthAlgorithm:
         # Processing runs copies (batch mode, models, background tasks); none holds state.
         return type(self)()
+
+    def processAlgorithm(
+        self,
+        parameters: dict[str, Any],
+        context: QgsProcessingContext,
+        feedback: QgsProcessingFeedback,
+    ) -> dict[str, Any]:
+        job = self.prepare(parameters, context, feedback)
+        outcome = self.run_job(job, feedback)
+        return self.results(job, outcome, context, feedback)
+
+    def prepare(
+        self, parameters: Parameters, context: QgsProcessingContext, feedback: Feedback
+    ) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} states no engine job")
+
+    def run_job(self, job: EngineJob, feedback: QgsProcessingFeedback) -> EngineOutcome:
+        return run_engine_for_feedback(job.args(), feedback)
+
+    def results(
+        self,
+        job: Any,
+        outcome: EngineOutcome,
+        context: QgsProcessingContext,
+        feedback: QgsProcessingFeedback,
+    ) -> dict[str, Any]:
+        raise NotImplementedError(f"{type(self).__name__} states no outputs")
 
     def add_parameters(
         self,

@@ -17,9 +17,9 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
+from ..worker.client import EngineOutcome
 from ..worker.requests import WEIGHTS_DTYPES, ConvertRequest
-from .base import CrossEarthAlgorithm
-from .engine_run import run_engine_for_feedback
+from .base import CrossEarthAlgorithm, Feedback, Parameters
 
 
 class ConvertCheckpointAlgorithm(CrossEarthAlgorithm):
@@ -91,12 +91,9 @@ class ConvertCheckpointAlgorithm(CrossEarthAlgorithm):
         )
         self.addOutput(QgsProcessingOutputString(self.MODEL_NAME, "Model name"))
 
-    def processAlgorithm(
-        self,
-        parameters: dict[str, Any],
-        context: QgsProcessingContext,
-        feedback: QgsProcessingFeedback,
-    ) -> dict[str, Any]:
+    def prepare(
+        self, parameters: Parameters, context: QgsProcessingContext, feedback: Feedback
+    ) -> ConvertRequest:
         preset = self.parameterAsString(parameters, self.PRESET, context).strip() or None
         config = self.parameterAsFile(parameters, self.MMSEG_CONFIG, context).strip() or None
         if (preset is None) == (config is None):
@@ -122,7 +119,16 @@ class ConvertCheckpointAlgorithm(CrossEarthAlgorithm):
             overwrite=True,
         )
         feedback.setProgressText(f"converting {Path(request.checkpoint).name}")
-        outcome = run_engine_for_feedback(request.args(), feedback)
+        return request
+
+    def results(
+        self,
+        job: ConvertRequest,
+        outcome: EngineOutcome,
+        context: QgsProcessingContext,
+        feedback: QgsProcessingFeedback,
+    ) -> dict[str, Any]:
+        output = Path(job.output)
         for warning in outcome.warnings:
             feedback.pushWarning(warning)
         for line in outcome.stdout:

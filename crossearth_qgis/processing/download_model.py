@@ -15,9 +15,9 @@ from qgis.core import (
 )
 
 from ..catalog_events import catalog_events
+from ..worker.client import EngineOutcome
 from ..worker.requests import DownloadRequest
-from .base import CrossEarthAlgorithm
-from .engine_run import run_engine_for_feedback
+from .base import CrossEarthAlgorithm, Feedback, Parameters
 
 
 class DownloadModelAlgorithm(CrossEarthAlgorithm):
@@ -62,28 +62,32 @@ class DownloadModelAlgorithm(CrossEarthAlgorithm):
         self.addOutput(QgsProcessingOutputFolder(self.OUTPUT, "Model package folder"))
         self.addOutput(QgsProcessingOutputString(self.MODEL_NAME, "Model name"))
 
-    def processAlgorithm(
-        self,
-        parameters: dict[str, Any],
-        context: QgsProcessingContext,
-        feedback: QgsProcessingFeedback,
-    ) -> dict[str, Any]:
+    def prepare(
+        self, parameters: Parameters, context: QgsProcessingContext, feedback: Feedback
+    ) -> DownloadRequest:
         name = self.parameterAsString(parameters, self.MODEL, context).strip()
         if not name:
             raise QgsProcessingException("Give the name of the model to download.")
-        request = DownloadRequest(
+        feedback.setProgressText(f"downloading {name}")
+        return DownloadRequest(
             name=name,
             keep_checkpoint=self.parameterAsBoolean(parameters, self.KEEP_CHECKPOINT, context),
             overwrite=self.parameterAsBoolean(parameters, self.OVERWRITE, context),
         )
-        feedback.setProgressText(f"downloading {name}")
-        outcome = run_engine_for_feedback(request.args(), feedback)
+
+    def results(
+        self,
+        job: DownloadRequest,
+        outcome: EngineOutcome,
+        context: QgsProcessingContext,
+        feedback: QgsProcessingFeedback,
+    ) -> dict[str, Any]:
         done = outcome.done or {}
         for warning in outcome.warnings:
             feedback.pushWarning(warning)
         package = str(done.get("package", ""))
         for path in done.get("kept", []):
             feedback.pushInfo(f"kept in the Hugging Face cache: {path}")
-        feedback.pushInfo(f"installed {name} in {package}")
+        feedback.pushInfo(f"installed {job.name} in {package}")
         catalog_events.package_added.emit(package)
-        return {self.OUTPUT: package, self.MODEL_NAME: name}
+        return {self.OUTPUT: package, self.MODEL_NAME: job.name}

@@ -28,10 +28,9 @@ from qgis.core import (
 from .. import qgis_enums
 from ..catalog_events import catalog_events
 from ..layers.inputs import InputProblem, local_raster_source, parse_bands
-from ..worker.client import run_engine_json
+from ..worker.client import EngineOutcome, run_engine_json
 from ..worker.requests import FineTuneRequest
-from .base import CrossEarthAlgorithm
-from .engine_run import run_engine_for_feedback
+from .base import CrossEarthAlgorithm, Feedback, Parameters
 
 MODES = ["reins", "full"]
 # The numbers of a training run have one default, the engine's training recipe
@@ -135,12 +134,9 @@ class FineTuneAlgorithm(CrossEarthAlgorithm):
         self.addOutput(QgsProcessingOutputString(self.MODEL_NAME, "Model name"))
         self.addOutput(QgsProcessingOutputNumber(self.MIOU, "Validation mIoU"))
 
-    def processAlgorithm(
-        self,
-        parameters: dict[str, Any],
-        context: QgsProcessingContext,
-        feedback: QgsProcessingFeedback,
-    ) -> dict[str, Any]:
+    def prepare(
+        self, parameters: Parameters, context: QgsProcessingContext, feedback: Feedback
+    ) -> FineTuneRequest:
         data = self._training_data(parameters, context)
         catalog = run_engine_json(["models", "--json"])
         base = self.parameter_text(parameters, self.BASE, context) or catalog.get("default") or ""
@@ -152,14 +148,21 @@ class FineTuneAlgorithm(CrossEarthAlgorithm):
         name = name or f"{Path(base).name}-{Path(data.image).stem}"
         chosen = self.parameter_text(parameters, self.OUTPUT, context)
         destination = _destination(chosen, Path(catalog["user_dir"]) / name, name)
-        request = self._request(parameters, context, data, base, name, destination)
         feedback.pushInfo(f"fine-tuning {base} on {Path(data.image).name}")
-        outcome = run_engine_for_feedback(request.args(), feedback)
+        return self._request(parameters, context, data, base, name, destination)
+
+    def results(
+        self,
+        job: FineTuneRequest,
+        outcome: EngineOutcome,
+        context: QgsProcessingContext,
+        feedback: QgsProcessingFeedback,
+    ) -> dict[str, Any]:
         miou = _report(outcome.done or {}, feedback)
-        catalog_events.package_added.emit(str(destination))
+        catalog_events.package_added.emit(job.output)
         return {
-            self.OUTPUT: str(destination),
-            self.MODEL_NAME: name,
+            self.OUTPUT: job.output,
+            self.MODEL_NAME: job.name,
             self.MIOU: float(miou) if miou is not None else float("nan"),
         }
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from qgis.core import (
     QgsProcessingContext,
@@ -33,7 +33,7 @@ from ..worker.client import EngineOutcome, run_engine_json
 from ..worker.engine_errors import EngineError
 from ..worker.models import list_models, model_card
 from ..worker.requests import ONNX_RUNTIMES, SegmentRequest
-from .base import CrossEarthAlgorithm, installed_runtimes
+from .base import CrossEarthAlgorithm, Feedback, Parameters, installed_runtimes
 from .engine_run import run_engine_for_feedback
 from .model_choice import model_choice_wrapper
 from .segment_results import (
@@ -160,6 +160,16 @@ HELP = {
 REGION_UNITS = ["px", "m2", "ha"]
 
 
+class _SegmentJob(NamedTuple):
+    request: SegmentRequest
+    export: ExportPlan | None  # a layer that is not a file is read into a GeoTIFF first
+    outputs: SegmentOutputs
+    layer_name: str
+
+    def args(self) -> list[str]:
+        return self.request.args()
+
+
 class SegmentRasterAlgorithm(CrossEarthAlgorithm):
     INPUT = "INPUT"
     MODEL = "MODEL"
@@ -203,12 +213,9 @@ class SegmentRasterAlgorithm(CrossEarthAlgorithm):
         self.add_parameters(self._advanced_parameters(), advanced=True, help_texts=HELP)
         self.add_parameters(self._output_parameters(), help_texts=HELP)
 
-    def processAlgorithm(
-        self,
-        parameters: dict[str, Any],
-        context: QgsProcessingContext,
-        feedback: QgsProcessingFeedback,
-    ) -> dict[str, Any]:
+    def prepare(
+        self, parameters: Parameters, context: QgsProcessingContext, feedback: Feedback
+    ) -> _SegmentJob:
         layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
         model = self.parameter_text(parameters, self.MODEL, context)
         gsd = gsd_text(self.parameterAsString(parameters, self.GSD, context))
@@ -238,11 +245,19 @@ class SegmentRasterAlgorithm(CrossEarthAlgorithm):
                 parameters, context, gsd, export is not None, bool(outputs.polygons), feedback
             ),
         )
-        outcome = self._run(request, export, feedback)
+        return _SegmentJob(request, export, outputs, layer.name())
+
+    def results(
+        self,
+        job: _SegmentJob,
+        outcome: EngineOutcome,
+        context: QgsProcessingContext,
+        feedback: QgsProcessingFeedback,
+    ) -> dict[str, Any]:
         for warning in outcome.warnings:
             feedback.pushWarning(warning)
-        written = drop_failed_outputs(outcome, outputs, context, feedback)
-        name, classes = style_result(written.classes, layer.name(), outcome.done or {}, feedback)
+        written = drop_failed_outputs(outcome, job.outputs, context, feedback)
+        name, classes = style_result(written.classes, job.layer_name, outcome.done or {}, feedback)
         name_on_load(written, name, classes, context)
         return {
             self.OUTPUT: written.classes,
@@ -323,9 +338,7 @@ class SegmentRasterAlgorithm(CrossEarthAlgorithm):
                 defaultValue=0,
             ),
             QgsProcessingParameterString(self.WORKERS, "Workers on Ray", "0", optional=True),
-            QgsProcessingParameterString(
-                self.CLUSTER, "Ray cluster address", "", optional=True
-            ),
+            QgsProcessingParameterString(self.CLUSTER, "Ray cluster address", "", optional=True),
             QgsProcessingParameterEnum(
                 self.RUNTIME,
                 "Runtime",
@@ -498,12 +511,10 @@ class SegmentRasterAlgorithm(CrossEarthAlgorithm):
             feedback.pushWarning("Simplify applies to the class polygons, which were not asked.")
         return options
 
-    @staticmethod
-    def _run(
-        request: SegmentRequest, export: ExportPlan | None, feedback: QgsProcessingFeedback
-    ) -> EngineOutcome:
+    def run_job(self, job: _SegmentJob, feedback: QgsProcessingFeedback) -> EngineOutcome:
         """Runs the engine; for a layer that is not a file, reads it first (two steps of one
         progress bar, one cancel) and deletes the read copy afterwards."""
+        request, export = job.request, job.export
         if export is None:
             return run_engine_for_feedback(request.args(), feedback)
         steps = QgsProcessingMultiStepFeedback(2, feedback)

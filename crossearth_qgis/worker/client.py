@@ -223,8 +223,13 @@ def _run_worker(
         with warm_worker.acquire(interpreter, warm_idle_s, args[0] if args else "") as warm:
             if warm is not None:
                 code = _run_warm(
-                    warm, args, output.stdout_line, output.stderr_line, is_cancelled,
-                    timeout_s, terminate_grace_s,
+                    warm,
+                    args,
+                    output.stdout_line,
+                    output.stderr_line,
+                    is_cancelled,
+                    timeout_s,
+                    terminate_grace_s,
                 )
             else:
                 code = run_streaming(

@@ -52,6 +52,11 @@ def names(text: str | None) -> list[str] | None:
     return names
 
 
+def add_overwrite_option(parser: argparse.ArgumentParser, help: str) -> None:
+    """`--overwrite`; `help` says what it replaces (never more than the command wrote)."""
+    parser.add_argument("--overwrite", action="store_true", help=help)
+
+
 def add_progress_option(
     parser: argparse.ArgumentParser, default: str = "bar", help: str = ""
 ) -> None:

@@ -235,9 +235,7 @@ CLI_WORDING: dict[str, Wording] = {
     ),
     LABELS_CLASS_FIELD: lambda f: f"{f['path']} holds polygons: give --class-field",
     OPTION_THREADS: lambda f: f"--threads must be at least 1, got {f['value']}",
-    OPTION_SIMPLIFY: lambda f: (
-        f"--simplify {f['value']} must be a distance in metres >= 0"
-    ),
+    OPTION_SIMPLIFY: lambda f: f"--simplify {f['value']} must be a distance in metres >= 0",
 }
 
 

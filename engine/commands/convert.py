@@ -7,6 +7,7 @@ from pathlib import Path
 
 from engine.commands import Handler
 from engine.commands.arguments import (
+    add_overwrite_option,
     add_progress_option,
     names,
 )
@@ -53,10 +54,9 @@ def register(commands: argparse._SubParsersAction) -> Handler:
         default="float32",
         help="weight precision in the package (default float32, exact)",
     )
-    conv.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace an existing package this tool wrote (a folder holding only model.json "
+    add_overwrite_option(
+        conv,
+        "replace an existing package this tool wrote (a folder holding only model.json "
         "and weights.safetensors); nothing else is ever replaced",
     )
     add_progress_option(

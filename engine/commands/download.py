@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 
 from engine.commands import Handler
-from engine.commands.arguments import add_progress_option
-from engine.commands.progress import json_event, progress_printer
+from engine.commands.arguments import add_overwrite_option, add_progress_option
+from engine.commands.progress import json_event, progress_reporter
 
 
 def register(commands: argparse._SubParsersAction) -> Handler:
@@ -25,10 +25,8 @@ def register(commands: argparse._SubParsersAction) -> Handler:
         help="keep the downloaded .pth in the Hugging Face cache (default: delete what this "
         "download fetched once the package is written)",
     )
-    down.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace the installed package of that name (only a package this tool wrote)",
+    add_overwrite_option(
+        down, "replace the installed package of that name (only a package this tool wrote)"
     )
     add_progress_option(down)
     return run
@@ -38,16 +36,13 @@ def run(args: argparse.Namespace) -> int:
     from engine.models.catalog import format_size
     from engine.models.download import download, download_summary
 
-    update, close = progress_printer(args.progress)
-    try:
+    with progress_reporter(args.progress) as update:
         result = download(
             args.name,
             keep_checkpoint=args.keep_checkpoint,
             overwrite=args.overwrite,
             progress=update,
         )
-    finally:
-        close()
     if args.progress == "json":
         json_event("done", **download_summary(result))
         return 0

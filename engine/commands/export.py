@@ -6,10 +6,11 @@ import argparse
 
 from engine.commands import Handler
 from engine.commands.arguments import (
+    add_overwrite_option,
     add_progress_option,
     positive_int,
 )
-from engine.commands.progress import json_event, progress_printer
+from engine.commands.progress import json_event, progress_reporter
 
 
 def register(commands: argparse._SubParsersAction) -> Handler:
@@ -28,9 +29,7 @@ def register(commands: argparse._SubParsersAction) -> Handler:
         default=1e-4,
         help="largest score difference from PyTorch accepted (default 1e-4)",
     )
-    export.add_argument(
-        "--overwrite", action="store_true", help="replace the graph an earlier export added"
-    )
+    add_overwrite_option(export, "replace the graph an earlier export added")
     add_progress_option(export)
     return run
 
@@ -38,8 +37,7 @@ def register(commands: argparse._SubParsersAction) -> Handler:
 def run(args: argparse.Namespace) -> int:
     from engine.models.export import export_onnx
 
-    update, close = progress_printer(args.progress)
-    try:
+    with progress_reporter(args.progress) as update:
         result = export_onnx(
             args.model,
             opset=args.opset,
@@ -47,8 +45,6 @@ def run(args: argparse.Namespace) -> int:
             overwrite=args.overwrite,
             progress=update,
         )
-    finally:
-        close()
     summary = {
         "graph": str(result.graph),
         "opset": result.opset,

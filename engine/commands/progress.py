@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 
@@ -44,3 +45,13 @@ def progress_printer(mode: str) -> tuple[Callable[[float, str], None], Callable[
             bar.close()
 
     return update, close
+
+
+@contextmanager
+def progress_reporter(mode: str) -> Iterator[Callable[[float, str], None]]:
+    """The progress callback of `mode` for the block; its bar is closed when the block ends."""
+    update, close = progress_printer(mode)
+    try:
+        yield update
+    finally:
+        close()

@@ -11,13 +11,14 @@ from typing import Any
 
 from engine.commands import Handler
 from engine.commands.arguments import (
+    add_overwrite_option,
     add_progress_option,
     int_list,
     non_negative_int,
     positive_int,
     workers,
 )
-from engine.commands.progress import json_event, progress_printer
+from engine.commands.progress import json_event, progress_reporter
 from engine.error_codes import INPUT_BANDS_MISSING
 from engine.errors import CrossEarthError, InputError
 from engine.option_values import CONFIDENCE_NODATA
@@ -93,11 +94,7 @@ def add_output_options(seg: argparse.ArgumentParser) -> None:
         "--extent",
         help="segment only XMIN,YMIN,XMAX,YMAX (in the raster's CRS) instead of the whole raster",
     )
-    seg.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace existing output files (never the input)",
-    )
+    add_overwrite_option(seg, "replace existing output files (never the input)")
 
 
 def add_resolution_options(seg: argparse.ArgumentParser) -> None:
@@ -189,19 +186,17 @@ def _segment(args: argparse.Namespace, options: Any) -> Any:
     """The run, in this process or sharded; a band error carries the models that fit."""
     from engine.run.pipeline import segment
 
-    update, close = progress_printer(args.progress)
     try:
-        if args.workers is not None or args.cluster or args.resume:
-            return _segment_sharded(args, options, update)
-        return segment(args.input, args.output, args.model, options, progress=update)
+        with progress_reporter(args.progress) as update:
+            if args.workers is not None or args.cluster or args.resume:
+                return _segment_sharded(args, options, update)
+            return segment(args.input, args.output, args.model, options, progress=update)
     except InputError as exc:
         if exc.code != INPUT_BANDS_MISSING:
             raise
         from engine.models.model_fit import with_advice
 
         raise with_advice(exc, args.input, args.model) from None
-    finally:
-        close()
 
 
 def _summary(result: Any) -> dict[str, Any]:

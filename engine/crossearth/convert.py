@@ -346,8 +346,7 @@ def _with_backbone(
     if backbone is None:
         if not frozen:
             problem = (
-                f"{checkpoint.name} holds only the Rein tokens and the head (a training "
-                "checkpoint)"
+                f"{checkpoint.name} holds only the Rein tokens and the head (a training checkpoint)"
             )
             raise ModelError(
                 f"{problem}; give the frozen DINOv2 weights (dinov2_converted.pth) as the backbone",

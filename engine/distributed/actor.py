@@ -129,9 +129,7 @@ class ShardWorker:
         if not weights.is_file():
             raise CrossEarthError(f"the model weights {describe_path(weights)} do not exist here")
         loaded = load_model(spec.package, spec.device, spec.threads, spec.runtime)
-        self._runner = make_runner(
-            loaded, spec.batch_size, spec.amp, spec.model_tile, spec.compile
-        )
+        self._runner = make_runner(loaded, spec.batch_size, spec.amp, spec.model_tile, spec.compile)
         return loaded.device
 
     def _on_tiles(self, done: int, skipped: int) -> None:

@@ -246,9 +246,7 @@ def segment_sharded(
         raise CrossEarthError(f"shards must be at least 1, got {shards}")
     job = plan_segment(input_path, output_path, model, options or SegmentOptions(), sharded=True)
     run = _RunResources(RaySession(), job)
-    request = _Request(
-        requested_workers, cluster, resume, shards, progress or (lambda f, m: None)
-    )
+    request = _Request(requested_workers, cluster, resume, shards, progress or (lambda f, m: None))
     succeeded = False
     try:
         outcome = _run_sharded(run, job, request, cancel_check(cancel))
@@ -294,9 +292,7 @@ class _Outcome:
     failed: dict[str, str]
 
 
-def _run_sharded(
-    run: _RunResources, job: Plan, request: _Request, is_cancelled: Any
-) -> _Outcome:
+def _run_sharded(run: _RunResources, job: Plan, request: _Request, is_cancelled: Any) -> _Outcome:
     """The run's named steps: the tile plan, the work folder (and what a killed run left in
     it), Ray and its workers, the shards still to do, and the outputs assembled from parts."""
     report = request.report
@@ -408,9 +404,7 @@ def _finished_parts(
             "remove the folder to start again"
         )
     for shard in plan:
-        part = work.finished_part(
-            shard.index, shard.first, shard.end, job.width, confidence_dtype
-        )
+        part = work.finished_part(shard.index, shard.first, shard.end, job.width, confidence_dtype)
         if part is not None:
             parts[shard.index] = part
     work.remove_temporaries()

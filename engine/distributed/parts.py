@@ -28,6 +28,7 @@ from engine.error_codes import PARTS_DAMAGED
 from engine.errors import CrossEarthError
 from engine.files import (
     TEMP_PREFIX,
+    atomic_write,
     create_temporary_file,
     describe_path,
     file_sha256,
@@ -35,7 +36,7 @@ from engine.files import (
     remove_temporary,
     write_error,
 )
-from engine.run.row_stream import DecidedRows
+from engine.run.row_stream import ClassTally, DecidedRows
 
 WORK_PREFIX = ".crossearth-work-"
 MANIFEST = "manifest.json"
@@ -64,17 +65,8 @@ def _is_known_name(name: str) -> bool:
 
 
 def _write_json_atomically(destination: Path, data: dict[str, Any]) -> None:
-    temp = create_temporary_file(destination)
-    try:
-        try:
-            with open(temp, "w", encoding="utf-8") as handle:
-                json.dump(data, handle, indent=1)
-        except OSError as exc:
-            raise write_error(destination, exc) from None
-        publish(temp, destination)
-    except BaseException:
-        remove_temporary(temp)
-        raise
+    with atomic_write(destination) as temp, open(temp, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=1)
 
 
 @dataclass
@@ -169,7 +161,7 @@ class _ArrayStream:
         remove_temporary(self.temp)
 
 
-class PartWriter:
+class PartWriter(ClassTally):
     """Writes one shard's decided rows into its part files (used inside a worker)."""
 
     def __init__(
@@ -185,9 +177,7 @@ class PartWriter:
     ) -> None:
         self.folder = Path(folder)
         self.index, self.first, self.end, self.width = index, first, end, width
-        self.num_classes = num_classes
-        self.counts = np.zeros(num_classes, np.int64)
-        self.nodata_pixels = 0
+        super().__init__(num_classes)
         self.confidence_dtype = confidence_dtype
         names = part_names(self.folder, index)
         self._streams: list[_ArrayStream] = []
@@ -211,11 +201,7 @@ class PartWriter:
         expected = self.first + self.classes.rows
         if rows.top != expected:
             raise RuntimeError(f"rows from {rows.top} arrived where row {expected} was due")
-        # Nodata is a value no class has, so one histogram counts the classes.
-        self.counts += np.bincount(rows.classes.ravel(), minlength=self.num_classes)[
-            : self.num_classes
-        ]
-        self.nodata_pixels += rows.nodata_pixels
+        self.tally(rows)
         self.classes.write(rows.classes)
         if self.confidence is not None:
             assert rows.confidence is not None

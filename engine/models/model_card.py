@@ -97,20 +97,11 @@ class ModelCard:
 
     def save(self, path: Path) -> None:
         """Writes model.json; a reader never sees a half-written card."""
-        from engine.files import create_temporary_file, publish, remove_temporary, write_error
+        from engine.files import atomic_write
 
-        path = Path(path)
-        temp = create_temporary_file(path)
-        try:
-            text = json.dumps(self.to_json_dict(), indent=2) + "\n"
-            try:
-                temp.write_text(text, encoding="utf-8")
-            except OSError as exc:
-                raise write_error(path, exc) from None
-            publish(temp, path)
-        except BaseException:
-            remove_temporary(temp)
-            raise
+        text = json.dumps(self.to_json_dict(), indent=2) + "\n"
+        with atomic_write(Path(path)) as temp:
+            temp.write_text(text, encoding="utf-8")
 
 
 # Outputs are class GeoTIFFs with one value per class.

@@ -404,7 +404,6 @@ class TileReader:
             valid = np.pad(valid, ((0, size - height), (0, size - width)))
         return values, valid
 
-
     def _block_for(
         self, row: int, height: int, col: int, width: int, size: int
     ) -> tuple[int, int, int, np.ndarray, np.ndarray]:

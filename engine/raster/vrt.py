@@ -18,7 +18,7 @@ from rasterio.enums import MaskFlags
 from rasterio.windows import Window
 
 from engine.errors import CrossEarthError
-from engine.files import create_temporary_file, publish, remove_temporary, write_error
+from engine.files import atomic_write
 
 # rasterio's dtype names -> GDAL's.
 _GDAL_TYPES = {
@@ -260,12 +260,6 @@ def _number(value: float) -> str:
 def _write(document: ElementTree.Element, target: Path) -> Path:
     """Writes the XML under a temporary name beside `target`, then renames it into place."""
     target = Path(target)
-    temp = create_temporary_file(target)
-    try:
+    with atomic_write(target) as temp:
         ElementTree.ElementTree(document).write(temp, encoding="utf-8", xml_declaration=False)
-        publish(temp, target)
-    except OSError as exc:
-        raise write_error(target, exc) from None
-    finally:
-        remove_temporary(temp)
     return target

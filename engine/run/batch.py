@@ -71,7 +71,7 @@ from engine.run.batch_inputs import (
     unique_stems,
 )
 from engine.run.options import PER_INPUT_FIELDS, options_from_args
-from engine.run.output_paths import dataset_files
+from engine.run.output_paths import dataset_files, first_existing
 from engine.run.pipeline import CancelFlag, LoadedModel, SegmentOptions, SegmentResult
 
 log = logging.getLogger(__name__)
@@ -156,51 +156,59 @@ def _check_destinations(
     """Nothing the batch writes is anything it reads; nothing existing is replaced unless
     --overwrite (or, for the index and mosaic, --resume) says so."""
     read = [(p, f) for p in plans for f in p.files]
-    for plan in plans:
-        for target in plan.written():
-            for owner, source in read:
-                if same_file(target, source):
-                    raise OutputError(
-                        f"the output {target} would replace {source}, which the input "
-                        f"{describe_path(owner.input.given)} reads; choose another output folder",
-                        code=OUTPUT_REPLACES_INPUT,
-                        path=target,
-                        source=source,
-                        input=describe_path(owner.input.given),
-                    )
-    for target in summary:
-        for owner, source in read:
-            if same_file(target, source):
-                raise OutputError(
-                    f"the batch's {target.name} would replace the input "
-                    f"{describe_path(owner.input.given)}; choose another output folder",
-                    code=OUTPUT_SUMMARY_REPLACES_INPUT,
-                    path=target,
-                    input=describe_path(owner.input.given),
-                )
+    outputs = [t for p in plans for t in p.written()]
+    for targets, code in (
+        (outputs, OUTPUT_REPLACES_INPUT),
+        (summary, OUTPUT_SUMMARY_REPLACES_INPUT),
+    ):
+        clash = _replaced_input(targets, read)
+        if clash is not None:
+            target, owner, source = clash
+            given = describe_path(owner.input.given)
+            what = (
+                f"the batch's {target.name}"
+                if code == OUTPUT_SUMMARY_REPLACES_INPUT
+                else f"the output {target}"
+            )
+            raise OutputError(
+                f"{what} would replace {source}, which the input {given} reads; choose another "
+                "output folder",
+                code=code,
+                path=target,
+                source=source,
+                input=given,
+            )
     if overwrite or resume:
         # --resume: an input with all its outputs is skipped; what an interrupted earlier run
         # left of the others, and the earlier index and mosaic, are replaced.
         return
-    for plan in plans:
-        if plan.status:
-            continue
-        for target in plan.written():
-            if target.exists() or target.is_symlink():
-                raise OutputError(
-                    f"{target} already exists; allow overwrite to replace it, or resume to "
-                    "keep the finished outputs of an earlier batch and do the rest",
-                    code=OUTPUT_BATCH_EXISTS,
-                    path=target,
-                )
-    for target in summary:
-        if target.exists() or target.is_symlink():
-            raise OutputError(
-                f"{target} already exists (from an earlier batch); resume to finish that batch "
-                "or overwrite to redo it, or choose another output folder",
-                code=OUTPUT_BATCH_SUMMARY_EXISTS,
-                path=target,
-            )
+    existing = first_existing(t for p in plans if not p.status for t in p.written())
+    if existing is not None:
+        raise OutputError(
+            f"{existing} already exists; allow overwrite to replace it, or resume to "
+            "keep the finished outputs of an earlier batch and do the rest",
+            code=OUTPUT_BATCH_EXISTS,
+            path=existing,
+        )
+    existing = first_existing(summary)
+    if existing is not None:
+        raise OutputError(
+            f"{existing} already exists (from an earlier batch); resume to finish that batch "
+            "or overwrite to redo it, or choose another output folder",
+            code=OUTPUT_BATCH_SUMMARY_EXISTS,
+            path=existing,
+        )
+
+
+def _replaced_input(
+    targets: list[Path], read: list[tuple[PlannedInput, Path]]
+) -> tuple[Path, PlannedInput, Path] | None:
+    """The first target that is a file some input reads: (target, that input, the file)."""
+    for target in targets:
+        for owner, source in read:
+            if same_file(target, source):
+                return target, owner, source
+    return None
 
 
 def plan_batch(
@@ -432,9 +440,7 @@ def _load_once(package: Any, options: SegmentOptions, emit: Event) -> LoadedMode
     from engine.run.runtimes import choose_runtime, load_model
 
     tile = tile_geometry(package.card, options)[0]
-    runtime = choose_runtime(
-        options.runtime, package.card, options.device, tile, options.compile
-    )
+    runtime = choose_runtime(options.runtime, package.card, options.device, tile, options.compile)
     emit("progress", {"fraction": 0.0, "message": f"loading model {package.card.name} ({runtime})"})
     return load_model(package, options.device, options.threads, runtime)
 
@@ -545,5 +551,3 @@ def _row_fields(row: BatchRow) -> dict[str, Any]:
 
 
 # --- index and mosaic ---------------------------------------------------------------------------
-
-

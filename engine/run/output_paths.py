@@ -9,6 +9,7 @@ links) with every file the input dataset reads (GDAL's file list: a VRT's source
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,19 +85,24 @@ def _destination(path: Path, what: str) -> Path:
     return path
 
 
+def first_existing(paths: Iterable[Path]) -> Path | None:
+    """The first of `paths` that exists (a dangling link counts: writing would follow it)."""
+    return next((path for path in paths if path.exists() or path.is_symlink()), None)
+
+
 def _check_not_existing(outputs: RunOutputs) -> None:
-    for what, path in outputs.written():
-        if what.endswith("style"):
-            continue  # the plugin's own style file, replaced with the raster it styles
-        if path.exists() or path.is_symlink():
-            raise OutputError(
-                f"{what} {path} already exists; allow overwrite to replace it, or choose "
-                "another name",
-                code=OUTPUT_EXISTS,
-                what=what,
-                path=str(path),
-                option="overwrite",
-            )
+    # The plugin's own style file is left out: it is replaced with the raster it styles.
+    kinds = {path: what for what, path in outputs.written() if not what.endswith("style")}
+    path = first_existing(kinds)
+    if path is not None:
+        raise OutputError(
+            f"{kinds[path]} {path} already exists; allow overwrite to replace it, or choose "
+            "another name",
+            code=OUTPUT_EXISTS,
+            what=kinds[path],
+            path=str(path),
+            option="overwrite",
+        )
 
 
 def plan_outputs(

@@ -218,4 +218,3 @@ def _stream(
     finally:
         release(loaded)
     return len(tiles), counted["skipped"], writer, failed
-

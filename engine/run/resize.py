@@ -48,9 +48,7 @@ def resize_matrix(source: int, target: int, mode: str) -> np.ndarray:
         for i in range(target):
             position = scale * (i + 0.5) - 0.5  # align_corners=False; not clamped for cubic
             floor = math.floor(position)
-            for offset, weight in zip(
-                range(-1, 3), _cubic_weights(position - floor), strict=True
-            ):
+            for offset, weight in zip(range(-1, 3), _cubic_weights(position - floor), strict=True):
                 matrix[i, min(max(floor + offset, 0), source - 1)] += weight
     else:
         raise ValueError(f"unknown resampling mode '{mode}'; use area or bicubic")

@@ -33,6 +33,21 @@ class DecidedRows:
     nodata_pixels: int
 
 
+class ClassTally:
+    """Pixels per class and nodata pixels of the decided rows a writer has taken so far."""
+
+    def __init__(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+        self.counts = np.zeros(num_classes, np.int64)
+        self.nodata_pixels = 0
+
+    def tally(self, rows: DecidedRows) -> None:
+        # Nodata is a value no class has, so one histogram of all pixels counts both.
+        found = np.bincount(rows.classes.ravel(), minlength=self.num_classes)
+        self.counts += found[: self.num_classes]
+        self.nodata_pixels += rows.nodata_pixels
+
+
 # Most tiles in one batch, runnable or all nodata (see _batches).
 MAX_BATCH_TILES = 64
 

@@ -9,8 +9,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from engine.errors import CrossEarthError, SegmentationCancelled
 from engine.models.model_card import ModelCard
 from engine.raster.postprocess import sieve
@@ -23,12 +21,12 @@ from engine.raster.vectorize import polygonize
 from engine.run.options import ProgressCallback
 from engine.run.output_paths import RunOutputs
 from engine.run.plan import Plan
-from engine.run.row_stream import DecidedRows
+from engine.run.row_stream import ClassTally, DecidedRows
 
 log = logging.getLogger(__name__)
 
 
-class OutputWriter:
+class OutputWriter(ClassTally):
     """Streams decided rows into the run's class (and confidence) GeoTIFFs, counting classes;
     `finish` completes the files, `publish` renames them into place, `discard` removes them."""
 
@@ -40,10 +38,8 @@ class OutputWriter:
         tags: dict[str, str],
         confidence_dtype: str,
     ) -> None:
-        self.num_classes = card.num_classes
+        super().__init__(card.num_classes)
         self.confidence_dtype = confidence_dtype
-        self.counts = np.zeros(card.num_classes, np.int64)
-        self.nodata_pixels = 0
         self.files: list[StreamingGeoTiff] = []
         try:
             self.classes = class_raster(
@@ -62,11 +58,7 @@ class OutputWriter:
 
     def write(self, rows: DecidedRows) -> None:
         """Appends the next decided rows to the files and adds them to the class counts."""
-        # Nodata is a value no class has, so one histogram of all pixels counts both.
-        self.counts += np.bincount(rows.classes.ravel(), minlength=self.num_classes)[
-            : self.num_classes
-        ]
-        self.nodata_pixels += rows.nodata_pixels
+        self.tally(rows)
         self.classes.write_rows(rows.classes)
         if self.confidence is not None:
             assert rows.confidence is not None

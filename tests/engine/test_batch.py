@@ -393,12 +393,12 @@ def test_batch_needs_no_gdal_bindings(tmp_path, scenes, monkeypatch):
         assert polygons.GetFeatureCount() > 0
         assert ogr.GeometryTypeToName(polygons.GetGeomType()) == "Multi Polygon"
         polygons = data = None
-    with rasterio.open(out / "mosaic.vrt") as mosaic, rasterio.open(
-        out / "raleigh_a_classes.tif"
-    ) as part:
+    with (
+        rasterio.open(out / "mosaic.vrt") as mosaic,
+        rasterio.open(out / "raleigh_a_classes.tif") as part,
+    ):
         window = mosaic.window(*part.bounds)
         assert (mosaic.read(1, window=window) == part.read(1)).all()
-
 
 
 def test_input_expansion(tmp_path):

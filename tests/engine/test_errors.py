@@ -234,7 +234,10 @@ def test_library_errors_and_warnings_speak_no_flags():
         ),
         (
             InputError(
-                "x", code="train.resume_file", problem="w is a model checkpoint", weights="model",
+                "x",
+                code="train.resume_file",
+                problem="w is a model checkpoint",
+                weights="model",
                 folder="r/checkpoints",
             ),
             "w is a model checkpoint; to train from these weights convert it with 'crossearth "

@@ -105,9 +105,9 @@ def test_polygon_areas_match_class_pixels_after_simplification(tmp_path):
     layer = data.GetLayer(0)
     areas: dict[str, float] = {}
     for feature in layer:
-        areas[feature.GetField("class")] = (
-            areas.get(feature.GetField("class"), 0.0) + feature.GetField("area_m2")
-        )
+        areas[feature.GetField("class")] = areas.get(
+            feature.GetField("class"), 0.0
+        ) + feature.GetField("area_m2")
     data = None
     for name, pixels in result.class_pixels.items():
         if pixels:

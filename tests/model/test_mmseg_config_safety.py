@@ -4,6 +4,7 @@ bounded memory: never a hang, a memory blow-up or a traceback."""
 import hashlib
 import os
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,75 +16,10 @@ from engine.crossearth.mmseg_config import Unreadable, lookup, read_config
 from engine.crossearth.presets import make_card
 from engine.errors import CrossEarthError
 
-# The official reduced reference's sizes (tests/fixtures/official/tiny_config.py), written out here
-# so that these tests need nothing outside the repository. Each test edits one field of it.
-CONFIG = """\
-num_classes = 3
-embed = 192
-feat = 64
-model = dict(
-    type="EncoderDecoder",
-    data_preprocessor=dict(
-        type="SegDataPreProcessor",
-        mean=[123.675, 116.28, 103.53],
-        std=[58.395, 57.12, 57.375],
-        bgr_to_rgb=True,
-    ),
-    backbone=dict(
-        type="ReinsDinoVisionTransformer",
-        reins_config=dict(
-            type="LoRAReins",
-            token_length=10,
-            embed_dims=embed,
-            num_layers=4,
-            patch_size=16,
-            link_token_to_query=True,
-            lora_dim=4,
-            query_dims=feat,
-        ),
-        patch_size=16,
-        embed_dim=embed,
-        depth=4,
-        num_heads=3,
-        mlp_ratio=4,
-        img_size=128,
-        ffn_layer="mlp",
-        init_values=1e-05,
-        out_indices=[0, 1, 2, 3],
-    ),
-    decode_head=dict(
-        type="ReinMask2FormerHead",
-        replace_query_feat=True,
-        in_channels=[embed, embed, embed, embed],
-        feat_channels=feat,
-        out_channels=feat,
-        num_classes=num_classes,
-        num_transformer_feat_level=3,
-        pixel_decoder=dict(
-            type="mmdet.MSDeformAttnPixelDecoder",
-            norm_cfg=dict(type="GN", num_groups=32),
-            encoder=dict(
-                num_layers=2,
-                layer_cfg=dict(
-                    self_attn_cfg=dict(embed_dims=feat, num_heads=4, num_levels=3, num_points=4),
-                    ffn_cfg=dict(embed_dims=feat, feedforward_channels=128),
-                ),
-            ),
-            positional_encoding=dict(num_feats=feat // 2, normalize=True),
-        ),
-        enforce_decoder_input_project=False,
-        transformer_decoder=dict(
-            num_layers=3,
-            layer_cfg=dict(
-                self_attn_cfg=dict(embed_dims=feat, num_heads=4),
-                cross_attn_cfg=dict(embed_dims=feat, num_heads=4),
-                ffn_cfg=dict(embed_dims=feat, feedforward_channels=128),
-            ),
-        ),
-    ),
-    test_cfg=dict(mode="slide", crop_size=(128, 128), stride=(96, 96)),
+# Each test edits one field of this reduced config (the positive control converts it as it is).
+CONFIG = (Path(__file__).parents[1] / "fixtures" / "tiny_mmseg_config.py").read_text(
+    encoding="utf-8"
 )
-"""
 
 
 def write(path, text):

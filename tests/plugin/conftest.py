@@ -21,7 +21,7 @@ from qgis.PyQt.QtCore import QCoreApplication, QEventLoop, QSettings
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 LANDSAT = REPO / "resources" / "samples" / "landsat7_olinda_6band.tif"
-TINY_MMSEG_CONFIG = HERE / "data" / "tiny_mmseg_config.py"
+TINY_MMSEG_CONFIG = REPO / "tests" / "fixtures" / "tiny_mmseg_config.py"
 # The tests run in the engine's venv, so its interpreter is the engine interpreter. The
 # QGIS-version matrix (scripts/matrix.sh) runs them in another QGIS with a Light engine made
 # the plugin's way (CROSSEARTH_TEST_ENGINE) and fixtures a Full engine made beforehand
@@ -286,8 +286,8 @@ def dock(qgis_iface, project, catalog_json, engine_check):
     from crossearth_qgis.worker.models import catalog_from_json
 
     widget = CrossEarthDock(qgis_iface, qgis_iface.mainWindow())
-    widget.set_catalog(catalog_from_json(catalog_json), select=MODEL_NAME)
-    widget._devices_checked(engine_check)
+    widget.models.set_catalog(catalog_from_json(catalog_json), select=MODEL_NAME)
+    widget.models._devices_checked(engine_check)
     yield widget
     widget.shutdown()
     widget.deleteLater()

@@ -150,10 +150,10 @@ def main(output: Path, work: Path) -> dict:
     dock = CrossEarthDock(iface, window)
     window.addDockWidget(Qt.RightDockWidgetArea, dock)
     window.show()
-    dock.refresh_engine_info()
-    wait_for(lambda: dock.catalog is not None and dock.devices is not None)
+    dock.models.refresh_engine_info()
+    wait_for(lambda: dock.models.catalog is not None and dock.models.devices is not None)
 
-    catalog = dock.catalog
+    catalog = dock.models.catalog
     default = next((m for m in catalog.models if m.default), None)
     model = (
         default
@@ -162,11 +162,11 @@ def main(output: Path, work: Path) -> dict:
     )
     if model is None:
         raise SystemExit(f"no usable model: {[m.name for m in catalog.models]}")
-    dock.model_combo.setCurrentIndex(dock.model_combo.findData(model.path))
-    dock.layer_combo.setLayer(source)
-    dock.advanced.setCollapsed(False)
-    dock.bands_edit.setText(",".join(str(LANDSAT_BANDS[b]) for b in model.bands))
-    dock.output_widget.setFilePath(str(work / "landsat7_olinda_classes.tif"))
+    dock.form.model_combo.setCurrentIndex(dock.form.model_combo.findData(model.path))
+    dock.form.layer_combo.setLayer(source)
+    dock.form.advanced.setCollapsed(False)
+    dock.form.bands_edit.setText(",".join(str(LANDSAT_BANDS[b]) for b in model.bands))
+    dock.form.output_widget.setFilePath(str(work / "landsat7_olinda_classes.tif"))
     task = dock.segment()
     if task is None:
         raise SystemExit("the dock refused to start")
@@ -200,7 +200,7 @@ def main(output: Path, work: Path) -> dict:
         "colors": [list(c["color"]) for c in model.card["classes"]],
         "legend": legend,
         "size": [image.width(), image.height()],
-        "status": dock.status_label.text(),
+        "status": dock.form.status_label.text(),
     }
     dock.shutdown()
     return summary

@@ -93,27 +93,29 @@ def test_dock_asks_the_engine_for_models_and_devices(qgis_iface, project, engine
 
     dock = CrossEarthDock(qgis_iface, qgis_iface.mainWindow())
     try:
-        dock.refresh_engine_info()
-        wait_for(lambda: dock.catalog is not None and dock.devices is not None, 120)
-        labels = [dock.model_combo.itemText(i) for i in range(dock.model_combo.count())]
+        dock.models.refresh_engine_info()
+        wait_for(lambda: dock.models.catalog is not None and dock.models.devices is not None, 120)
+        labels = [dock.form.model_combo.itemText(i) for i in range(dock.form.model_combo.count())]
         assert f"{MODEL_NAME} (user)" in labels
         assert labels[-1] == ADD_MODEL_TEXT
-        assert dock.model_combo.itemData(dock.model_combo.count() - 1) == ADD_MODEL
+        assert dock.form.model_combo.itemData(dock.form.model_combo.count() - 1) == ADD_MODEL
         # Nothing chosen or saved yet: the bundled default model is preselected.
-        assert dock.current_model().name == "crossearth-landsat-lc-fast"
+        assert dock.models.current_model().name == "crossearth-landsat-lc-fast"
         assert "crossearth-landsat-lc-fast (bundled, default)" in labels
         assert "crossearth-landsat-lc (bundled)" in labels
-        dock.model_combo.setCurrentIndex(labels.index(f"{MODEL_NAME} (user)"))
-        assert dock.current_model().name == MODEL_NAME
-        assert "3 classes: water, built-up, vegetation" in dock.model_info.text()
-        devices = [dock.device_combo.itemData(i) for i in range(dock.device_combo.count())]
+        dock.form.model_combo.setCurrentIndex(labels.index(f"{MODEL_NAME} (user)"))
+        assert dock.models.current_model().name == MODEL_NAME
+        assert "3 classes: water, built-up, vegetation" in dock.form.model_info.text()
+        devices = [
+            dock.form.device_combo.itemData(i) for i in range(dock.form.device_combo.count())
+        ]
         expected = ["auto", "cpu"] + [d["id"] for d in engine_check["devices"] if d["id"] != "cpu"]
         assert devices == expected
         for device in engine_check["devices"][1:]:  # each GPU is listed by its name
-            index = dock.device_combo.findData(device["id"])
-            assert device["name"] in dock.device_combo.itemText(index)
+            index = dock.form.device_combo.findData(device["id"])
+            assert device["name"] in dock.form.device_combo.itemText(index)
         # Workers (sharded runs) only when the engine environment has Ray.
-        assert dock.workers_combo.isHidden() == (not engine_check.get("ray"))
+        assert dock.form.workers_combo.isHidden() == (not engine_check.get("ray"))
     finally:
         dock.shutdown()
         dock.deleteLater()
@@ -132,11 +134,11 @@ def test_a_complete_class_raster_is_loaded_when_the_polygons_fail(
     limited.chmod(0o755)
     monkeypatch.setenv("CROSSEARTH_PYTHON", str(limited))
     source = add_raster(rasters["rgb"], "olinda")
-    dock.layer_combo.setLayer(source)
-    dock.polygons_check.setChecked(True)
+    dock.form.layer_combo.setLayer(source)
+    dock.form.polygons_check.setChecked(True)
     output = tmp_path / "out" / "olinda_classes.tif"
     output.parent.mkdir()
-    dock.output_widget.setFilePath(str(output))
+    dock.form.output_widget.setFilePath(str(output))
     run_dock(dock)
     assert critical(dock) == []
     [warning] = [m for m in bar_messages(dock.iface, Qgis.MessageLevel.Warning) if "polygons" in m]
@@ -158,12 +160,12 @@ def test_dock_follows_the_active_raster_layer(dock, add_raster, rasters):
     first = add_raster(rasters["rgb"], "first")
     second = add_raster(rasters["two_band"], "second")
     dock.follow_layer(first)
-    assert dock.layer_combo.currentLayer() is first
+    assert dock.form.layer_combo.currentLayer() is first
     dock.follow_layer(second)
-    assert dock.layer_combo.currentLayer() is second
+    assert dock.form.layer_combo.currentLayer() is second
     polygons = QgsVectorLayer("Polygon?crs=EPSG:4326", "polygons", "memory")
     dock.follow_layer(polygons)  # not a raster: the picker stays where it was
-    assert dock.layer_combo.currentLayer() is second
+    assert dock.form.layer_combo.currentLayer() is second
 
 
 def test_segment_layer_adds_a_styled_result_with_polygons_and_confidence(
@@ -171,11 +173,11 @@ def test_segment_layer_adds_a_styled_result_with_polygons_and_confidence(
 ):
     # The Landsat crop with a 48 x 48 px nodata corner.
     source = add_raster(rasters["rgb_nodata"], "olinda")
-    dock.layer_combo.setLayer(source)
-    dock.confidence_check.setChecked(True)
-    dock.polygons_check.setChecked(True)
+    dock.form.layer_combo.setLayer(source)
+    dock.form.confidence_check.setChecked(True)
+    dock.form.polygons_check.setChecked(True)
     output = tmp_path / "olinda_classes.tif"
-    dock.output_widget.setFilePath(str(output))
+    dock.form.output_widget.setFilePath(str(output))
 
     # QGIS must stay responsive while the worker runs: a 50 ms timer keeps firing on time.
     ticks: list[float] = []
@@ -203,7 +205,7 @@ def test_segment_layer_adds_a_styled_result_with_polygons_and_confidence(
 
     assert task.error is None, task.error
     assert any("tile" in s and "%" in s for s in statuses)
-    assert dock.progress_bar.value() == 100
+    assert dock.form.progress_bar.value() == 100
     name = f"olinda – {MODEL_NAME}"
     rasters_added = added_layers(project)
     result = rasters_added[name]
@@ -255,32 +257,32 @@ def test_segment_layer_adds_a_styled_result_with_polygons_and_confidence(
 
 def test_cancel_stops_the_worker_and_removes_the_output(dock, add_raster, rasters, tmp_path):
     source = add_raster(rasters["rgb"], "olinda")
-    dock.layer_combo.setLayer(source)
-    dock.overlap_spin.setValue(120)  # stride 8 px: about 70 tiles, one per batch
-    dock.batch_spin.setValue(1)
+    dock.form.layer_combo.setLayer(source)
+    dock.form.overlap_spin.setValue(120)  # stride 8 px: about 70 tiles, one per batch
+    dock.form.batch_spin.setValue(1)
     output = tmp_path / "cancelled.tif"
-    dock.output_widget.setFilePath(str(output))
-    dock.polygons_check.setChecked(True)
+    dock.form.output_widget.setFilePath(str(output))
+    dock.form.polygons_check.setChecked(True)
     task = dock.segment()
     # Percent, tile and the time left, once a few tiles have given the speed.
-    wait_for(lambda: "left" in dock.status_label.text(), 180, "an ETA in the status line")
+    wait_for(lambda: "left" in dock.form.status_label.text(), 180, "an ETA in the status line")
     assert re.fullmatch(
-        r"\d+% · tile \d+/\d+ · about \d+ (s|min) left", dock.status_label.text()
-    ), dock.status_label.text()
-    assert 0 < dock.progress_bar.value() < 100
-    assert dock.cancel_button.isEnabled()
-    dock.cancel_button.click()
+        r"\d+% · tile \d+/\d+ · about \d+ (s|min) left", dock.form.status_label.text()
+    ), dock.form.status_label.text()
+    assert 0 < dock.form.progress_bar.value() < 100
+    assert dock.form.cancel_button.isEnabled()
+    dock.form.cancel_button.click()
     wait_for(lambda: dock.task is None, 120, "the cancelled task")
     assert task.cancelled and task.error is None
     assert list(tmp_path.iterdir()) == []  # no output, no hidden temporary file
-    assert dock.status_label.text() == "Cancelled; no output was written."
+    assert dock.form.status_label.text() == "Cancelled; no output was written."
     assert any("cancelled" in m for m in bar_messages(dock.iface, Qgis.Info))
-    assert dock.run_button.isEnabled() and not dock.cancel_button.isEnabled()
+    assert dock.form.run_button.isEnabled() and not dock.form.cancel_button.isEnabled()
 
 
 def test_only_the_current_map_extent(dock, add_raster, rasters, project, qgis_iface, tmp_path):
     source = add_raster(rasters["rgb"], "olinda")
-    dock.layer_combo.setLayer(source)
+    dock.form.layer_combo.setLayer(source)
     canvas = qgis_iface.mapCanvas()
     canvas.setDestinationCrs(source.crs())
     full = source.extent()
@@ -293,8 +295,8 @@ def test_only_the_current_map_extent(dock, add_raster, rasters, project, qgis_if
     canvas.resize(QSize(400, 350))
     canvas.setExtent(wanted)
     visible = canvas.extent()  # the canvas widens one side to its own aspect ratio
-    dock.area_combo.setCurrentIndex(dock.area_combo.findData(AREA_CANVAS))
-    dock.output_widget.setFilePath(str(tmp_path / "extent.tif"))
+    dock.form.area_combo.setCurrentIndex(dock.form.area_combo.findData(AREA_CANVAS))
+    dock.form.output_widget.setFilePath(str(tmp_path / "extent.tif"))
     run_dock(dock)
     assert critical(dock) == []
     result = added_layers(project)[f"olinda – {MODEL_NAME}"]
@@ -310,7 +312,7 @@ def test_only_the_current_map_extent(dock, add_raster, rasters, project, qgis_if
 
 def test_only_the_extent_of_a_selected_polygon(dock, add_raster, rasters, project, tmp_path):
     source = add_raster(rasters["rgb"], "olinda")
-    dock.layer_combo.setLayer(source)
+    dock.form.layer_combo.setLayer(source)
     # A polygon drawn in another CRS (WGS 84): the extent is transformed to the raster's.
     polygons = QgsVectorLayer("Polygon?crs=EPSG:4326", "areas", "memory")
     full = source.extent()
@@ -334,9 +336,9 @@ def test_only_the_extent_of_a_selected_polygon(dock, add_raster, rasters, projec
     polygons.dataProvider().addFeatures(features)
     project.addMapLayer(polygons)
     polygons.selectByIds([polygons.getFeatures().__next__().id()])
-    dock.area_combo.setCurrentIndex(dock.area_combo.findData(AREA_SELECTION))
-    dock.area_layer_combo.setLayer(polygons)
-    dock.output_widget.setFilePath(str(tmp_path / "selection.tif"))
+    dock.form.area_combo.setCurrentIndex(dock.form.area_combo.findData(AREA_SELECTION))
+    dock.form.area_layer_combo.setLayer(polygons)
+    dock.form.output_widget.setFilePath(str(tmp_path / "selection.tif"))
     run_dock(dock)
     assert critical(dock) == []
     got = added_layers(project)[f"olinda – {MODEL_NAME}"].extent()
@@ -351,7 +353,7 @@ def test_only_the_extent_of_a_selected_polygon(dock, add_raster, rasters, projec
 
 
 def test_error_no_raster_selected(dock):
-    dock.layer_combo.setLayer(None)
+    dock.form.layer_combo.setLayer(None)
     assert dock.segment() is None
     [message] = critical(dock)
     assert "No raster layer is selected" in message
@@ -359,7 +361,7 @@ def test_error_no_raster_selected(dock):
 
 
 def test_error_too_few_bands(dock, add_raster, rasters):
-    dock.layer_combo.setLayer(add_raster(rasters["two_band"], "two bands"))
+    dock.form.layer_combo.setLayer(add_raster(rasters["two_band"], "two bands"))
     assert dock.segment() is None
     [message] = critical(dock)
     assert (
@@ -370,7 +372,7 @@ def test_error_too_few_bands(dock, add_raster, rasters):
 
 
 def test_error_engine_environment_missing(dock, add_raster, rasters, monkeypatch, tmp_path):
-    dock.layer_combo.setLayer(add_raster(rasters["rgb"], "olinda"))
+    dock.form.layer_combo.setLayer(add_raster(rasters["rgb"], "olinda"))
     monkeypatch.setenv("CROSSEARTH_PYTHON", str(tmp_path / "no-env" / "bin" / "python"))
     assert dock.segment() is None
     [message] = critical(dock)
@@ -389,8 +391,8 @@ def test_error_engine_environment_without_torch(dock, add_raster, rasters, monke
 
     if "torch" not in missing_modules(Path(system_python)):
         pytest.skip("the system Python has torch here")
-    dock.layer_combo.setLayer(add_raster(rasters["rgb"], "olinda"))
-    dock.output_widget.setFilePath(str(tmp_path / "x.tif"))
+    dock.form.layer_combo.setLayer(add_raster(rasters["rgb"], "olinda"))
+    dock.form.output_widget.setFilePath(str(tmp_path / "x.tif"))
     logged: list[tuple[str, str]] = []
     log = QgsApplication.messageLog()
     record = lambda message, tag, level: logged.append((tag, message))  # noqa: E731
@@ -412,11 +414,11 @@ def test_error_engine_environment_without_torch(dock, add_raster, rasters, monke
 def test_error_cuda_requested_but_unavailable(dock, add_raster, rasters, engine_check, tmp_path):
     if engine_check["cuda_available"]:
         pytest.skip("CUDA is available here")
-    dock.layer_combo.setLayer(add_raster(rasters["rgb"], "olinda"))
-    dock.output_widget.setFilePath(str(tmp_path / "x.tif"))
+    dock.form.layer_combo.setLayer(add_raster(rasters["rgb"], "olinda"))
+    dock.form.output_widget.setFilePath(str(tmp_path / "x.tif"))
     # A GPU chosen in an earlier session stays in the list, marked as not detected.
-    dock.device_combo.addItem("cuda:0 (not detected)", "cuda:0")
-    dock.device_combo.setCurrentIndex(dock.device_combo.findData("cuda:0"))
+    dock.form.device_combo.addItem("cuda:0 (not detected)", "cuda:0")
+    dock.form.device_combo.setCurrentIndex(dock.form.device_combo.findData("cuda:0"))
 
     # Known beforehand (the engine reported no CUDA): refused at once.
     assert dock.segment() is None
@@ -426,7 +428,7 @@ def test_error_cuda_requested_but_unavailable(dock, add_raster, rasters, engine_
 
     # Not known yet: the worker refuses, and the message still reads plainly.
     dock.iface.messageBar().clear_messages()
-    dock.cuda_available = None
+    dock.models.cuda_available = None
     run_dock(dock)
     [message] = critical(dock)
     assert message.startswith("Device 'cuda:0' requested but ")
@@ -442,20 +444,25 @@ def test_error_cuda_requested_but_unavailable(dock, add_raster, rasters, engine_
 
 def test_add_a_model_package(dock, engine_fixtures):
     package = engine_fixtures / "extra" / "tiny-buildings"
-    target = dock.install_package(str(package))
+    target = dock.models.install_package(str(package))
     assert target == engine_fixtures / "models" / "tiny-buildings"
     assert (target / "model.json").is_file() and (target / "weights.safetensors").is_file()
-    wait_for(lambda: dock.current_model() and dock.current_model().name == "tiny-buildings", 120)
-    assert "2 classes: background, building" in dock.model_info.text()
+    wait_for(
+        lambda: (
+            dock.models.current_model() and dock.models.current_model().name == "tiny-buildings"
+        ),
+        120,
+    )
+    assert "2 classes: background, building" in dock.form.model_info.text()
     # Adding it twice is refused in plain words, and nothing is overwritten.
-    assert dock.install_package(str(package)) is None
+    assert dock.models.install_package(str(package)) is None
     assert "already installed" in critical(dock)[-1]
     shutil.rmtree(target)
 
 
 @pytest.mark.full_engine
 def test_convert_an_official_checkpoint_from_the_dock(dock, engine_fixtures):
-    user_dir = Path(dock.catalog.user_dir)
+    user_dir = Path(dock.models.catalog.user_dir)
     request = ConvertRequest(
         checkpoint=str(engine_fixtures / "tiny.pth"),
         output=str(user_dir / "converted-tiny"),
@@ -463,19 +470,24 @@ def test_convert_an_official_checkpoint_from_the_dock(dock, engine_fixtures):
         classes=["sea", "town", "forest"],
         name="converted-tiny",
     )
-    task = dock.convert_checkpoint(request)
-    wait_for(lambda: dock.current_model() and dock.current_model().name == "converted-tiny", 240)
+    task = dock.models.convert_checkpoint(request)
+    wait_for(
+        lambda: (
+            dock.models.current_model() and dock.models.current_model().name == "converted-tiny"
+        ),
+        240,
+    )
     assert task.error is None
-    assert "3 classes: sea, town, forest" in dock.model_info.text()
+    assert "3 classes: sea, town, forest" in dock.form.model_info.text()
     assert any("Checkpoint converted" in m for m in bar_messages(dock.iface, Qgis.Success))
 
     # A checkpoint that is not CrossEarth: the engine's refusal, in the message bar.
     bogus = user_dir.parent / "bogus.pth"
     shutil.copy(Path(ENGINE_PYTHON), bogus)  # any non-checkpoint file
-    task = dock.convert_checkpoint(
+    task = dock.models.convert_checkpoint(
         ConvertRequest(str(bogus), str(user_dir / "bogus"), mmseg_config=str(TINY_MMSEG_CONFIG))
     )
-    wait_for(lambda: not dock._query_tasks, 120)
+    wait_for(lambda: not dock.models.query_tasks, 120)
     message = critical(dock)[-1]
     assert message.startswith("The checkpoint was not converted:")
     assert "is not a PyTorch checkpoint" in message
@@ -486,7 +498,7 @@ def test_convert_an_official_checkpoint_from_the_dock(dock, engine_fixtures):
 
 
 def test_device_picker_names_each_gpu(dock):
-    dock._devices_checked(
+    dock.models._devices_checked(
         {
             "cuda_available": True,
             "devices": [
@@ -497,8 +509,8 @@ def test_device_picker_names_each_gpu(dock):
         }
     )
     items = [
-        (dock.device_combo.itemText(i), dock.device_combo.itemData(i))
-        for i in range(dock.device_combo.count())
+        (dock.form.device_combo.itemText(i), dock.form.device_combo.itemData(i))
+        for i in range(dock.form.device_combo.count())
     ]
     assert items == [
         ("Auto (a GPU when there is one)", "auto"),
@@ -509,17 +521,17 @@ def test_device_picker_names_each_gpu(dock):
 
 
 def test_workers_are_offered_only_when_the_engine_has_ray(dock, add_raster, rasters):
-    dock.layer_combo.setLayer(add_raster(rasters["rgb"], "olinda"))
+    dock.form.layer_combo.setLayer(add_raster(rasters["rgb"], "olinda"))
     cpu_only = {"cuda_available": False, "devices": [{"id": "cpu", "name": "CPU"}]}
-    dock._devices_checked({**cpu_only, "cpu_count": 4, "ray": None})
-    assert dock.workers_combo.isHidden() and dock.workers_label.isHidden()
+    dock.models._devices_checked({**cpu_only, "cpu_count": 4, "ray": None})
+    assert dock.form.workers_combo.isHidden() and dock.form.workers_label.isHidden()
     assert dock.build_request().request.workers is None
 
-    dock._devices_checked({**cpu_only, "cpu_count": 4, "ray": "2.60.0"})
-    assert not dock.workers_combo.isHidden() and not dock.workers_label.isHidden()
+    dock.models._devices_checked({**cpu_only, "cpu_count": 4, "ray": "2.60.0"})
+    assert not dock.form.workers_combo.isHidden() and not dock.form.workers_label.isHidden()
     items = [
-        (dock.workers_combo.itemText(i), dock.workers_combo.itemData(i))
-        for i in range(dock.workers_combo.count())
+        (dock.form.workers_combo.itemText(i), dock.form.workers_combo.itemData(i))
+        for i in range(dock.form.workers_combo.count())
     ]
     assert items == [
         ("Off (one process)", None),
@@ -529,25 +541,25 @@ def test_workers_are_offered_only_when_the_engine_has_ray(dock, add_raster, rast
         ("4", "4"),
     ]
     assert dock.build_request().request.workers is None  # Off unless chosen
-    dock.workers_combo.setCurrentIndex(dock.workers_combo.findData("3"))
+    dock.form.workers_combo.setCurrentIndex(dock.form.workers_combo.findData("3"))
     request = dock.build_request().request
     assert "--workers=3" in request.args() and request.cluster is None
     # Asking the engine again keeps the choice; an engine without Ray drops it.
-    dock._devices_checked({**cpu_only, "cpu_count": 4, "ray": "2.60.0"})
-    assert dock.workers_combo.currentData() == "3"
-    dock._devices_checked({**cpu_only, "cpu_count": 4})
-    assert dock.workers_combo.isHidden()
+    dock.models._devices_checked({**cpu_only, "cpu_count": 4, "ray": "2.60.0"})
+    assert dock.form.workers_combo.currentData() == "3"
+    dock.models._devices_checked({**cpu_only, "cpu_count": 4})
+    assert dock.form.workers_combo.isHidden()
     assert not any(a.startswith("--workers") for a in dock.build_request().request.args())
 
 
 def test_choosing_add_model_opens_the_dialog_and_keeps_the_model(dock, monkeypatch):
     opened: list[bool] = []
-    monkeypatch.setattr(dock, "add_model", lambda: opened.append(True))
-    before = dock.model_combo.currentIndex()
-    dock.model_combo.setCurrentIndex(dock.model_combo.findData(ADD_MODEL))
+    monkeypatch.setattr(dock.models, "add_model", lambda: opened.append(True))
+    before = dock.form.model_combo.currentIndex()
+    dock.form.model_combo.setCurrentIndex(dock.form.model_combo.findData(ADD_MODEL))
     assert opened == [True]
-    assert dock.model_combo.currentIndex() == before
-    assert dock.current_model().name == MODEL_NAME
+    assert dock.form.model_combo.currentIndex() == before
+    assert dock.models.current_model().name == MODEL_NAME
 
 
 def test_add_model_dialog_builds_the_conversion(tmp_path):
@@ -587,15 +599,15 @@ def test_add_model_dialog_builds_the_conversion(tmp_path):
 
 
 def test_compiling_is_offered_with_pytorch_only(dock, add_raster, rasters, engine_check):
-    dock.layer_combo.setLayer(add_raster(rasters["rgb"], "olinda"))
+    dock.form.layer_combo.setLayer(add_raster(rasters["rgb"], "olinda"))
     assert "--compile" not in dock.build_request().request.args()  # off unless chosen
-    dock.compile_check.setChecked(True)
+    dock.form.compile_check.setChecked(True)
     has_torch = "torch" in engine_check["runtimes"]
-    offered = [dock.runtime_combo.itemData(i) for i in range(dock.runtime_combo.count())]
+    offered = [dock.form.runtime_combo.itemData(i) for i in range(dock.form.runtime_combo.count())]
     assert ("torch" in offered) == has_torch  # only the installed runtimes are offered
     for runtime, compiles in (("auto", has_torch), ("torch", True), ("onnxruntime", False)):
         if runtime not in offered:
             continue
-        dock.runtime_combo.setCurrentIndex(dock.runtime_combo.findData(runtime))
-        assert dock.compile_check.isEnabled() == compiles
+        dock.form.runtime_combo.setCurrentIndex(dock.form.runtime_combo.findData(runtime))
+        assert dock.form.compile_check.isEnabled() == compiles
         assert ("--compile" in dock.build_request().request.args()) == compiles

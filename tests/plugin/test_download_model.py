@@ -97,7 +97,7 @@ def test_download_model_algorithm(provider, local_hub):
 
 
 def _download_items(dock) -> list[tuple[str, str]]:
-    combo = dock.model_combo
+    combo = dock.form.model_combo
     return [
         (combo.itemText(i), combo.itemData(i))
         for i in range(combo.count())
@@ -106,8 +106,8 @@ def _download_items(dock) -> list[tuple[str, str]]:
 
 
 def _list_again(dock) -> None:
-    dock._refresh_models()
-    wait_for(lambda: not dock._query_tasks, 120, "the model list")
+    dock.models._refresh_models()
+    wait_for(lambda: not dock.models.query_tasks, 120, "the model list")
 
 
 def test_dock_offers_downloadable_models_and_selects_the_downloaded_one(
@@ -117,11 +117,11 @@ def test_dock_offers_downloadable_models_and_selects_the_downloaded_one(
     assert _download_items(dock) == [
         ("tiny-official (download, 9.6 MB)", f"{DOWNLOAD_PREFIX}tiny-official")
     ]
-    combo = dock.model_combo
+    combo = dock.form.model_combo
     index = combo.findData(f"{DOWNLOAD_PREFIX}tiny-official")
     assert combo.itemData(index, Qt.ForegroundRole) is not None  # greyed
     assert "3 classes: water, building, forest" in combo.itemData(index, Qt.ToolTipRole)
-    before = dock.current_model()
+    before = dock.models.current_model()
 
     asked: list[str] = []
 
@@ -132,18 +132,21 @@ def test_dock_offers_downloadable_models_and_selects_the_downloaded_one(
     monkeypatch.setattr(QMessageBox, "question", answer)
     combo.setCurrentIndex(index)
     assert asked and "Download tiny-official (9.6 MB)" in asked[0]
-    assert dock.current_model() == before  # the choice itself selects nothing
+    assert dock.models.current_model() == before  # the choice itself selects nothing
     task = dock.task
     assert task is not None and task.description() == "CrossEarth: downloading tiny-official"
     wait_for(
-        lambda: dock.current_model() is not None and dock.current_model().name == "tiny-official",
+        lambda: (
+            dock.models.current_model() is not None
+            and dock.models.current_model().name == "tiny-official"
+        ),
         240,
         "the downloaded model to be selected",
     )
     assert task.error is None
-    assert dock.task is None and dock.run_button.isEnabled()
+    assert dock.task is None and dock.form.run_button.isEnabled()
     assert (local_hub.models / "tiny-official" / "weights.safetensors").is_file()
-    assert "3 classes: water, building, forest" in dock.model_info.text()
+    assert "3 classes: water, building, forest" in dock.form.model_info.text()
     assert _download_items(dock) == []  # installed now: listed as a model
     assert any("tiny-official downloaded" in m for m in bar_messages(dock.iface, Qgis.Success))
 
@@ -151,13 +154,13 @@ def test_dock_offers_downloadable_models_and_selects_the_downloaded_one(
 def test_dock_download_cancel_leaves_nothing(dock, local_hub, monkeypatch):
     _list_again(dock)
     local_hub.state.stall_first_get.add("tiny_state_dict.pth")
-    task = dock.download_model("tiny-official")
-    assert task is not None and dock.cancel_button.isEnabled()
+    task = dock.models.download_model("tiny-official")
+    assert task is not None and dock.form.cancel_button.isEnabled()
     assert local_hub.state.half_sent.wait(60)
     dock.cancel()
     wait_for(lambda: dock.task is None, 120, "the cancelled download")
     assert task.cancelled
-    assert dock.status_label.text() == "Download cancelled; nothing was installed."
+    assert dock.form.status_label.text() == "Download cancelled; nothing was installed."
     assert not local_hub.models.exists() or list(local_hub.models.iterdir()) == []
     assert _blobs(local_hub) == []
 
@@ -165,7 +168,7 @@ def test_dock_download_cancel_leaves_nothing(dock, local_hub, monkeypatch):
 def test_dock_download_error_is_one_plain_line(dock, local_hub, monkeypatch):
     _list_again(dock)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    dock.download_model("tiny-official")
+    dock.models.download_model("tiny-official")
     wait_for(lambda: dock.task is None, 120, "the failed download")
     message = bar_messages(dock.iface, Qgis.Critical)[-1]
     assert message == (

@@ -189,9 +189,7 @@ def local_index(light_wheels, monkeypatch):
         yield index
 
 
-def test_choosing_light_and_clicking_set_up_installs_light(
-    tmp_path, no_configuration, local_index
-):
+def test_choosing_light_and_clicking_set_up_installs_light(tmp_path, no_configuration, local_index):
     """The real button, clicked as a mouse does (clicked(bool) reaches the slot)."""
     page = CrossEarthOptionsPage()
     page.kind_combo.setCurrentIndex(page.kind_combo.findData("light"))

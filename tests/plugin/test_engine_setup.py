@@ -92,7 +92,7 @@ def test_an_embedded_sys_executable_that_is_not_this_process_is_skipped(tmp_path
 
     shim = tmp_path / "shims" / "python3"
     shim.parent.mkdir()
-    shim.write_text("#!/bin/sh\nexec python3 \"$@\"\n")
+    shim.write_text('#!/bin/sh\nexec python3 "$@"\n')
     shim.chmod(0o755)
     monkeypatch.setattr(sys, "executable", str(shim))
     monkeypatch.setattr(sys, "prefix", sys.base_prefix)  # as embedded: no venv

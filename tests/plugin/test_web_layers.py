@@ -345,8 +345,8 @@ def select_area(dock, project, box: tuple[float, ...], crs) -> None:
     polygons.dataProvider().addFeatures([feature])
     project.addMapLayer(polygons)
     polygons.selectAll()
-    dock.area_combo.setCurrentIndex(dock.area_combo.findData(AREA_SELECTION))
-    dock.area_layer_combo.setLayer(polygons)
+    dock.form.area_combo.setCurrentIndex(dock.form.area_combo.findData(AREA_SELECTION))
+    dock.form.area_layer_combo.setLayer(polygons)
 
 
 def inside(box: tuple[float, ...], pixels: int) -> tuple[float, ...]:
@@ -368,24 +368,27 @@ def test_dock_segments_a_web_layer_like_the_source_raster(
     from crossearth_qgis.dock.panel import GSD_NATIVE
 
     select_area(dock, project, inside(tiles["extent"], 10), xyz_layer.crs())
-    dock.gsd_combo.setCurrentIndex(dock.gsd_combo.findData(GSD_NATIVE))
-    dock.layer_combo.setLayer(xyz_layer)
-    assert "Reads " in dock.resolution_label.text() and " px " in dock.resolution_label.text()
+    dock.form.gsd_combo.setCurrentIndex(dock.form.gsd_combo.findData(GSD_NATIVE))
+    dock.form.layer_combo.setLayer(xyz_layer)
+    assert (
+        "Reads " in dock.form.resolution_label.text()
+        and " px " in dock.form.resolution_label.text()
+    )
     web_output = tmp_path / "web.tif"
-    dock.output_widget.setFilePath(str(web_output))
+    dock.form.output_widget.setFilePath(str(web_output))
     task = run_dock(dock)
     exported = task.plan.destination
     assert task.args[1] == str(exported) and "--gsd=native" in task.args
     assert not any(a.startswith("--extent") for a in task.args)  # the file is the extent
     assert not exported.exists() and hidden(exported.parent) == []  # the read copy is gone
-    assert "Segmented 'olinda tiles'" in dock.status_label.text()
+    assert "Segmented 'olinda tiles'" in dock.form.status_label.text()
 
-    dock.layer_combo.setLayer(add_raster(tiles["source"], "olinda 3857"))
+    dock.form.layer_combo.setLayer(add_raster(tiles["source"], "olinda 3857"))
     # The processing resolution follows the layer: a new layer starts from Auto.
-    assert dock.gsd_combo.currentData() == "auto"
-    dock.gsd_combo.setCurrentIndex(dock.gsd_combo.findData(GSD_NATIVE))
+    assert dock.form.gsd_combo.currentData() == "auto"
+    dock.form.gsd_combo.setCurrentIndex(dock.form.gsd_combo.findData(GSD_NATIVE))
     file_output = tmp_path / "file.tif"
-    dock.output_widget.setFilePath(str(file_output))
+    dock.form.output_widget.setFilePath(str(file_output))
     task = run_dock(dock)
     assert "--gsd=native" in task.args
     assert agreement(web_output, file_output) >= 0.95
@@ -410,9 +413,9 @@ def test_dock_cancel_while_reading_a_web_layer(
     # so a signal connected after dock.segment() returns can miss every block.
     monkeypatch.setattr(layer_export.ExportSegmentTask, "_export_progress", cancel_while_reading)
     select_area(dock, project, inside(tiles["extent"], 10), xyz_layer.crs())
-    dock.gsd_combo.setCurrentIndex(dock.gsd_combo.findData("native"))
-    dock.layer_combo.setLayer(xyz_layer)
-    dock.output_widget.setFilePath(str(tmp_path / "cancelled.tif"))
+    dock.form.gsd_combo.setCurrentIndex(dock.form.gsd_combo.findData("native"))
+    dock.form.layer_combo.setLayer(xyz_layer)
+    dock.form.output_widget.setFilePath(str(tmp_path / "cancelled.tif"))
     task = dock.segment()
     assert task is not None
     wait_for(lambda: dock.task is None, 120, "the cancelled task")
@@ -420,7 +423,7 @@ def test_dock_cancel_while_reading_a_web_layer(
     blocks = len(layer_export._blocks(task.plan.grid.width, task.plan.grid.height))
     assert blocks > 20 and seen == [f"reading 'olinda tiles': block 1/{blocks}"]
     assert task.outcome is None and task.stderr_lines == []  # the engine never started
-    assert dock.status_label.text() == "Cancelled; no output was written."
+    assert dock.form.status_label.text() == "Cancelled; no output was written."
     exported = task.plan.destination
     assert not exported.exists() and hidden(exported.parent) == []
     assert list(tmp_path.iterdir()) == []
@@ -431,8 +434,8 @@ def test_dock_reports_a_web_layer_that_gives_no_image(dock, tiles, project, tmp_
         dead = QgsRasterLayer(xyz_uri(f"http://127.0.0.1:{port}"), "dead tiles", "wms")
     project.addMapLayer(dead)
     select_area(dock, project, inside(tiles["extent"], 10), dead.crs())
-    dock.layer_combo.setLayer(dead)
-    dock.output_widget.setFilePath(str(tmp_path / "none.tif"))
+    dock.form.layer_combo.setLayer(dead)
+    dock.form.output_widget.setFilePath(str(tmp_path / "none.tif"))
     task = dock.segment()
     wait_for(lambda: dock.task is None, 120, "the failing task")
     [message] = bar_messages(dock.iface, Qgis.Critical)
@@ -450,17 +453,17 @@ def test_dock_asks_before_reading_a_large_area(dock, tiles, xyz_layer, qgis_ifac
     canvas = qgis_iface.mapCanvas()
     canvas.setDestinationCrs(xyz_layer.crs())
     canvas.setExtent(QgsRectangle(*tiles["extent"]))
-    dock.area_combo.setCurrentIndex(dock.area_combo.findData(AREA_WHOLE))
-    dock.layer_combo.setLayer(xyz_layer)
+    dock.form.area_combo.setCurrentIndex(dock.form.area_combo.findData(AREA_WHOLE))
+    dock.form.layer_combo.setLayer(xyz_layer)
     # A web layer has no extent of its own: "Whole layer" reads the map extent, at the
     # model's GSD (30 m on the ground) on multiples of that pixel in map units.
-    grid = dock.export_grid_for(xyz_layer, dock.current_model())
+    grid = dock.area.export_grid_for(xyz_layer, dock.models.current_model())
     shown = canvas.extent()
     unit = 30.0 / metres_per_unit(xyz_layer.crs(), shown)[0]
     assert grid.gsd_m == pytest.approx(30.0)
     assert grid.extent[0] == pytest.approx(math.floor(shown.xMinimum() / unit) * unit)
     assert grid.extent[2] == pytest.approx(math.ceil(shown.xMaximum() / unit) * unit)
-    assert grid.describe() in dock.resolution_label.text()
+    assert grid.describe() in dock.form.resolution_label.text()
     settings.set_value(settings.EXPORT_LIMIT_MPX, "0.01")
     asked: list[str] = []
 
@@ -476,28 +479,28 @@ def test_dock_asks_before_reading_a_large_area(dock, tiles, xyz_layer, qgis_ifac
         settings.remove(settings.EXPORT_LIMIT_MPX)
     [text] = asked
     assert "'olinda tiles' is read as " in text and "more than 0.01 Mpx" in text
-    assert dock.status_label.text().startswith("Not started: reading ")
+    assert dock.form.status_label.text().startswith("Not started: reading ")
 
 
 def test_dock_shows_the_layer_and_model_gsd_and_warns_when_far_apart(
     dock, rasters, add_raster, tmp_path
 ):
     # The tiny model was trained at 30 m; the Landsat crop has 28.5 m pixels.
-    dock.layer_combo.setLayer(add_raster(rasters["rgb"], "olinda"))
-    assert "Layer pixels: 28.5 m; model GSD: 30 m" in dock.resolution_label.text()
-    assert dock.gsd_warning.text() == ""
+    dock.form.layer_combo.setLayer(add_raster(rasters["rgb"], "olinda"))
+    assert "Layer pixels: 28.5 m; model GSD: 30 m" in dock.form.resolution_label.text()
+    assert dock.form.gsd_warning.text() == ""
     fine = tmp_path / "olinda_10m.tif"
     gdal.Warp(str(fine), str(rasters["rgb"]), xRes=10, yRes=10, resampleAlg="bilinear")
-    dock.layer_combo.setLayer(add_raster(fine, "fine"))
-    assert "Layer pixels: 10 m; model GSD: 30 m" in dock.resolution_label.text()
-    assert "3.0x finer than the model's (30 m)" in dock.gsd_warning.text()
+    dock.form.layer_combo.setLayer(add_raster(fine, "fine"))
+    assert "Layer pixels: 10 m; model GSD: 30 m" in dock.form.resolution_label.text()
+    assert "3.0x finer than the model's (30 m)" in dock.form.gsd_warning.text()
 
 
 def test_web_layer_and_a_model_for_other_bands(dock, xyz_layer, catalog_json):
     from crossearth_qgis.worker.models import catalog_from_json
 
-    dock.set_catalog(catalog_from_json(catalog_json), select="crossearth-landsat-lc")
-    dock.layer_combo.setLayer(xyz_layer)
+    dock.models.set_catalog(catalog_from_json(catalog_json), select="crossearth-landsat-lc")
+    dock.form.layer_combo.setLayer(xyz_layer)
     assert dock.segment() is None
     [message] = bar_messages(dock.iface, Qgis.Critical)
     assert "'olinda tiles' is a web map layer: it gives only the red, green and blue" in message
@@ -509,34 +512,34 @@ def test_dock_post_processing_and_resolution_reach_the_command_line(
 ):
     from crossearth_qgis.dock.panel import GSD_METRES
 
-    dock.layer_combo.setLayer(add_raster(rasters["rgb"], "olinda"))
-    dock.output_widget.setFilePath(str(tmp_path / "out.tif"))
+    dock.form.layer_combo.setLayer(add_raster(rasters["rgb"], "olinda"))
+    dock.form.output_widget.setFilePath(str(tmp_path / "out.tif"))
     args = dock.build_request().request.args()
     assert "--gsd=auto" in args and "--output-grid=source" in args
     assert not any(a.startswith(("--min-region", "--keep-classes", "--simplify")) for a in args)
-    dock.gsd_combo.setCurrentIndex(dock.gsd_combo.findData(GSD_METRES))
-    dock.gsd_spin.setValue(15)
-    dock.grid_combo.setCurrentIndex(dock.grid_combo.findData("model"))
-    dock.min_region_spin.setValue(2000)
-    dock.min_region_unit.setCurrentIndex(dock.min_region_unit.findData("m2"))
-    assert [dock.keep_combo.itemText(i) for i in range(dock.keep_combo.count())] == [
+    dock.form.gsd_combo.setCurrentIndex(dock.form.gsd_combo.findData(GSD_METRES))
+    dock.form.gsd_spin.setValue(15)
+    dock.form.grid_combo.setCurrentIndex(dock.form.grid_combo.findData("model"))
+    dock.form.min_region_spin.setValue(2000)
+    dock.form.min_region_unit.setCurrentIndex(dock.form.min_region_unit.findData("m2"))
+    assert [dock.form.keep_combo.itemText(i) for i in range(dock.form.keep_combo.count())] == [
         "water", "built-up", "vegetation"
     ]  # fmt: skip
-    dock.keep_combo.setCheckedItems(["water", "vegetation"])
-    dock.simplify_spin.setValue(12.5)
+    dock.form.keep_combo.setCheckedItems(["water", "vegetation"])
+    dock.form.simplify_spin.setValue(12.5)
     args = dock.build_request().request.args()
     assert "--simplify=12.5" not in args  # only with polygons
-    dock.polygons_check.setChecked(True)
+    dock.form.polygons_check.setChecked(True)
     args = dock.build_request().request.args()
     for expected in (
         "--gsd=15", "--output-grid=model", "--min-region=2000m2",
         "--keep-classes=water,vegetation", "--simplify=12.5",
     ):  # fmt: skip
         assert expected in args
-    dock.min_region_spin.setValue(7.4)
-    dock.min_region_unit.setCurrentIndex(dock.min_region_unit.findData("px"))
+    dock.form.min_region_spin.setValue(7.4)
+    dock.form.min_region_unit.setCurrentIndex(dock.form.min_region_unit.findData("px"))
     assert "--min-region=7" in dock.build_request().request.args()
-    dock.min_region_unit.setCurrentIndex(dock.min_region_unit.findData("ha"))
+    dock.form.min_region_unit.setCurrentIndex(dock.form.min_region_unit.findData("ha"))
     assert "--min-region=7.4ha" in dock.build_request().request.args()
 
 

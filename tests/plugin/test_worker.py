@@ -131,9 +131,7 @@ def test_plain_words_for_engine_messages_come_from_code_and_fields():
     assert analyst_message("input.read", {}, "crossearth: cannot read x.tif") == (
         "Cannot read x.tif."
     )
-    assert analyst_message("output.exists", {}, "crossearth: out.tif exists") == (
-        "Out.tif exists."
-    )
+    assert analyst_message("output.exists", {}, "crossearth: out.tif exists") == ("Out.tif exists.")
     assert sentence("crossearth: done already.") == "Done already."
 
 

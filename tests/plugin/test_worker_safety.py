@@ -452,8 +452,8 @@ def test_fine_tune_does_not_replace_a_model_nobody_chose(provider, engine_fixtur
 @pytest.fixture
 def dock(dock):
     """The shared dock on the CPU: an earlier test may have left CUDA as the saved choice."""
-    dock.device_combo.setCurrentIndex(dock.device_combo.findData("cpu"))
-    assert dock.device_combo.currentData() == "cpu"
+    dock.form.device_combo.setCurrentIndex(dock.form.device_combo.findData("cpu"))
+    assert dock.form.device_combo.currentData() == "cpu"
     return dock
 
 
@@ -473,10 +473,10 @@ def _answer(monkeypatch, answer) -> list[str]:
 def test_dock_replaces_an_existing_output_only_when_confirmed(
     dock, add_raster, west_raster, tmp_path, monkeypatch
 ):
-    dock.layer_combo.setLayer(add_raster(west_raster, "raleigh"))
+    dock.form.layer_combo.setLayer(add_raster(west_raster, "raleigh"))
     output = tmp_path / "raleigh_classes.tif"
-    dock.output_widget.setFilePath(str(output))
-    dock.confidence_check.setChecked(True)
+    dock.form.output_widget.setFilePath(str(output))
+    dock.form.confidence_check.setChecked(True)
     output.write_text("an older result")
     confidence = tmp_path / "raleigh_classes_confidence.tif"
     confidence.write_text("an older confidence")
@@ -485,10 +485,13 @@ def test_dock_replaces_an_existing_output_only_when_confirmed(
     asked = _answer(monkeypatch, dock_module.QMessageBox.No)
     assert dock.task is None
     assert dock.segment() is None
-    assert asked, (dock.status_label.text(), dock.iface.messageBar().get_messages(Qgis.Critical))
+    assert asked, (
+        dock.form.status_label.text(),
+        dock.iface.messageBar().get_messages(Qgis.Critical),
+    )
     assert str(output) in asked[0] and str(confidence) in asked[0]
-    assert dock.task is None and dock.run_button.isEnabled()
-    assert dock.status_label.text() == "Not started: the existing output was kept."
+    assert dock.task is None and dock.form.run_button.isEnabled()
+    assert dock.form.status_label.text() == "Not started: the existing output was kept."
     assert checksums(tmp_path) == before
 
     asked = _answer(monkeypatch, dock_module.QMessageBox.Yes)
@@ -501,9 +504,9 @@ def test_dock_replaces_an_existing_output_only_when_confirmed(
 
 
 def test_dock_passes_no_overwrite_for_new_files(dock, add_raster, west_raster, tmp_path):
-    dock.layer_combo.setLayer(add_raster(west_raster, "raleigh"))
-    dock.output_widget.setFilePath(str(tmp_path / "new.tif"))
-    assert not dock.output_widget.confirmOverwrite()  # the dock asks itself, once
+    dock.form.layer_combo.setLayer(add_raster(west_raster, "raleigh"))
+    dock.form.output_widget.setFilePath(str(tmp_path / "new.tif"))
+    assert not dock.form.output_widget.confirmOverwrite()  # the dock asks itself, once
     request = dock.build_request().request
     assert "--overwrite" not in request.args()
 
@@ -519,8 +522,8 @@ def test_dock_default_output_is_a_new_name(dock, add_raster, west_raster, tmp_pa
     monkeypatch.setattr(module, "QgsProcessingUtils", TempFolder)
     clock = SimpleNamespace(strftime=lambda fmt: "20240102_030405")
     monkeypatch.setattr(module, "time", clock)
-    dock.layer_combo.setLayer(add_raster(west_raster, "raleigh"))
-    dock.output_widget.setFilePath("")
+    dock.form.layer_combo.setLayer(add_raster(west_raster, "raleigh"))
+    dock.form.output_widget.setFilePath("")
     stem = f"raleigh_{MODEL_NAME}_20240102_030405"
     (tmp_path / f"{stem}.tif").write_text("earlier run")
     (tmp_path / f"{stem}_2_classes.gpkg").write_text("earlier run")
@@ -533,7 +536,7 @@ def test_dock_default_output_is_a_new_name(dock, add_raster, west_raster, tmp_pa
 def test_dock_conversion_keeps_an_existing_package_unless_confirmed(
     dock, engine_fixtures, monkeypatch
 ):
-    user_dir = Path(dock.catalog.user_dir)
+    user_dir = Path(dock.models.catalog.user_dir)
     existing = user_dir / "converted-again"
     shutil.copytree(engine_fixtures / "extra" / "tiny-buildings", existing)
     before = checksums(existing)
@@ -541,20 +544,20 @@ def test_dock_conversion_keeps_an_existing_package_unless_confirmed(
         checkpoint=str(engine_fixtures / "tiny.pth"),
         output=str(existing),
         preset=None,
-        mmseg_config=str(REPO / "tests" / "plugin" / "data" / "tiny_mmseg_config.py"),
+        mmseg_config=str(REPO / "tests" / "fixtures" / "tiny_mmseg_config.py"),
         classes=["sea", "town", "forest"],
         name="converted-again",
     )
     try:
         asked = _answer(monkeypatch, dock_module.QMessageBox.No)
-        assert dock.convert_checkpoint(request) is None
+        assert dock.models.convert_checkpoint(request) is None
         assert asked and str(existing) in asked[0]
-        assert checksums(existing) == before and not dock._query_tasks
+        assert checksums(existing) == before and not dock.models.query_tasks
 
         _answer(monkeypatch, dock_module.QMessageBox.Yes)
-        task = dock.convert_checkpoint(request)
+        task = dock.models.convert_checkpoint(request)
         assert task is not None and task.args[-1] == "--overwrite"
-        wait_for(lambda: task not in dock._query_tasks, 240, "the conversion")
+        wait_for(lambda: task not in dock.models.query_tasks, 240, "the conversion")
         assert task.error is None, task.error
         card = json.loads((existing / "model.json").read_text())
         assert [c["name"] for c in card["classes"]] == ["sea", "town", "forest"]

@@ -11,7 +11,7 @@ from engine.models.model_card import InputSpec
 from training.config import load_yaml
 from training.data import load_training_data
 from training.network import from_architecture
-from training.package import write_package
+from training.package import TrainingRun, write_package
 
 from .conftest import AREA, IMAGE, LABELS, recipe
 
@@ -32,10 +32,7 @@ def package_card(config, **options) -> dict:
         data,
         {"mIoU": 0.5},
         None,
-        network.head_note,
-        steps_done=4,
-        best_step=2,
-        **options,
+        TrainingRun(network.head_note, steps_done=4, best_step=2, **options),
     )
     return json.loads((package.path / "model.json").read_text(encoding="utf-8"))
 
