@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from functools import partial
+from contextlib import closing
 from pathlib import Path
 from typing import BinaryIO
 
@@ -27,17 +27,11 @@ import torch.nn.functional as F
 from engine.crossearth.model import semantic_scores
 from engine.error_codes import CONFIG_TEACHER_CLASSES, CONFIG_TEACHER_INPUT
 from engine.errors import ConfigError
-from engine.files import (
-    create_temporary_file,
-    file_sha256,
-    publish,
-    remove_temporary,
-    write_error,
-)
+from engine.files import atomic_write, file_sha256
 from engine.models.loading import load_package_model
 from engine.models.packages import ModelPackage
-from engine.run.blending import StripAccumulator
-from engine.run.tiling import blend_window, plan_tiles
+from engine.run.row_stream import stream_strips
+from engine.run.tiling import plan_tiles
 from training.data import ImageData, TrainingData
 
 # Teacher probabilities below this class-sum (outside training blocks, outside the image) carry
@@ -141,58 +135,53 @@ def _write_map(
     path: Path,
 ) -> None:
     """Tiles, blends and normalises the teacher's scores into `path` (temporary name, renamed
-    when complete), one strip of tile rows at a time."""
+    when complete), one strip of tile rows at a time: the engine's row stream, with the
+    strips kept as probabilities instead of decided classes."""
     height, width = image.grid.height, image.grid.width
     tile, stride = teacher.card.tile_size, teacher.card.tile_stride
-    weight = blend_window(tile)
-    strip = StripAccumulator(classes, tile, width)
-    tiles = plan_tiles(height, width, tile, stride)
-    temp = create_temporary_file(path)
-    try:
-        with open(temp, "wb") as out:
-            header = {
-                "descr": np.lib.format.dtype_to_descr(np.dtype(np.float16)),
-                "fortran_order": False,
-                "shape": (height, classes, width),
-            }
-            np.lib.format.write_array_header_1_0(out, header)
-            write_rows = partial(_write_rows, out)
-            for start in range(0, len(tiles), batch):
-                chunk = tiles[start : start + batch]
-                inputs, valids = [], []
-                for t in chunk:
-                    # The engine's own tile reading (normalized, nodata at the mean, padded by
-                    # reflection past the raster edge).
-                    values, valid = image.reader.read_tile(t.row, t.col, tile)
-                    inputs.append(values)
-                    valids.append(valid)
-                x = torch.from_numpy(np.stack(inputs)).to(device)
-                scores = model(x).float().cpu().numpy()
-                for t, score, valid in zip(chunk, scores, valids, strict=True):
-                    strip.release_with(t.row, write_rows)
-                    h, w = min(tile, height - t.row), min(tile, width - t.col)
-                    strip.add(score[:, :h, :w], weight[:h, :w], t.row, t.col, valid[:h, :w])
-            strip.release_with(height, write_rows)
-        publish(temp, path)
-    except OSError as exc:
-        remove_temporary(temp)
-        raise write_error(path, exc) from None
-    except BaseException:
-        remove_temporary(temp)
-        raise
+
+    def run(inputs: np.ndarray) -> np.ndarray:
+        return model(torch.from_numpy(inputs).to(device)).float().cpu().numpy()
+
+    strips = stream_strips(
+        image.reader,  # the engine's tile reading: normalized, nodata at the mean, reflected
+        run,
+        plan_tiles(height, width, tile, stride),
+        _probabilities,
+        size=tile,
+        height=height,
+        width=width,
+        num_classes=classes,
+        batch_size=batch,
+        top=0,
+        end=height,
+    )
+    header = {
+        "descr": np.lib.format.dtype_to_descr(np.dtype(np.float16)),
+        "fortran_order": False,
+        "shape": (height, classes, width),
+    }
+    with closing(strips), atomic_write(path) as temp, open(temp, "wb") as out:
+        np.lib.format.write_array_header_1_0(out, header)
+        for probabilities in strips:
+            _append_rows(out, probabilities)
 
 
-def _write_rows(
-    out: BinaryIO, top: int, sums: np.ndarray, weights: np.ndarray, valid: np.ndarray
-) -> None:
-    """The strip's finished rows (from StripAccumulator.release_with; they start at `top`, the
-    row after the last ones written) as probabilities (0 where the teacher has no score or the
-    image no data), appended to the file in row order."""
+def _append_rows(out: BinaryIO, probabilities: np.ndarray) -> None:
+    """Appends a strip's rows in order, as [rows, K, W]: each strip is one sequential write."""
+    out.write(np.ascontiguousarray(probabilities.transpose(1, 0, 2)).tobytes())
+
+
+def _probabilities(
+    top: int, sums: np.ndarray, weights: np.ndarray, valid: np.ndarray
+) -> np.ndarray:
+    """A strip's finished rows as float16 probabilities [K, rows, W] (0 where the teacher has
+    no score or the image no data)."""
     scores = sums / np.maximum(weights, _EPSILON)
     total = scores.sum(0)
     probabilities = np.where(total > _EPSILON, scores / np.maximum(total, _EPSILON), 0.0)
     probabilities[:, ~valid] = 0.0  # nodata pixels teach nothing
-    out.write(np.ascontiguousarray(probabilities.transpose(1, 0, 2), np.float16).tobytes())
+    return probabilities.astype(np.float16)
 
 
 def read_teacher(

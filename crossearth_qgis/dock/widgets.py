@@ -8,7 +8,7 @@ controls), and the dock connects its signals.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 from qgis.core import QgsApplication
 from qgis.gui import (
@@ -128,24 +128,12 @@ class DockForm(QWidget):
         return self.advanced
 
     def _build_tiling(self, advanced: QFormLayout) -> None:
-        self.tile_spin = QgsSpinBox()
-        self.tile_spin.setRange(0, 4096)
+        self.tile_spin = _spin_box(QgsSpinBox(), (0, 4096), 0, "model's", " px")
         self.tile_spin.setSingleStep(16)
-        self.tile_spin.setSpecialValueText("model's")
-        self.tile_spin.setClearValue(0)
-        self.tile_spin.setSuffix(" px")
         advanced.addRow("Tile size", self.tile_spin)
-        self.overlap_spin = QgsSpinBox()
-        self.overlap_spin.setRange(-1, 2048)
-        self.overlap_spin.setSpecialValueText("model's")
-        self.overlap_spin.setClearValue(-1)
-        self.overlap_spin.setValue(-1)
-        self.overlap_spin.setSuffix(" px")
+        self.overlap_spin = _spin_box(QgsSpinBox(), (-1, 2048), -1, "model's", " px")
         advanced.addRow("Overlap", self.overlap_spin)
-        self.batch_spin = QgsSpinBox()
-        self.batch_spin.setRange(1, 256)
-        self.batch_spin.setClearValue(4)
-        self.batch_spin.setValue(4)
+        self.batch_spin = _spin_box(QgsSpinBox(), (1, 256), 4)
         advanced.addRow("Batch size", self.batch_spin)
         self.bands_edit = QLineEdit()
         self.bands_edit.setPlaceholderText("by band names, e.g. 3,2,1")
@@ -301,12 +289,7 @@ class DockForm(QWidget):
             "The ground sample distance the model runs at. Auto resamples the layer on the fly "
             "to the resolution the model was trained at; the result keeps the layer's grid."
         )
-        self.gsd_spin = QgsDoubleSpinBox()
-        self.gsd_spin.setRange(0.01, 100000.0)
-        self.gsd_spin.setDecimals(2)
-        self.gsd_spin.setClearValue(1.0)
-        self.gsd_spin.setValue(1.0)
-        self.gsd_spin.setSuffix(" m")
+        self.gsd_spin = _spin_box(QgsDoubleSpinBox(), (0.01, 100000.0), 1.0, suffix=" m")
         self.gsd_spin.setEnabled(False)
         row = QHBoxLayout()
         row.addWidget(self.gsd_combo, 1)
@@ -321,11 +304,7 @@ class DockForm(QWidget):
         self.post_processing = QgsCollapsibleGroupBox("Post-processing")
         self.post_processing.setCollapsed(True)
         form = QFormLayout(self.post_processing)
-        self.min_region_spin = QgsDoubleSpinBox()
-        self.min_region_spin.setRange(0.0, 1e12)
-        self.min_region_spin.setDecimals(2)
-        self.min_region_spin.setSpecialValueText("off")
-        self.min_region_spin.setClearValue(0.0)
+        self.min_region_spin = _spin_box(QgsDoubleSpinBox(), (0.0, 1e12), 0.0, "off")
         self.min_region_spin.setToolTip(
             "Regions smaller than this are merged into the class around them"
         )
@@ -340,12 +319,25 @@ class DockForm(QWidget):
         self.keep_combo.setDefaultText("none")
         self.keep_combo.setToolTip("Small regions of these classes stay as they are")
         form.addRow("Keep small regions of", self.keep_combo)
-        self.simplify_spin = QgsDoubleSpinBox()
-        self.simplify_spin.setRange(0.0, 1e6)
-        self.simplify_spin.setDecimals(2)
-        self.simplify_spin.setSpecialValueText("off")
-        self.simplify_spin.setClearValue(0.0)
-        self.simplify_spin.setSuffix(" m")
+        self.simplify_spin = _spin_box(QgsDoubleSpinBox(), (0.0, 1e6), 0.0, "off", " m")
         self.simplify_spin.setToolTip("Tolerance for simplifying the class polygons")
         form.addRow("Simplify polygons", self.simplify_spin)
         layout.addWidget(self.post_processing)
+
+
+SpinBox = TypeVar("SpinBox", QgsSpinBox, QgsDoubleSpinBox)
+
+
+def _spin_box(
+    box: SpinBox, limits: tuple[float, float], value: float, special: str = "", suffix: str = ""
+) -> SpinBox:
+    """`box` set up: its range, its value (also what clearing gives back), the text shown at
+    its lowest value instead of the number ("off", "model's") and its unit; two decimals."""
+    box.setRange(*limits)
+    if isinstance(box, QgsDoubleSpinBox):
+        box.setDecimals(2)
+    box.setClearValue(value)
+    box.setValue(value)
+    box.setSpecialValueText(special)
+    box.setSuffix(suffix)
+    return box

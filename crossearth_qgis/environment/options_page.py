@@ -145,13 +145,9 @@ class CrossEarthOptionsPage(QgsOptionsPageWidget):
         row.addWidget(self.python_widget, 1)
         row.addWidget(self.check_button)
         engine_layout.addLayout(row)
-        self.status_label = QLabel()
-        self.status_label.setWordWrap(True)
-        engine_layout.addWidget(self.status_label)
-        self.check_label = QLabel()
-        self.check_label.setWordWrap(True)
+        self.status_label = _note(engine_layout)
+        self.check_label = _note(engine_layout)
         self.check_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        engine_layout.addWidget(self.check_label)
         warm = QHBoxLayout()
         warm.addWidget(QLabel("Keep the engine and its model loaded between runs for"))
         self.idle_spin = QgsSpinBox()
@@ -236,9 +232,7 @@ class CrossEarthOptionsPage(QgsOptionsPageWidget):
         self.kind_combo.setCurrentIndex(max(0, self.kind_combo.findData(saved)))
         self.kind_combo.currentIndexChanged.connect(self._show_kind)
         setup_layout.addWidget(self.kind_combo)
-        self.kind_label = QLabel()
-        self.kind_label.setWordWrap(True)
-        setup_layout.addWidget(self.kind_label)
+        self.kind_label = _note(setup_layout)
 
         base_row = QHBoxLayout()
         base_row.addWidget(QLabel("Made with"))
@@ -249,9 +243,7 @@ class CrossEarthOptionsPage(QgsOptionsPageWidget):
         self.base_widget.fileChanged.connect(self.update_base)
         base_row.addWidget(self.base_widget, 1)
         setup_layout.addLayout(base_row)
-        self.base_label = QLabel()
-        self.base_label.setWordWrap(True)
-        setup_layout.addWidget(self.base_label)
+        self.base_label = _note(setup_layout)
 
         folder_row = QHBoxLayout()
         folder_row.addWidget(QLabel("In the folder"))
@@ -278,9 +270,7 @@ class CrossEarthOptionsPage(QgsOptionsPageWidget):
         self.setup_progress = QProgressBar()
         self.setup_progress.setRange(0, 100)
         setup_layout.addWidget(self.setup_progress)
-        self.setup_status = QLabel()
-        self.setup_status.setWordWrap(True)
-        setup_layout.addWidget(self.setup_status)
+        self.setup_status = _note(setup_layout)
         self.setup_output = QPlainTextEdit()
         self.setup_output.setReadOnly(True)
         self.setup_output.setMaximumBlockCount(2000)
@@ -414,3 +404,11 @@ class CrossEarthOptionsFactory(QgsOptionsWidgetFactory):
 
     def createWidget(self, parent: QWidget | None) -> CrossEarthOptionsPage:
         return CrossEarthOptionsPage(parent, self.iface)
+
+
+def _note(layout: QVBoxLayout) -> QLabel:
+    """An empty word-wrapped line of text at the end of `layout`, for the page to fill."""
+    label = QLabel()
+    label.setWordWrap(True)
+    layout.addWidget(label)
+    return label

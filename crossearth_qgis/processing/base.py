@@ -11,6 +11,7 @@ from qgis.core import (
     QgsProcessingContext,
     QgsProcessingFeedback,
     QgsProcessingParameterDefinition,
+    QgsProcessingParameterNumber,
 )
 from qgis.PyQt.QtGui import QIcon
 
@@ -109,6 +110,14 @@ class CrossEarthAlgorithm(QgsProcessingAlgorithm):
     ) -> str:
         """A string parameter's value, stripped ("" when empty)."""
         return self.parameterAsString(parameters, name, context).strip()
+
+
+def optional_number(
+    name: str, label: str, minimum: float = 0, *, integer: bool = False
+) -> QgsProcessingParameterNumber:
+    """A number the algorithm may be given (empty: the engine's own choice), at least `minimum`."""
+    kind = qgis_enums.NUMBER_INTEGER if integer else qgis_enums.NUMBER_DOUBLE
+    return QgsProcessingParameterNumber(name, label, kind, optional=True, minValue=minimum)
 
 
 def installed_runtimes() -> list[str]:

@@ -33,7 +33,7 @@ from ..worker.client import EngineOutcome, run_engine_json
 from ..worker.engine_errors import EngineError
 from ..worker.models import list_models, model_card
 from ..worker.requests import ONNX_RUNTIMES, SegmentRequest
-from .base import CrossEarthAlgorithm, Feedback, Parameters, installed_runtimes
+from .base import CrossEarthAlgorithm, Feedback, Parameters, installed_runtimes, optional_number
 from .engine_run import run_engine_for_feedback
 from .model_choice import model_choice_wrapper
 from .segment_results import (
@@ -285,13 +285,7 @@ class SegmentRasterAlgorithm(CrossEarthAlgorithm):
     def _region_parameters(self) -> list[QgsProcessingParameterDefinition]:
         """Post-processing: merging small regions and simplifying the polygons."""
         return [
-            QgsProcessingParameterNumber(
-                self.MIN_REGION,
-                "Minimum region size",
-                qgis_enums.NUMBER_DOUBLE,
-                optional=True,
-                minValue=0,
-            ),
+            optional_number(self.MIN_REGION, "Minimum region size"),
             QgsProcessingParameterEnum(
                 self.MIN_REGION_UNIT,
                 "Unit of the minimum region size",
@@ -301,32 +295,14 @@ class SegmentRasterAlgorithm(CrossEarthAlgorithm):
             QgsProcessingParameterString(
                 self.KEEP_CLASSES, "Keep small regions of classes", "", optional=True
             ),
-            QgsProcessingParameterNumber(
-                self.SIMPLIFY,
-                "Simplify polygons (metres)",
-                qgis_enums.NUMBER_DOUBLE,
-                optional=True,
-                minValue=0,
-            ),
+            optional_number(self.SIMPLIFY, "Simplify polygons (metres)"),
         ]
 
     def _advanced_parameters(self) -> list[QgsProcessingParameterDefinition]:
         """Tiling, the processing resolution and grid, and scaling out on Ray."""
         return [
-            QgsProcessingParameterNumber(
-                self.TILE_SIZE,
-                "Tile size (pixels)",
-                qgis_enums.NUMBER_INTEGER,
-                optional=True,
-                minValue=16,
-            ),
-            QgsProcessingParameterNumber(
-                self.OVERLAP,
-                "Tile overlap (pixels)",
-                qgis_enums.NUMBER_INTEGER,
-                optional=True,
-                minValue=0,
-            ),
+            optional_number(self.TILE_SIZE, "Tile size (pixels)", minimum=16, integer=True),
+            optional_number(self.OVERLAP, "Tile overlap (pixels)", integer=True),
             QgsProcessingParameterNumber(
                 self.BATCH_SIZE, "Tiles per batch", qgis_enums.NUMBER_INTEGER, 4, minValue=1
             ),

@@ -89,15 +89,14 @@ class Encoder(nn.Module):
         )
 
     def forward(
-        self,
-        query: torch.Tensor,
-        query_pos: torch.Tensor,
-        reference_points: torch.Tensor,
-        spatial_shapes: list[tuple[int, int]],
+        self, query: torch.Tensor, query_pos: torch.Tensor, spatial_shapes: list[tuple[int, int]]
     ) -> torch.Tensor:
-        """The flattened multi-level features after every encoder layer."""
+        """The flattened multi-level features after every encoder layer; each query samples
+        around its own pixel centre on every level (mmdet's encoder reference points)."""
+        levels = len(spatial_shapes)
+        points = reference_points(spatial_shapes, levels, query.shape[0], query.device)
         for layer in self.layers:
-            query = layer(query, query_pos, reference_points, spatial_shapes)
+            query = layer(query, query_pos, points, spatial_shapes)
         return query
 
 
@@ -178,9 +177,8 @@ class MSDeformAttnPixelDecoder(nn.Module):
             shapes.append((int(height), int(width)))
         query = torch.cat(inputs, 1)
         query_pos = torch.cat(positions, 1).to(query.dtype)
-        points = reference_points(shapes, self.num_levels, batch, device)
         # contiguous: the levels are resampled and convolved, which is slow on a transposed view
-        memory = self.encoder(query, query_pos, points, shapes).transpose(1, 2).contiguous()
+        memory = self.encoder(query, query_pos, shapes).transpose(1, 2).contiguous()
         outs = [
             level.reshape(batch, -1, h, w)
             for level, (h, w) in zip(

@@ -8,9 +8,9 @@ single process would, added in the same order.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -47,6 +47,8 @@ class ClassTally:
         self.counts += found[: self.num_classes]
         self.nodata_pixels += rows.nodata_pixels
 
+
+Released = TypeVar("Released")
 
 # Most tiles in one batch, runnable or all nodata (see _batches).
 MAX_BATCH_TILES = 64
@@ -171,6 +173,66 @@ def _clip(rows: DecidedRows, first: int, end: int) -> DecidedRows | None:
     return DecidedRows(start, classes, confidence, -1)
 
 
+def stream_strips(
+    reader: TileReader,
+    runner: Callable[[np.ndarray], np.ndarray],
+    tiles: Sequence[Tile],
+    release: Callable[[int, np.ndarray, np.ndarray, np.ndarray], Released],
+    *,
+    size: int,
+    height: int,
+    width: int,
+    num_classes: int,
+    batch_size: int,
+    top: int,
+    end: int,
+    is_cancelled: Callable[[], bool] = lambda: False,
+    on_tiles: Callable[[int, int], None] | None = None,
+) -> Generator[Released, None, None]:
+    """Runs `tiles` (row-major, the first at row `top`) through the model, blends their scores
+    and yields `release(top, sums, weights, source_valid)` of each strip of finished rows, top
+    to bottom, up to row `end`: what the rows become is the caller's (classes, probabilities).
+
+    Tiles that are all nodata are not run. `on_tiles(done, skipped)` is called after each batch
+    with running counts. Memory is one strip of tile rows and the batches in flight.
+    """
+    window = blend_window(size)
+    strip = StripAccumulator(num_classes, size, width, top=top)
+    prefetch: Prefetcher[Any] = Prefetcher(_batches(reader, tiles, size, batch_size))
+    done = skipped = 0
+    try:
+        for batch, scores in _scored(prefetch, runner, is_cancelled):
+            position = 0
+            for tile, valid in zip(batch.tiles, batch.valid, strict=True):
+                released = strip.release_with(tile.row, release)
+                if released is not None:
+                    yield released
+                if valid is None:
+                    skipped += 1
+                    continue
+                assert scores is not None
+                tile_h = min(size, height - tile.row)
+                tile_w = min(size, width - tile.col)
+                strip.add(
+                    scores[position, :, :tile_h, :tile_w],
+                    window[:tile_h, :tile_w],
+                    tile.row,
+                    tile.col,
+                    valid[:tile_h, :tile_w],
+                )
+                position += 1
+            done += len(batch.tiles)
+            if on_tiles is not None:
+                on_tiles(done, skipped)
+        released = strip.release_with(end, release)
+        if released is not None:
+            yield released
+        if is_cancelled():
+            raise SegmentationCancelled()
+    finally:
+        prefetch.close()
+
+
 def stream_rows(
     reader: TileReader,
     runner: Callable[[np.ndarray], np.ndarray],
@@ -193,46 +255,27 @@ def stream_rows(
     """
     first, end = rows
     decide = RowDecider(num_classes, confidence_dtype)
-    window = blend_window(size)
-    strip = StripAccumulator(num_classes, size, width, top=tiles[0].row if tiles else first)
-    prefetch: Prefetcher[Any] = Prefetcher(_batches(reader, tiles, size, batch_size))
-    done = skipped = 0
-    nodata_dtype_marker = decide.nodata
-
-    def released(until: int) -> Iterator[DecidedRows]:
-        decided = strip.release_with(until, decide)  # from the strip's rows, before they shift
-        if decided is None:
-            return
-        clipped = _clip(decided, first, end)
-        if clipped is not None:
-            if clipped.nodata_pixels < 0:  # recount within the clipped rows
-                clipped.nodata_pixels = int((clipped.classes == nodata_dtype_marker).sum())
-            yield clipped
-
+    strips = stream_strips(
+        reader,
+        runner,
+        tiles,
+        decide,
+        size=size,
+        height=height,
+        width=width,
+        num_classes=num_classes,
+        batch_size=batch_size,
+        top=tiles[0].row if tiles else first,
+        end=end,
+        is_cancelled=is_cancelled,
+        on_tiles=on_tiles,
+    )
     try:
-        for batch, scores in _scored(prefetch, runner, is_cancelled):
-            position = 0
-            for tile, valid in zip(batch.tiles, batch.valid, strict=True):
-                yield from released(tile.row)
-                if valid is None:
-                    skipped += 1
-                    continue
-                assert scores is not None
-                tile_h = min(size, height - tile.row)
-                tile_w = min(size, width - tile.col)
-                strip.add(
-                    scores[position, :, :tile_h, :tile_w],
-                    window[:tile_h, :tile_w],
-                    tile.row,
-                    tile.col,
-                    valid[:tile_h, :tile_w],
-                )
-                position += 1
-            done += len(batch.tiles)
-            if on_tiles is not None:
-                on_tiles(done, skipped)
-        yield from released(end)
-        if is_cancelled():
-            raise SegmentationCancelled()
+        for decided in strips:
+            clipped = _clip(decided, first, end)
+            if clipped is not None:
+                if clipped.nodata_pixels < 0:  # recount within the clipped rows
+                    clipped.nodata_pixels = int((clipped.classes == decide.nodata).sum())
+                yield clipped
     finally:
-        prefetch.close()
+        strips.close()  # its prefetch thread stops now, not when it is collected

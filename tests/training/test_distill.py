@@ -110,10 +110,10 @@ def test_an_incomplete_map_in_the_cache_is_computed_again(teacher, data, tmp_pat
 
 
 def test_a_full_disk_is_one_line_and_leaves_no_file(teacher, data, monkeypatch, tmp_path):
-    def full(out, top, sums, weights, valid):
+    def full(out, probabilities):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(distill, "_write_rows", full)
+    monkeypatch.setattr(distill, "_append_rows", full)
     with pytest.raises(CrossEarthError) as error:
         teacher_maps(teacher, data, torch.device("cpu"), tmp_path / "maps")
     assert "disk is full" in str(error.value) and "\n" not in str(error.value)
