@@ -8,11 +8,11 @@ import json
 import os
 import subprocess
 
-from crossearth_qgis.dock.fit_panel import NEEDS_FULL
 from qgis.core import Qgis, QgsProject, QgsRasterLayer
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtTest import QTest
 
+from crossearth_qgis.dock.fit_panel import NEEDS_FULL
 from crossearth_qgis.dock.panel import DOWNLOAD_PREFIX, GSD_AUTO, GSD_METRES
 from crossearth_qgis.worker import engine_task
 from crossearth_qgis.worker.models import catalog_from_json
@@ -194,9 +194,8 @@ def test_a_download_in_a_light_environment_is_greyed_with_its_reason(
 
 
 def test_converting_a_checkpoint_is_greyed_where_the_engine_cannot(dock, monkeypatch, tmp_path):
-    from crossearth_qgis.dock.add_model import NEEDS_PYTORCH, AddModelDialog
-
     from crossearth_qgis.dock import models as dock_models
+    from crossearth_qgis.dock.add_model import NEEDS_PYTORCH, AddModelDialog
 
     light = _engine_json(LIGHT_PYTHON, "check", "--json")
     assert light["features"]["convert"] is False
