@@ -12,6 +12,7 @@ PROGRESS_CHOICES = ("bar", "json", "none")
 
 
 def int_list(text: str) -> list[int]:
+    """A band list such as "3,2,1" as numbers, for argparse."""
     try:
         return parse_band_numbers(text)
     except CrossEarthError as exc:
@@ -29,6 +30,7 @@ def _whole_number(text: str, minimum: int, problem: str, not_a_number: str) -> i
 
 
 def workers(text: str) -> int | str:
+    """A number of workers (at least 1) or "auto", for argparse."""
     if text.strip().lower() == "auto":
         return "auto"
     not_workers = "'{text}' is not a number of workers; give e.g. 2, or auto"
@@ -36,14 +38,17 @@ def workers(text: str) -> int | str:
 
 
 def positive_int(text: str) -> int:
+    """A whole number of at least 1, for argparse."""
     return _whole_number(text, 1, "{value} must be at least 1", "'{text}' is not a whole number")
 
 
 def non_negative_int(text: str) -> int:
+    """A whole number of at least 0, for argparse."""
     return _whole_number(text, 0, "{value} must not be negative", "'{text}' is not a whole number")
 
 
 def names(text: str | None) -> list[str] | None:
+    """Comma-separated names as a list (None stays None); an empty name is refused."""
     if text is None:
         return None
     names = [part.strip() for part in text.split(",")]

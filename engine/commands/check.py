@@ -11,6 +11,7 @@ from engine.errors import CrossEarthError
 
 
 def register(commands: argparse._SubParsersAction) -> Handler:
+    """Adds `check` to the engine's sub-commands; returns its handler."""
     check = commands.add_parser(
         "check", help="report the engine environment: torch, CUDA, GPUs and their memory"
     )
@@ -19,6 +20,7 @@ def register(commands: argparse._SubParsersAction) -> Handler:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Runs `crossearth check` with the parsed arguments; returns the exit code."""
     from engine.run.devices import environment_report
 
     report = environment_report()

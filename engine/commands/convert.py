@@ -23,6 +23,7 @@ def _preset_names() -> list[str]:
 
 
 def register(commands: argparse._SubParsersAction) -> Handler:
+    """Adds `convert` to the engine's sub-commands; returns its handler."""
     conv = commands.add_parser(
         "convert",
         help="convert an official CrossEarth checkpoint (.pth) into a model package",
@@ -68,6 +69,7 @@ def register(commands: argparse._SubParsersAction) -> Handler:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Runs `crossearth convert` with the parsed arguments; returns the exit code."""
     from engine.crossearth.convert import convert
 
     bands = names(args.band_names)

@@ -10,6 +10,7 @@ from engine.commands.progress import json_event, progress_reporter
 
 
 def register(commands: argparse._SubParsersAction) -> Handler:
+    """Adds `download` to the engine's sub-commands; returns its handler."""
     down = commands.add_parser(
         "download",
         help="download an official CrossEarth model from Hugging Face and install it",
@@ -33,6 +34,7 @@ def register(commands: argparse._SubParsersAction) -> Handler:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Runs `crossearth download` with the parsed arguments; returns the exit code."""
     from engine.models.catalog import format_size
     from engine.models.download import download, download_summary
 

@@ -14,6 +14,7 @@ from engine.commands.progress import json_event, progress_reporter
 
 
 def register(commands: argparse._SubParsersAction) -> Handler:
+    """Adds `export` to the engine's sub-commands; returns its handler."""
     export = commands.add_parser(
         "export",
         help="add an ONNX graph to a model package (for --runtime onnxruntime/openvino)",
@@ -35,6 +36,7 @@ def register(commands: argparse._SubParsersAction) -> Handler:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Runs `crossearth export` with the parsed arguments; returns the exit code."""
     from engine.models.export import export_onnx
 
     with progress_reporter(args.progress) as update:

@@ -9,6 +9,7 @@ from engine.commands import Handler
 
 
 def register(commands: argparse._SubParsersAction) -> Handler:
+    """Adds `info` to the engine's sub-commands; returns its handler."""
     info = commands.add_parser("info", help="show a model package's card")
     info.add_argument("model", help="model package folder or installed model name")
     info.add_argument("--json", action="store_true", help="print the card as JSON")
@@ -16,6 +17,7 @@ def register(commands: argparse._SubParsersAction) -> Handler:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Runs `crossearth info` with the parsed arguments; returns the exit code."""
     from engine.files import describe_path
     from engine.models.packages import find_package
 

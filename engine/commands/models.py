@@ -12,6 +12,7 @@ from engine.errors import CrossEarthError
 
 
 def register(commands: argparse._SubParsersAction) -> Handler:
+    """Adds `models` to the engine's sub-commands; returns its handler."""
     models = commands.add_parser("models", help="list bundled and user model packages")
     models.add_argument("--json", action="store_true", help="print the list as JSON")
     models.add_argument(
@@ -25,6 +26,7 @@ def register(commands: argparse._SubParsersAction) -> Handler:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Runs `crossearth models` with the parsed arguments; returns the exit code."""
     from engine.files import describe_path
     from engine.models.packages import (
         bundled_models_dir,

@@ -11,10 +11,12 @@ from typing import Any
 
 
 def json_event(event: str, **fields: Any) -> None:
+    """Prints one event of the worker protocol as a JSON line on stdout."""
     print(json.dumps({"event": event, **fields}), flush=True)
 
 
 def progress_printer(mode: str) -> tuple[Callable[[float, str], None], Callable[[], None]]:
+    """The progress callback of `mode` (bar, json or none) and the function that closes it."""
     if mode == "json":
         return (lambda f, m: json_event("progress", fraction=round(f, 4), message=m)), (
             lambda: None

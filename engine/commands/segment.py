@@ -29,6 +29,7 @@ PARTIAL_EXIT_CODE = 3
 
 
 def register(commands: argparse._SubParsersAction) -> Handler:
+    """Adds `segment` to the engine's sub-commands; returns its handler."""
     seg = commands.add_parser(
         "segment",
         help="segment a raster into a class GeoTIFF",

@@ -17,6 +17,7 @@ _BATCH_OWN = {"help", "input", "output", "confidence", "polygons", "resume"}
 
 
 def register(commands: argparse._SubParsersAction) -> Handler:
+    """Adds `segment-batch` to the engine's sub-commands; returns its handler."""
     batch = commands.add_parser(
         "segment-batch",
         help="segment many rasters: one output each, an index and a VRT mosaic",
@@ -61,6 +62,7 @@ def register(commands: argparse._SubParsersAction) -> Handler:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Runs `crossearth segment-batch` with the parsed arguments; returns the exit code."""
     from engine.distributed.session import parse_workers
     from engine.run.batch import BatchRequest, run_batch, segment_options_from_args
 

@@ -97,6 +97,7 @@ class Evaluator(Meter):
         self._depth = 0
 
     def eval(self, node: ast.AST, scope: dict[str, Any] | None = None) -> Any:
+        """The value of one expression of the config, within the step and depth budgets."""
         self.budget.steps += 1
         if self.budget.steps > MAX_STEPS:
             raise self._fail(node, f"evaluating the config takes more than {MAX_STEPS} steps")

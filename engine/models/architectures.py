@@ -20,11 +20,19 @@ class Card(Protocol):
     registry is below the card, which checks its config through it."""
 
     @property
-    def name(self) -> str: ...
+    def name(self) -> str:
+        """The card's model name."""
+        ...
+
     @property
-    def architecture(self) -> str: ...
+    def architecture(self) -> str:
+        """The card's architecture, a name of this registry."""
+        ...
+
     @property
-    def config(self) -> dict[str, Any]: ...
+    def config(self) -> dict[str, Any]:
+        """The card's architecture config, as the builder reads it."""
+        ...
 
 
 # A builder takes the card's config and the card (a ModelCard) and returns the network.

@@ -258,6 +258,7 @@ class BatchRow:
 
 
 def crs_name(crs: Any) -> str:
+    """The CRS as the index records it: its authority code, else its WKT ("" without one)."""
     if crs is None:
         return ""
     authority = crs.to_authority()

@@ -104,6 +104,7 @@ class Plan:
         return self.model_tile if self.resolution.factor != 1.0 else None
 
     def remove_scratch(self) -> None:
+        """Removes the plan's scratch folder (its VRTs), if it has one."""
         if self.scratch is not None:
             remove_temporary(self.scratch)
 

@@ -43,6 +43,7 @@ class ClassTally:
 
     def tally(self, rows: DecidedRows) -> None:
         # Nodata is a value no class has, so one histogram of all pixels counts both.
+        """Adds the rows' pixels to the counts."""
         found = np.bincount(rows.classes.ravel(), minlength=self.num_classes)
         self.counts += found[: self.num_classes]
         self.nodata_pixels += rows.nodata_pixels
