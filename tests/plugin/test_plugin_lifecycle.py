@@ -5,7 +5,9 @@ from __future__ import annotations
 import configparser
 import logging
 import os
+import sys
 
+import pytest
 import qgis.utils
 import tomllib
 from qgis.core import QgsApplication
@@ -23,7 +25,19 @@ def flush_deletes() -> None:
     QCoreApplication.sendPostedEvents(None, QEvent.DeferredDelete)
 
 
-def test_plugin_loads_and_unloads_cleanly(qgis_iface, monkeypatch):
+@pytest.fixture
+def plugin_modules():
+    """QGIS's unloader drops the plugin's modules from sys.modules; the later tests' imports
+    must find the same module objects as the ones their test modules hold (a monkeypatch of a
+    fresh copy misses the code that runs), so the table is put back as it was."""
+    before = {name: module for name, module in sys.modules.items() if name.startswith(PLUGIN)}
+    yield
+    for name in [n for n in sys.modules if n.startswith(PLUGIN)]:
+        del sys.modules[name]
+    sys.modules.update(before)
+
+
+def test_plugin_loads_and_unloads_cleanly(qgis_iface, monkeypatch, plugin_modules):
     # QGIS's loader, as QGIS runs it: find plugins (reading metadata.txt) on the plugin path.
     monkeypatch.setattr(qgis.utils, "plugin_paths", [str(REPO)])
     qgis.utils.updateAvailablePlugins()
