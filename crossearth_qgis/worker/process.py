@@ -85,11 +85,15 @@ def run_streaming(
     """Runs `command` to completion and returns its exit code.
 
     Each output line goes to its callback as soon as it is printed. When `is_cancelled()`
-    becomes true the process gets SIGTERM (the engine then unwinds and deletes its temporary
-    output) and ProcessCancelled is raised once it has exited. A process past `timeout_s` is
-    stopped the same way and TimeoutError is raised. Raises OSError when it cannot start.
+    becomes true the process and everything it started get SIGTERM (the engine then unwinds
+    and deletes its temporary output), SIGKILL after `terminate_grace_s`, and ProcessCancelled
+    is raised once they have exited. A process past `timeout_s` is stopped the same way and
+    TimeoutError is raised. Children a finished process left running are killed. Raises
+    OSError when it cannot start.
     """
-    process = start_text_process(command, env=env, cwd=cwd)
+    # In a group of its own: stopping it reaches whatever it started, and a child it left
+    # behind cannot hold the pipes (and this call) open.
+    process = start_text_process(command, env=env, cwd=cwd, own_group=True)
     lines: queue.Queue = queue.Queue()
     readers = [
         threading.Thread(target=pump_lines, args=(process.stdout, "out", lines), daemon=True),
@@ -98,6 +102,7 @@ def run_streaming(
     for reader in readers:
         reader.start()
     started = time.monotonic()
+    exited_at: float | None = None
     open_streams = 2
     try:
         while open_streams:
@@ -109,6 +114,11 @@ def run_streaming(
             try:
                 tag, line = lines.get(timeout=_POLL_S)
             except queue.Empty:
+                if process.poll() is not None:
+                    exited_at = exited_at or time.monotonic()
+                    if time.monotonic() - exited_at > _DRAIN_S:
+                        # What holds the pipes now is a child it left behind: stopped with it.
+                        _stop(process, 0.0)
                 continue
             if line is None:
                 open_streams -= 1
@@ -125,25 +135,52 @@ def run_streaming(
     finally:
         if process.poll() is None:  # an exception in a callback: never leave a worker behind
             _stop(process, terminate_grace_s)
-        for reader in readers:
+        for reader, stream in zip(readers, (process.stdout, process.stderr), strict=True):
             reader.join(timeout=2)
-        for stream in (process.stdout, process.stderr):
-            if stream is not None:
+            # A pipe still held by a process outside the group is left to the collector:
+            # closing it under its reader would block until that process lets go.
+            if stream is not None and not reader.is_alive():
                 stream.close()
 
 
+# How long the pipes may stay open after the process has exited (its last lines still being
+# read) before what holds them is taken for a child it left behind.
+_DRAIN_S = 1.0
+
+
 def _stop(process: subprocess.Popen, grace_s: float) -> bool:
-    """Terminates, waits up to `grace_s`, then kills. True when it had to be killed."""
-    if process.poll() is not None:
-        return False
+    """Terminates the process's group (the process alone on Windows), waits up to `grace_s`
+    for the process, then kills the group: children it started or left behind go too. True
+    when the process had to be killed."""
+    if sys.platform == "win32":
+        if process.poll() is not None:
+            return False
+        process.terminate()
+        try:
+            process.wait(timeout=grace_s)
+            return False
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            return True
+    running = process.poll() is None
+    _signal_group(process, signal.SIGTERM)
+    killed = False
+    if running:
+        try:
+            process.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            killed = True
+    _signal_group(process, signal.SIGKILL)  # what is left of the group, the leader included
+    process.wait()
+    return killed
+
+
+def _signal_group(process: subprocess.Popen, sig: signal.Signals) -> None:
     try:
-        if sys.platform == "win32":
-            process.terminate()
-        else:
-            process.send_signal(signal.SIGTERM)
-        process.wait(timeout=grace_s)
-        return False
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-        return True
+        os.killpg(process.pid, sig)  # the group the process leads (start_new_session)
+    except ProcessLookupError:
+        return  # nothing of the group is left
+    except PermissionError:
+        if process.poll() is None:
+            process.send_signal(sig)
