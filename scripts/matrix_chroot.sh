@@ -31,7 +31,7 @@ light_bytes=$(python3 -c "import json; print(json.load(open('build/engine-light/
 extra=""
 /usr/bin/python3 -c "import scipy" 2> /dev/null || extra=scipy
 "$WORK/test-venv/bin/python" -m pip install -q --disable-pip-version-check "pytest>=7" \
-    "pytest-qgis>=2" $extra
+    "pytest-qgis>=2" "hypothesis>=6.100" $extra
 
 # 3. The plugin tests, the engine being the Light one (tests of Full-only features skip).
 CROSSEARTH_TEST_ENGINE=$light_python CROSSEARTH_TEST_FIXTURES=$WORK/fixtures \

@@ -32,6 +32,7 @@ from ..environment.engine_env import (
 from . import warm_worker
 from .engine_errors import EngineCancelled, EngineError, failure, reported_error
 from .process import TERMINATE_GRACE_S, ProcessCancelled, run_streaming
+from .protocol import read_event
 
 log = logging.getLogger("crossearth_qgis.worker.client")
 
@@ -134,20 +135,16 @@ class _WorkerOutput:
     temporaries: list[str] = field(default_factory=list)  # announced, to remove after a kill
 
     def stdout_line(self, line: str) -> None:
-        if line.startswith("{"):
-            try:
-                event = json.loads(line)
-            except ValueError:
-                event = None
-            if isinstance(event, dict) and "event" in event:
-                self._event(event)
-                return
-        self.outcome.stdout.append(line)
-
-    def _event(self, event: dict[str, Any]) -> None:
+        """One stdout line: an event (checked: a malformed one raises ProtocolError, and the
+        worker is stopped) or a plain line of the command's own output."""
+        event = read_event(line)
+        if event is None:
+            self.outcome.stdout.append(line)
+            return
         kind = event["event"]
         if kind == "progress" and self.on_progress is not None:
-            self.on_progress(float(event.get("fraction", 0.0)), str(event.get("message", "")))
+            fraction = min(1.0, max(0.0, float(event["fraction"])))
+            self.on_progress(fraction, str(event.get("message", "")))
         elif kind == "done":
             self.outcome.done = event
         elif kind == "temporary" and isinstance(event.get("path"), str):

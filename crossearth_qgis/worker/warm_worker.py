@@ -30,6 +30,7 @@ from ..environment.engine_env import (
     worker_environment,
 )
 from .process import TERMINATE_GRACE_S, ProcessCancelled, pump_lines, start_text_process
+from .protocol import read_event
 
 log = logging.getLogger("crossearth_qgis.worker.warm_worker")
 
@@ -126,44 +127,53 @@ class WarmWorker:
         started = time.monotonic()
         stop_by: float | None = None  # after a cancel: when it is killed if still running
         why: BaseException | None = None
-        while True:
-            if why is None and is_cancelled is not None and is_cancelled():
-                why = ProcessCancelled(killed=False)
-            elif why is None and timeout_s is not None and time.monotonic() - started > timeout_s:
-                why = TimeoutError(f"the engine did not finish in {timeout_s:g} s")
-            if why is not None and stop_by is None:
-                stop_by = time.monotonic() + terminate_grace_s
-                with contextlib.suppress(OSError):
-                    self._send({"cancel": True})
-            if stop_by is not None and time.monotonic() > stop_by:
-                self.kill()
-                if isinstance(why, ProcessCancelled):
-                    raise ProcessCancelled(killed=True)
-                raise why  # type: ignore[misc]
-            try:
-                tag, line = self._lines.get(timeout=_POLL_S)
-            except queue.Empty:
-                continue
-            if line is None:
-                if tag == "out":
-                    code = self._reap()
+        try:
+            while True:
+                if why is None and is_cancelled is not None and is_cancelled():
+                    why = ProcessCancelled(killed=False)
+                elif (
+                    why is None and timeout_s is not None and time.monotonic() - started > timeout_s
+                ):
+                    why = TimeoutError(f"the engine did not finish in {timeout_s:g} s")
+                if why is not None and stop_by is None:
+                    stop_by = time.monotonic() + terminate_grace_s
+                    with contextlib.suppress(OSError):
+                        self._send({"cancel": True})
+                if stop_by is not None and time.monotonic() > stop_by:
+                    self.kill()
+                    if isinstance(why, ProcessCancelled):
+                        raise ProcessCancelled(killed=True)
+                    raise why  # type: ignore[misc]
+                try:
+                    tag, line = self._lines.get(timeout=_POLL_S)
+                except queue.Empty:
+                    continue
+                if line is None:
+                    if tag == "out":
+                        code = self._reap()
+                        if why is not None:
+                            raise why  # type: ignore[misc]
+                        raise WorkerGone(code)
+                    continue
+                if tag == "err":
+                    on_stderr(line)
+                    continue
+                event = _serve_event(line)
+                if event is None:
+                    on_stdout(line)
+                elif event.get("event") == "exit":
+                    code = event["code"]
                     if why is not None:
                         raise why  # type: ignore[misc]
-                    raise WorkerGone(code)
-                continue
-            if tag == "err":
-                on_stderr(line)
-                continue
-            event = _serve_event(line)
-            if event is None:
-                on_stdout(line)
-            elif event.get("event") == "exit":
-                code = int(event.get("code", 1))
-                if why is not None:
-                    raise why  # type: ignore[misc]
-                return code
-            elif event.get("event") == "protocol":
-                log.warning("warm worker: %s", event.get("problem"))
+                    return code
+                elif event.get("event") == "protocol":
+                    log.warning("warm worker: %s", event.get("problem"))
+        except (ProcessCancelled, TimeoutError, WorkerGone):
+            raise  # the worker was stopped, or has finished or died
+        except BaseException:
+            # A malformed line, or a callback that failed mid-command: the command stops too.
+            self.kill()
+            raise
 
     def _reap(self) -> int | None:
         process = self._process
@@ -203,14 +213,10 @@ class WarmWorker:
 
 
 def _serve_event(line: str) -> dict | None:
-    """The serve protocol's own events (ready, exit, protocol); None for a command's line."""
-    if not line.startswith('{"event": "'):
-        return None
-    try:
-        event = json.loads(line)
-    except ValueError:
-        return None
-    if isinstance(event, dict) and event.get("event") in ("ready", "exit", "protocol"):
+    """The serve protocol's own events (ready, exit, protocol), checked; None for a command's
+    line (its events are read by the caller)."""
+    event = read_event(line)
+    if event is not None and event.get("event") in ("ready", "exit", "protocol"):
         return event
     return None
 
