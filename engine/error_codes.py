@@ -90,6 +90,12 @@ labels.class_field
 output.exists
     the output already exists
     allow overwrite, or choose another name
+output.outside
+    a name would put the output outside its folder
+    give a plain name, without '/', '\\' or '..'
+output.is_folder
+    the output name is a folder
+    give a file name
 output.not_ours
     the output is not a plain file this tool wrote
     remove it yourself
@@ -100,8 +106,8 @@ output.dir_not_writable
     the output folder is not writable
     choose another output folder
 output.replaces_input
-    an output would replace an input of the batch
-    choose another folder
+    an output would replace a file the run reads
+    choose another name or folder
 output.summary_replaces_input
     the batch's index or mosaic would replace an input
     choose another output folder
@@ -127,6 +133,9 @@ model.no_default
 model.broken
     an installed model is broken
     reinstall it or remove its folder
+model.linked
+    a file of the package is a symbolic link
+    copy the real file into the package folder
 model.card
     a field of the model card is not valid
     correct the field it names
@@ -289,6 +298,8 @@ INPUT_NOT_CROSSEARTH = ErrorCode("input.not_crossearth")
 LABELS_UNMAPPED = ErrorCode("labels.unmapped")
 LABELS_CLASS_FIELD = ErrorCode("labels.class_field")
 OUTPUT_EXISTS = ErrorCode("output.exists")
+OUTPUT_OUTSIDE = ErrorCode("output.outside")
+OUTPUT_IS_FOLDER = ErrorCode("output.is_folder")
 OUTPUT_NOT_OURS = ErrorCode("output.not_ours")
 OUTPUT_DIR_IS_FILE = ErrorCode("output.dir_is_file")
 OUTPUT_DIR_NOT_WRITABLE = ErrorCode("output.dir_not_writable")
@@ -301,6 +312,7 @@ MODEL_NOT_FOUND = ErrorCode("model.not_found")
 MODEL_NOT_PACKAGE = ErrorCode("model.not_package")
 MODEL_NO_DEFAULT = ErrorCode("model.no_default")
 MODEL_BROKEN = ErrorCode("model.broken")
+MODEL_LINKED = ErrorCode("model.linked")
 MODEL_CARD = ErrorCode("model.card")
 MODEL_CARD_READ = ErrorCode("model.card_read")
 MODEL_NONFINITE = ErrorCode("model.nonfinite")

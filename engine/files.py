@@ -23,10 +23,16 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-from engine.errors import CrossEarthError
+from engine.error_codes import (
+    OUTPUT_EXISTS,
+    OUTPUT_IS_FOLDER,
+    OUTPUT_OUTSIDE,
+    OUTPUT_REPLACES_INPUT,
+)
+from engine.errors import CrossEarthError, OutputError
 
 TEMP_PREFIX = ".crossearth-tmp-"
 SCRATCH_PREFIX = "crossearth-scratch-"
@@ -231,6 +237,58 @@ def write_error(path: Path, exc: BaseException) -> CrossEarthError:
     if len(detail) > 120:  # a library's whole SQL statement says nothing more to the user
         detail = detail[:117] + "..."
     return CrossEarthError(f"cannot write {path} ({detail}); check the folder and free space")
+
+
+def check_destination(
+    path: Path | str, *, what: str, reads: Iterable[Path | str] = (), overwrite: bool = False
+) -> Path:
+    """`path` (absolute) once it is a place a run may write its `what` to: never a file the
+    run reads (by real path and inode: links and '..' included), never a folder, and never an
+    existing file unless `overwrite`. Raises a one-line OutputError otherwise."""
+    target = Path(path).expanduser().absolute()
+    for source in reads:
+        if same_file(target, Path(source)):
+            raise OutputError(
+                f"the {what} {describe_path(target)} is {describe_path(source)}, which the run "
+                "reads; choose another name so that it is not replaced",
+                code=OUTPUT_REPLACES_INPUT,
+                what=what,
+                path=describe_path(target),
+                source=describe_path(source),
+            )
+    if target.is_dir():
+        raise OutputError(
+            f"the {what} {describe_path(target)} is a folder; give a file name",
+            code=OUTPUT_IS_FOLDER,
+            what=what,
+            path=describe_path(target),
+        )
+    if (target.exists() or target.is_symlink()) and not overwrite:
+        raise OutputError(
+            f"{what} {describe_path(target)} already exists; allow overwrite to replace it, or "
+            "choose another name",
+            code=OUTPUT_EXISTS,
+            what=what,
+            path=describe_path(target),
+            option="overwrite",
+        )
+    return target
+
+
+def child_path(folder: Path | str, name: str, what: str) -> Path:
+    """`folder / name` for a `name` that must stay in `folder`: one plain folder or file name
+    (not '', '.' or '..', no '/', '\\' or NUL). Raises a one-line OutputError otherwise."""
+    plain = bool(name) and name not in (".", "..") and not any(c in name for c in "/\\\0")
+    if not plain:
+        raise OutputError(
+            f"the {what} name '{name}' would not be a plain name in {describe_path(folder)}; "
+            "give a name without '/', '\\' or '..'",
+            code=OUTPUT_OUTSIDE,
+            what=what,
+            name=name,
+            folder=describe_path(folder),
+        )
+    return Path(folder) / name
 
 
 def real_path(path: Path | str) -> Path:

@@ -11,6 +11,7 @@ from typing import Any
 
 from engine.commands.arguments import add_overwrite_option, add_progress_option
 from engine.errors import CrossEarthError
+from engine.files import atomic_write, check_destination
 from engine.option_values import WEIGHTS_DTYPES, parse_band_numbers
 
 # Numeric settings that the command line can override, as (option, type).
@@ -130,6 +131,7 @@ def register_evaluate(
     evaluate.add_argument("--overlap", type=int)
     evaluate.add_argument("--batch", type=int, default=4)
     evaluate.add_argument("--json", type=Path, help="also write the metrics as JSON")
+    add_overwrite_option(evaluate, "replace an existing --json file (never an input)")
     return cmd_evaluate
 
 
@@ -235,6 +237,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         bands=_bands(args.bands),
         device=args.device,
     )
+    report = None
+    if args.json:  # checked before the work: the metrics never replace an input
+        model = Path(args.model)
+        reads = [args.image, args.labels, *(model.iterdir() if model.is_dir() else [model])]
+        report = check_destination(
+            args.json, what="metrics file", reads=reads, overwrite=args.overwrite
+        )
     result = evaluate(
         args.model,
         args.image,
@@ -246,7 +255,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     )
     print(f"{result['model']} on {result['image']} against {result['labels']}")
     print(format_metrics(result))
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-        print(f"wrote {args.json}")
+    if report is not None:
+        with atomic_write(report) as temp:
+            temp.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        print(f"wrote {report}")
     return 0

@@ -22,6 +22,7 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
+from ..worker.models import package_folder
 from ..worker.requests import WEIGHTS_DTYPES, ConvertRequest
 
 MMSEG_CONFIG_CHOICE = "Use the checkpoint's mmseg config file"
@@ -126,7 +127,7 @@ class AddModelDialog(QDialog):
         by_config = preset == MMSEG_CONFIG_CHOICE
         return ConvertRequest(
             checkpoint=checkpoint,
-            output=str(self.user_dir / name),
+            output=str(package_folder(self.user_dir, name)),
             preset=None if by_config else preset,
             mmseg_config=(self.config_widget.filePath().strip() or None) if by_config else None,
             backbone=self.backbone_widget.filePath().strip() or None,

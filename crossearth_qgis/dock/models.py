@@ -221,7 +221,12 @@ class ModelChoices(QObject):
         if not dialog.exec():
             return
         if dialog.is_conversion():
-            self.convert_checkpoint(dialog.convert_request())
+            try:
+                request = dialog.convert_request()
+            except EngineError as exc:
+                messages.error(self.iface, str(exc))
+                return
+            self.convert_checkpoint(request)
         else:
             self.install_package(dialog.package_folder())
 

@@ -29,6 +29,8 @@ from .. import qgis_enums
 from ..catalog_events import catalog_events
 from ..layers.inputs import InputProblem, local_raster_source, parse_bands
 from ..worker.client import EngineOutcome, run_engine_json
+from ..worker.engine_errors import EngineError
+from ..worker.models import package_folder
 from ..worker.requests import FineTuneRequest
 from .base import CrossEarthAlgorithm, Feedback, Parameters
 
@@ -147,7 +149,11 @@ class FineTuneAlgorithm(CrossEarthAlgorithm):
         name = self.parameter_text(parameters, self.NAME, context)
         name = name or f"{Path(base).name}-{Path(data.image).stem}"
         chosen = self.parameter_text(parameters, self.OUTPUT, context)
-        destination = _destination(chosen, Path(catalog["user_dir"]) / name, name)
+        try:
+            default = package_folder(Path(catalog["user_dir"]), name)
+        except EngineError as exc:
+            raise QgsProcessingException(str(exc)) from None
+        destination = _destination(chosen, default, name)
         feedback.pushInfo(f"fine-tuning {base} on {Path(data.image).name}")
         return self._request(parameters, context, data, base, name, destination)
 

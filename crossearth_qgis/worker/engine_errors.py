@@ -168,6 +168,9 @@ WORDING: dict[str, Callable[[dict[str, Any]], str]] = {
 ENGINE_WORDS = frozenset(
     (
         "error",
+        "model.linked",
+        "output.outside",
+        "output.is_folder",
         "input",
         "output",
         "model",

@@ -173,6 +173,29 @@ def is_package(folder: Path) -> bool:
     return (Path(folder) / CARD_FILE).is_file() and (Path(folder) / WEIGHTS_FILE).is_file()
 
 
+def _refuse_links(folder: Path) -> None:
+    """A package to copy holds plain files and folders only: a link inside it could bring a
+    file from anywhere on the disk into the models folder."""
+    for entry in sorted(folder.rglob("*")):
+        if entry.is_symlink() or not (entry.is_file() or entry.is_dir()):
+            kind = "a symbolic link" if entry.is_symlink() else "not a plain file"
+            raise EngineError(
+                f"The model package was not added: {entry} is {kind}. A package holds plain "
+                "files only; copy the real files into the folder."
+            )
+
+
+def package_folder(user_dir: Path, name: str) -> Path:
+    """The folder of a package called `name` in the user models folder. The name must be one
+    folder name (no '/', '\\', '..' or '.'), so that the package stays inside that folder."""
+    if not name or name in (".", "..") or any(c in name for c in "/\\\0") or name != name.strip():
+        raise EngineError(
+            f"'{name}' is not a model name that can be a folder name: use letters, digits, "
+            "'-', '_' and '.', without '/', '\\' or '..'."
+        )
+    return Path(user_dir) / name
+
+
 def install_package(folder: Path, user_dir: Path) -> Path:
     """Copies a model package folder into the user models folder, where every tool finds it."""
     folder = Path(folder)
@@ -181,6 +204,7 @@ def install_package(folder: Path, user_dir: Path) -> Path:
             f"{folder} is not a model package: a package folder holds {CARD_FILE} and "
             f"{WEIGHTS_FILE}. For an official .pth checkpoint choose the file itself."
         )
+    _refuse_links(folder)
     user_dir = Path(user_dir)
     target = user_dir / folder.name
     if target.resolve() == folder.resolve():

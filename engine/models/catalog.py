@@ -264,9 +264,16 @@ def _hub_file(obj: Any, where: str) -> HubFile:
     if sha is not None and not _SHA256.fullmatch(sha):
         raise CrossEarthError(f"{where}.sha256: must be 64 lower-case hex digits")
     exact = obj.get("size_exact", True)
+    filename = _field(obj, "filename", str, where)
+    parts = filename.split("/")
+    if filename.startswith("/") or "\\" in filename or any(p in ("", ".", "..") for p in parts):
+        raise CrossEarthError(
+            f"{where}.filename: '{filename}' is not a file of the repository (a relative path "
+            "without '..', '.' or empty parts, such as 'model.pth' or 'checkpoints/model.pth')"
+        )
     return HubFile(
         repo=_field(obj, "repo", str, where),
-        filename=_field(obj, "filename", str, where),
+        filename=filename,
         revision=_field(obj, "revision", str, where, optional=True) or "main",
         size=size,
         size_exact=bool(exact),

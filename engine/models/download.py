@@ -31,7 +31,7 @@ from typing import Any
 
 from engine.error_codes import MODEL_INSTALLED
 from engine.errors import CrossEarthError, OutputError
-from engine.files import describe_path, file_sha256, write_error
+from engine.files import child_path, describe_path, file_sha256, write_error
 from engine.models.catalog import CatalogEntry, HubFile, find_entry, format_size, load_catalog
 from engine.models.packages import (
     ModelPackage,
@@ -395,7 +395,7 @@ def _destination(entry: CatalogEntry, models_dir: Path, overwrite: bool) -> Path
             f"'{entry.name}' has no released checkpoint yet ({entry.preset.description}); it "
             "cannot be downloaded"
         )
-    destination = models_dir / entry.name
+    destination = child_path(models_dir, entry.name, "model package")
     if os.path.lexists(destination) and not overwrite and replace_problem(destination) is None:
         raise OutputError(
             f"'{entry.name}' is already installed in {describe_path(models_dir)}; allow "

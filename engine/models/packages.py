@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from engine.error_codes import (
     MODEL_BROKEN,
+    MODEL_LINKED,
     MODEL_NO_DEFAULT,
     MODEL_NOT_FOUND,
     MODEL_NOT_PACKAGE,
@@ -135,6 +136,19 @@ def _problem_text(exc: BaseException, folder: Path) -> str:
     return text
 
 
+def _refuse_links(folder: Path) -> None:
+    """A package's own files are read as they are in its folder, never through a link (which
+    could point anywhere, e.g. at a file outside the folder the analyst chose)."""
+    for name in (CARD_FILE, WEIGHTS_FILE, ONNX_FILE):
+        if (folder / name).is_symlink():
+            raise ModelError(
+                f"{describe_path(folder / name)} is a symbolic link, which a model package may "
+                "not hold; copy the real file into the package folder",
+                code=MODEL_LINKED,
+                path=describe_path(folder / name),
+            )
+
+
 def open_package(path: Path, source: str = "path") -> ModelPackage:
     """The package in folder `path` (or the folder of a model.json), its card checked; `source`
     says where it was found, for messages. A missing or broken one is a CrossEarthError."""
@@ -162,6 +176,7 @@ def open_package(path: Path, source: str = "path") -> ModelPackage:
             weights=WEIGHTS_FILE,
             option="model",
         )
+    _refuse_links(path)
     card = read_card(path / CARD_FILE)
     try:
         has_weights = (path / WEIGHTS_FILE).is_file()

@@ -443,6 +443,25 @@ def test_catalog_file_errors_name_the_field(tmp_path):
         load_catalog(path)
 
 
+@pytest.mark.parametrize(
+    "filename", ["../outside.pth", "/etc/passwd", "a/../../b.pth", "a//b.pth", "a\\b.pth", "."]
+)
+def test_a_catalog_file_name_that_leaves_the_repository_is_one_line(
+    tmp_path, capsys, monkeypatch, filename
+):
+    path = tmp_path / "catalog.json"
+    entry = _entry("escape", "x.pth", {"x.pth": b"x"})
+    entry["checkpoint"]["filename"] = filename
+    path.write_text(json.dumps({"models": [entry]}))
+    monkeypatch.setenv("CROSSEARTH_MODEL_CATALOG", str(path))
+    monkeypatch.setenv("CROSSEARTH_MODELS_DIR", str(tmp_path / "models"))
+    assert main(["download", "escape"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("crossearth: ") and "\n" not in err and "Traceback" not in err
+    assert "checkpoint.filename" in err and "is not a file of the repository" in err
+    assert not (tmp_path / "models").exists()
+
+
 def test_a_broken_catalog_file_hides_no_installed_model(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("CROSSEARTH_MODEL_CATALOG", str(tmp_path / "missing.json"))
     assert main(["models", "--json", "--available"]) == 0

@@ -312,3 +312,24 @@ def test_unreadable_card_and_undecodable_folder_name_keep_the_list(models_dir, c
     assert code == 0, err
     listed = json.loads(out)
     assert len(listed["problems"]) == 5
+
+
+@pytest.mark.parametrize("linked", ["model.json", "weights.safetensors"])
+def test_a_package_file_that_is_a_link_is_refused_in_one_line(tmp_path, capsys, linked):
+    """A package's files are read where they are: a link could point anywhere on the disk."""
+    real = save_package(tmp_path / "real", card(), state())
+    package = tmp_path / "linked"
+    package.mkdir()
+    for name in ("model.json", "weights.safetensors"):
+        source = real.path / name
+        if name == linked:
+            (package / name).symlink_to(source)
+        else:
+            (package / name).write_bytes(source.read_bytes())
+    with pytest.raises(CrossEarthError) as error:
+        find_package(package)
+    assert error.value.code == "model.linked" and "symbolic link" in str(error.value)
+    raster = REPO / "resources" / "samples" / "raleigh_landsat7_sample.tif"
+    code, _, err = cli(capsys, "segment", raster, tmp_path / "out.tif", "--model", package)
+    assert code == 2 and err.count("\n") == 1 and "symbolic link" in err
+    assert not (tmp_path / "out.tif").exists()
