@@ -1,15 +1,17 @@
 """File-system rules every writer follows: the tool replaces only what it made in this run.
 
 - Every temporary file or folder is created beside its destination with one recognisable
-  prefix (`.crossearth-tmp-<random>-<name>`), registered for the run and announced to
-  listeners (the CLI prints a JSON event, so the plugin can remove exactly these names after
-  it had to kill a worker).
+  name that says which run made it (`.crossearth-tmp-<host>p<pid>-<random>-<name>`),
+  registered for the run and announced to listeners (the CLI prints a JSON event, so the
+  plugin can remove exactly these names after it had to kill a worker).
 - A finished temporary is renamed into place with `publish` (`atomic_write` does both for a
   block that writes one file); every OS error on the way is a one-line CrossEarthError naming
   the file.
 - `remove_run_temporaries` deletes whatever the run still has registered (errors, cancel).
-- `remove_stale_temporaries` deletes leftovers of our prefix older than a day (a run killed
-  with SIGKILL cannot clean up after itself); nothing without the prefix is ever touched.
+- `remove_stale_temporaries` deletes leftovers older than a day of runs that are over (made
+  on this machine by a process that no longer exists: a run killed with SIGKILL cannot clean
+  up after itself). A run still going, another machine's run on a shared disk and anything
+  not named exactly so (the user's files) are never touched.
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ import contextlib
 import errno
 import hashlib
 import os
+import re
 import secrets
 import shutil
+import socket
 import tempfile
 import threading
 import time
@@ -82,11 +86,49 @@ def registered_temporaries() -> list[Path]:
         return list(_registered)
 
 
+# This machine, in the run mark of temporary names (a shared disk sees several machines' runs).
+_HOST = hashlib.sha256(socket.gethostname().encode("utf-8", "replace")).hexdigest()[:6]
+_RUN_MARKED = re.compile(r"(?P<host>[0-9a-f]{6})p(?P<pid>[0-9]{1,10})-[0-9a-f]{8}-(?P<name>.+)")
+
+
+def run_mark() -> str:
+    """This run's mark in its temporaries' names: the machine and the process (asked each time:
+    a forked worker is a run of its own)."""
+    return f"{_HOST}p{os.getpid()}"
+
+
 def temporary_name(destination: Path, suffix: str = "") -> Path:
-    """A fresh hidden name beside `destination` (not created)."""
+    """A fresh hidden name beside `destination` (not created), marked with this run."""
     destination = Path(destination)
     token = secrets.token_hex(4)
-    return destination.with_name(f"{TEMP_PREFIX}{token}-{destination.name}{suffix}")
+    return destination.with_name(f"{TEMP_PREFIX}{run_mark()}-{token}-{destination.name}{suffix}")
+
+
+def temporary_target(name: str, prefix: str = TEMP_PREFIX) -> str | None:
+    """The destination name a run-marked temporary's `name` stands for; None for any other name."""
+    if not name.startswith(prefix):
+        return None
+    marked = _RUN_MARKED.fullmatch(name[len(prefix) :])
+    return marked["name"] if marked else None
+
+
+def _run_is_over(name: str, prefix: str) -> bool:
+    """Whether `name` is a temporary of a run on this machine whose process is gone."""
+    if not name.startswith(prefix):
+        return False
+    marked = _RUN_MARKED.fullmatch(name[len(prefix) :])
+    if marked is None or marked["host"] != _HOST:
+        return False
+    pid = int(marked["pid"])
+    if pid == os.getpid():
+        return False  # this run's own: removed by remove_run_temporaries, not as stale
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, OverflowError, OSError):
+        return False  # alive (another user's process) or not a pid this system has
+    return False
 
 
 def announce_temporary(path: Path, is_dir: bool = False) -> Path:
@@ -133,7 +175,8 @@ def create_scratch_folder() -> Path:
     """A private folder in the system temp dir for the run's intermediate files (VRTs)."""
     base = Path(tempfile.gettempdir())
     remove_stale_temporaries(base, prefix=SCRATCH_PREFIX)
-    path = Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIX))
+    token = secrets.token_hex(4)
+    path = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{run_mark()}-{token}-"))
     return _register(path, True)
 
 
@@ -159,8 +202,10 @@ def remove_run_temporaries() -> list[Path]:
 def remove_stale_temporaries(
     folder: Path, prefix: str = TEMP_PREFIX, older_than_s: float = STALE_AFTER_S
 ) -> list[Path]:
-    """Removes entries of `folder` named with our `prefix` and not modified for a day: what a
-    killed run (SIGKILL, power loss) left behind. Returns what was removed."""
+    """Removes entries of `folder` that a run on this machine which is over left behind (its
+    process gone: SIGKILL, power loss) and that were not modified for a day. Returns what was
+    removed. Nothing else is touched: not a running job's, not another machine's, not a name
+    that merely starts with `prefix`."""
     removed: list[Path] = []
     now = time.time()
     try:
@@ -168,7 +213,7 @@ def remove_stale_temporaries(
     except OSError:
         return removed
     for entry in entries:
-        if not entry.name.startswith(prefix):
+        if not _run_is_over(entry.name, prefix):
             continue
         try:
             age = now - entry.lstat().st_mtime

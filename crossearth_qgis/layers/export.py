@@ -18,7 +18,6 @@ provider's clone, the bands, the destination) is planned in export_plan.py.
 from __future__ import annotations
 
 import os
-import secrets
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,7 +34,7 @@ from qgis.core import (
 )
 
 from ..environment.engine_env import Interpreter
-from ..worker.client import TEMP_PREFIX
+from ..worker.client import temporary_name
 from ..worker.engine_errors import EngineError
 from ..worker.engine_task import EngineTask
 from .export_plan import BAND_TYPES, ExportPlan
@@ -124,7 +123,7 @@ def export_layer(
 ) -> Path:
     """Reads the planned grid into `plan.destination`, block by block; returns that path.
 
-    Writes to a hidden temporary name beside it (`.crossearth-tmp-<hex>-<name>`), renamed when
+    Writes to a hidden temporary name beside it (`.crossearth-tmp-<run>-<hex>-<name>`), renamed when
     complete; on cancel (ExportCancelled) or any error (ExportError) nothing is left. Failed
     web requests leave transparent (nodata) pixels and are reported through `on_warning`; a
     layer that gives no pixel at all is an error.
@@ -132,7 +131,7 @@ def export_layer(
     destination = plan.destination
     if destination.exists():
         raise ExportError(f"{destination} exists already; nothing was read.")
-    temporary = destination.with_name(f"{TEMP_PREFIX}{secrets.token_hex(4)}-{destination.name}")
+    temporary = temporary_name(destination)
     layout = _layout(plan)
     blocks = _blocks(plan.grid.width, plan.grid.height)
     complete = False

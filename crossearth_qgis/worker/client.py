@@ -9,10 +9,14 @@ left is estimated in eta.py.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
+import re
+import secrets
 import shutil
+import socket
 import stat
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
@@ -41,6 +45,33 @@ log = logging.getLogger("crossearth_qgis.worker.client")
 # the engine. Only announced paths with these names are ever removed by the plugin.
 TEMP_PREFIX = ".crossearth-tmp-"
 SCRATCH_PREFIX = "crossearth-scratch-"
+# After the prefix, the run that made it: <machine>p<pid>-<8 hex>-<name> (engine/files.py
+# run_mark and temporary_name; tests/test_one_source.py holds the two equal).
+HOST_MARK = hashlib.sha256(socket.gethostname().encode("utf-8", "replace")).hexdigest()[:6]
+_RUN_MARKED = re.compile(r"(?P<host>[0-9a-f]{6})p(?P<pid>[0-9]{1,10})-[0-9a-f]{8}-.+")
+
+
+def temporary_name(destination: Path) -> Path:
+    """A fresh hidden name beside `destination` marked with this process's run, as the
+    engine names its own (the plugin's reads of web layers)."""
+    run = f"{HOST_MARK}p{os.getpid()}-{secrets.token_hex(4)}"
+    return destination.with_name(f"{TEMP_PREFIX}{run}-{destination.name}")
+
+
+def _run_is_over(name: str, prefix: str) -> bool:
+    """`name` is a temporary of a run on this machine whose process is gone (a worker that was
+    killed): never a running job's, never a name that merely starts with the prefix."""
+    marked = _RUN_MARKED.fullmatch(name[len(prefix) :]) if name.startswith(prefix) else None
+    if marked is None or marked["host"] != HOST_MARK:
+        return False
+    try:
+        os.kill(int(marked["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, OverflowError, OSError):
+        return False
+    return False
+
 
 ProgressCallback = Callable[[float, str], None]
 # `segment`'s exit code when the class raster is complete but an optional output (confidence,
@@ -81,13 +112,14 @@ class EngineOutcome:
 
 
 def _is_engine_temporary(path: Path) -> bool:
-    """An absolute path named the way engine/files.py names its temporaries."""
+    """An absolute path named the way engine/files.py names its temporaries, by a run on this
+    machine that is over (the worker that announced it was stopped or died)."""
     if not path.is_absolute():
         return False
-    if path.name.startswith(TEMP_PREFIX) and len(path.name) > len(TEMP_PREFIX):
+    if _run_is_over(path.name, TEMP_PREFIX):
         return True
     scratch_root = Path(os.path.realpath(tempfile.gettempdir()))
-    return path.name.startswith(SCRATCH_PREFIX) and (
+    return _run_is_over(path.name, SCRATCH_PREFIX) and (
         Path(os.path.realpath(path.parent)) == scratch_root
     )
 

@@ -34,6 +34,7 @@ from engine.files import (
     file_sha256,
     publish,
     remove_temporary,
+    temporary_target,
     write_error,
 )
 from engine.run.row_stream import ClassTally, DecidedRows
@@ -59,8 +60,10 @@ def fingerprint(parameters: dict[str, Any]) -> str:
 def _is_known_name(name: str) -> bool:
     """The files this module writes into a work folder, and their temporaries."""
     if name.startswith(TEMP_PREFIX):
-        # .crossearth-tmp-<hex>-<known name>
-        name = name[len(TEMP_PREFIX) :].split("-", 1)[-1]
+        target = temporary_target(name)  # .crossearth-tmp-<run>-<hex>-<known name>
+        if target is None:
+            return False
+        name = target
     return name == MANIFEST or bool(_PART_NAME.fullmatch(name))
 
 

@@ -33,6 +33,7 @@ from engine.distributed.shards import (
     shards_from_rows,
 )
 from engine.errors import CrossEarthError, SegmentationCancelled
+from engine.files import temporary_name
 from engine.run.pipeline import SegmentOptions, segment
 from engine.run.row_stream import DecidedRows
 from engine.run.tiling import plan_tiles
@@ -168,7 +169,7 @@ def test_part_files_are_checked_and_removed_by_name(tmp_path):
     assert work.read_manifest()["fingerprint"] == "abc"
     # Removal deletes only the names it writes (and their temporaries), never anything else.
     _write_part(work.path, 1, 3, rows[:2], conf=False)
-    (work.path / ".crossearth-tmp-0a1b2c3d-part-00001.classes.npy").write_bytes(b"x")
+    temporary_name(work.path / "part-00001.classes.npy").write_bytes(b"x")
     (work.path / "notes.txt").write_text("mine")
     assert work.remove() == [work.path / "notes.txt"]
     assert sorted(p.name for p in work.path.iterdir()) == ["notes.txt"]

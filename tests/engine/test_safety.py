@@ -21,7 +21,7 @@ import pytest
 import rasterio
 
 from engine import files as engine_files
-from engine.files import TEMP_PREFIX
+from engine.files import TEMP_PREFIX, run_mark
 from engine.raster.raster_output import _check_aux
 
 from .conftest import LANDSAT, REPO, segment_args, write_raster, write_tiled
@@ -182,19 +182,38 @@ def test_no_scratch_folder_without_extent_and_none_left_with_one(
 
 
 def test_stale_leftovers_of_our_prefix_are_removed_and_reported(tmp_path, capsys, package, rgb):  # noqa: F811
+    """Only what a run that is over left (its process gone) is removed, and only after a
+    day: a running job's temporaries, the user's look-alikes and fresh ones stay."""
     out = tmp_path / "out"
     out.mkdir()
-    old = out / f"{TEMP_PREFIX}0badf00d-x.tif"
-    fresh = out / f"{TEMP_PREFIX}12345678-x.tif"
-    unrelated = out / ".x.json"
-    for path in (old, fresh, unrelated):
-        path.write_bytes(b"")
-    two_days_ago = time.time() - 2 * 86400
-    os.utime(old, (two_days_ago, two_days_ago))
-    os.utime(unrelated, (two_days_ago, two_days_ago))
-    code, stdout, err = run_cli(capsys, *segment_args(package, rgb, out / "x.tif"))
+    ended = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    dead_pid = int(ended.stdout)
+    running = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        mark = run_mark().rsplit("p", 1)[0]
+        old = out / f"{TEMP_PREFIX}{mark}p{dead_pid}-0badf00d-x.tif"
+        fresh = out / f"{TEMP_PREFIX}{mark}p{dead_pid}-12345678-x.tif"
+        live = out / f"{TEMP_PREFIX}{mark}p{running.pid}-0badf00d-x.tif"
+        other_host = out / f"{TEMP_PREFIX}abcdefp{dead_pid}-0badf00d-x.tif"
+        users = out / f"{TEMP_PREFIX}my-notes.txt"
+        unrelated = out / ".x.json"
+        for path in (old, fresh, live, other_host, users, unrelated):
+            path.write_bytes(b"")
+        two_days_ago = time.time() - 2 * 86400
+        for path in (old, live, other_host, users, unrelated):
+            os.utime(path, (two_days_ago, two_days_ago))
+        code, stdout, err = run_cli(capsys, *segment_args(package, rgb, out / "x.tif"))
+    finally:
+        running.kill()
+        running.wait()
     assert code == 0, err
-    assert not old.exists() and fresh.exists() and unrelated.exists()
+    assert not old.exists()
+    assert all(p.exists() for p in (fresh, live, other_host, users, unrelated))
     assert "removed 1 temporary file(s) older than a day" in stdout
 
 

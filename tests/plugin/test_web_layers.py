@@ -30,7 +30,6 @@ from qgis.core import (
 from crossearth_qgis import settings
 from crossearth_qgis.layers import export as layer_export
 from crossearth_qgis.layers.export import (
-    TEMP_PREFIX,
     ExportCancelled,
     ExportError,
     export_layer,
@@ -44,6 +43,7 @@ from crossearth_qgis.layers.grid import (
     layer_kind,
     metres_per_unit,
 )
+from crossearth_qgis.worker.client import TEMP_PREFIX
 
 from .conftest import MODEL_NAME, bar_messages, wait_for
 from .test_worker_safety import engine_parse

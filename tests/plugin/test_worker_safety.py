@@ -22,7 +22,7 @@ from qgis.core import Qgis, QgsProcessingException
 
 from crossearth_qgis.dock import panel as dock_module
 from crossearth_qgis.environment.engine_env import Interpreter
-from crossearth_qgis.worker.client import SCRATCH_PREFIX, TEMP_PREFIX, run_engine
+from crossearth_qgis.worker.client import HOST_MARK, SCRATCH_PREFIX, TEMP_PREFIX, run_engine
 from crossearth_qgis.worker.engine_errors import EngineCancelled, EngineError, analyst_message
 from crossearth_qgis.worker.requests import ConvertRequest, FineTuneRequest, SegmentRequest
 
@@ -257,10 +257,13 @@ def test_segment_west_of_greenwich_through_qgis_process(west_raster, tmp_path):
 # then crashes, hangs or finishes as told. It ignores SIGTERM, like a worker stuck in a
 # library call, so a cancel has to kill it.
 FAKE_WORKER = """
-import json, os, signal, sys, time
+import hashlib, json, os, signal, socket, sys, time
 from pathlib import Path
 args = sys.argv[sys.argv.index("engine.cli") + 1:]
 mode, folder, names = args[0], Path(args[1]), args[2:]
+# {run}: this worker's mark, as engine/files.py puts it in its temporaries' names
+host = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:6]
+names = [n.replace("{run}", f"{host}p{os.getpid()}") for n in names]
 signal.signal(signal.SIGTERM, signal.SIG_IGN)
 for name in names:
     kind, _, name = name.partition(":")
@@ -303,19 +306,24 @@ def unrelated_files(folder: Path) -> None:
     for name in (".abc", ".abc.d"):
         (folder / name).mkdir()
         (folder / name / "inside.txt").write_text("keep")
+    # a job still running (this process) and a look-alike without a run mark
+    (folder / f"{TEMP_PREFIX}{HOST_MARK}p{os.getpid()}-00000000-other-run.tif").write_text("x")
     (folder / f"{TEMP_PREFIX}00000000-other-run.tif").write_text("someone else's")
 
 
 ANNOUNCED = [
-    f"file:{TEMP_PREFIX}1a2b3c4d-data.tif",
-    f"file:{TEMP_PREFIX}1a2b3c4d-data.tif.aux.xml",
-    f"file:{TEMP_PREFIX}5e6f7a8b-a*.tif",
-    f"file:{TEMP_PREFIX}9c0d1e2f-[x].tif",
-    f"dir:{TEMP_PREFIX}3a4b5c6d-[x]_classes.gpkg",
-    f"link:{TEMP_PREFIX}7e8f9a0b-a*_confidence.tif",
-    f"none:{TEMP_PREFIX}0f0f0f0f-never-created.tif",
+    f"file:{TEMP_PREFIX}{{run}}-1a2b3c4d-data.tif",
+    f"file:{TEMP_PREFIX}{{run}}-1a2b3c4d-data.tif.aux.xml",
+    f"file:{TEMP_PREFIX}{{run}}-5e6f7a8b-a*.tif",
+    f"file:{TEMP_PREFIX}{{run}}-9c0d1e2f-[x].tif",
+    f"dir:{TEMP_PREFIX}{{run}}-3a4b5c6d-[x]_classes.gpkg",
+    f"link:{TEMP_PREFIX}{{run}}-7e8f9a0b-a*_confidence.tif",
+    f"none:{TEMP_PREFIX}{{run}}-0f0f0f0f-never-created.tif",
     # Announced (not written) but not named like an engine temporary: never removed.
     "none:.data.json",
+    # Announced, and named like another run's temporary (one still running, a look-alike).
+    f"none:{TEMP_PREFIX}{HOST_MARK}p{os.getpid()}-00000000-other-run.tif",
+    f"none:{TEMP_PREFIX}00000000-other-run.tif",
 ]
 
 
@@ -350,7 +358,7 @@ def test_a_finished_worker_keeps_its_output(fake_interpreter, tmp_path):
     unrelated_files(tmp_path)
     before = checksums(tmp_path)
     outcome = run_engine(
-        ["publish", str(tmp_path), f"file:{TEMP_PREFIX}1a2b3c4d-published.tif"],
+        ["publish", str(tmp_path), f"file:{TEMP_PREFIX}{{run}}-1a2b3c4d-published.tif"],
         interpreter=fake_interpreter,
     )
     assert outcome.done == {"event": "done"}
@@ -564,3 +572,28 @@ def test_dock_conversion_keeps_an_existing_package_unless_confirmed(
         assert any("Checkpoint converted" in m for m in bar_messages(dock.iface, Qgis.Success))
     finally:
         shutil.rmtree(existing, ignore_errors=True)
+
+
+def test_the_plugin_reads_the_engine_s_temporary_names(tmp_path):
+    """The plugin's copy of the run mark (it may not import the engine) names the engine's
+    temporaries as the engine does: a killed worker's are removed, a running one's are not."""
+    from crossearth_qgis.worker import client
+
+    made = subprocess.run(
+        [
+            ENGINE_PYTHON,
+            "-c",
+            "import sys; from pathlib import Path; from engine.files import temporary_name; "
+            "print(temporary_name(Path(sys.argv[1])))",
+            str(tmp_path / "out.tif"),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO,
+    )
+    name = Path(made.stdout.strip()).name
+    assert name.startswith(f"{TEMP_PREFIX}{HOST_MARK}p")
+    assert client._run_is_over(name, TEMP_PREFIX)  # the process that made it has exited
+    mine = client.temporary_name(tmp_path / "out.tif").name
+    assert not client._run_is_over(mine, TEMP_PREFIX)  # this process is still running
