@@ -59,6 +59,12 @@ cancelled
 input.not_found
     the input raster does not exist
     check the path
+input.geotransform
+    the raster's georeferencing is not a usable grid
+    fix its geotransform (gdal_edit.py -a_ullr) or remove it
+input.gsd_too_fine
+    the processing GSD is far finer than the raster's pixels
+    choose a coarser GSD, or native
 input.read
     a window of the input cannot be read (damaged file)
     repair or re-export it
@@ -288,6 +294,8 @@ DEVICE_UNAVAILABLE = ErrorCode("device.unavailable")
 MEMORY = ErrorCode("memory")
 CANCELLED = ErrorCode("cancelled")
 INPUT_NOT_FOUND = ErrorCode("input.not_found")
+INPUT_GEOTRANSFORM = ErrorCode("input.geotransform")
+INPUT_GSD_TOO_FINE = ErrorCode("input.gsd_too_fine")
 INPUT_READ = ErrorCode("input.read")
 INPUT_BANDS = ErrorCode("input.bands")
 INPUT_BANDS_COUNT = ErrorCode("input.bands_count")

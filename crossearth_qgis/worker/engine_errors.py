@@ -169,6 +169,8 @@ ENGINE_WORDS = frozenset(
     (
         "error",
         "model.linked",
+        "input.geotransform",
+        "input.gsd_too_fine",
         "output.outside",
         "output.is_folder",
         "input",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import warnings
 from collections.abc import Sequence
@@ -20,6 +21,7 @@ from engine.error_codes import (
     INPUT_BANDS_COUNT,
     INPUT_BANDS_MISSING,
     INPUT_BANDS_RANGE,
+    INPUT_GEOTRANSFORM,
     INPUT_NOT_FOUND,
     INPUT_READ,
 )
@@ -95,6 +97,15 @@ def open_raster(path: str | os.PathLike[str]) -> rasterio.DatasetReader:
     if dataset.count == 0:
         dataset.close()
         raise CrossEarthError(f"{shown} has no raster bands (is it a vector file?)")
+    t = dataset.transform
+    if not all(math.isfinite(v) for v in (t.a, t.b, t.c, t.d, t.e, t.f)) or t.a * t.e == t.b * t.d:
+        dataset.close()
+        raise InputError(
+            f"{shown} has a geotransform that is not a grid ({', '.join(f'{v:g}' for v in t[:6])}"
+            "); fix its georeferencing (e.g. gdal_edit.py -a_ullr) or remove it",
+            code=INPUT_GEOTRANSFORM,
+            path=path_str,
+        )
     return dataset
 
 

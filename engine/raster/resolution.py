@@ -11,7 +11,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from engine.errors import CrossEarthError
+from engine.error_codes import INPUT_GSD_TOO_FINE
+from engine.errors import CrossEarthError, InputError
 
 # Mean Earth radius (IUGG), metres: pixel sizes in degrees become metres at a latitude.
 EARTH_RADIUS_M = 6_371_008.8
@@ -105,6 +106,11 @@ class ProcessingResolution:
     notes: tuple[str, ...] = ()
 
 
+# The finest processing grid against the raster's own (per side): beyond, no imagery holds the
+# detail, and the job grows with the square of it (hours for a small raster).
+MAX_REFINEMENT = 64.0
+
+
 def processing_resolution(
     request: GsdRequest, raster_gsd: float | None, model_gsd: float | None, model_name: str
 ) -> ProcessingResolution:
@@ -131,6 +137,18 @@ def processing_resolution(
         shown = f"{raster_gsd:g} m" if raster_gsd else "unknown size"
         return ProcessingResolution(raster_gsd, 1.0, f"native ({shown} pixels)", tuple(notes))
     factor = raster_gsd / target
+    if factor > MAX_REFINEMENT:
+        whose = "the model's GSD" if request == "auto" else "the processing GSD"
+        raise InputError(
+            f"{whose} {target:g} m is {factor:,.0f}x finer than the raster's {raster_gsd:g} m "
+            f"pixels: the model would read {factor * factor:.3g} pixels for each of the "
+            f"raster's; choose a GSD of at least {raster_gsd / MAX_REFINEMENT:.3g} m, or native",
+            code=INPUT_GSD_TOO_FINE,
+            option="gsd",
+            gsd=target,
+            raster_gsd=raster_gsd,
+            suggestion="native",
+        )
     if abs(factor - 1.0) <= SAME_GSD_TOLERANCE:
         return ProcessingResolution(
             raster_gsd, 1.0, f"native ({raster_gsd:g} m, the model's GSD)", tuple(notes)

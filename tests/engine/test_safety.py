@@ -4,6 +4,7 @@ that nothing is left beside the outputs or in the temp dir."""
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import hashlib
 import json
@@ -22,9 +23,20 @@ import rasterio
 
 from engine import files as engine_files
 from engine.files import TEMP_PREFIX, run_mark
+from engine.models.architectures import register_architecture, unregister_architecture
+from engine.models.packages import save_package
 from engine.raster.raster_output import _check_aux
 
-from .conftest import LANDSAT, REPO, segment_args, write_raster, write_tiled
+from .conftest import (
+    LANDSAT,
+    REPO,
+    PixelLinear,
+    make_card,
+    seeded,
+    segment_args,
+    write_raster,
+    write_tiled,
+)
 from .test_cli import package, run_cli  # noqa: F401 (fixture)
 
 
@@ -575,3 +587,63 @@ def test_georeferencing_warning_of_a_jpeg_is_one_line(tmp_path, capsys, package,
     assert err.strip() == "", err
     warned = [line for line in stdout.splitlines() if line.startswith("warning: ")]
     assert warned == ["warning: photo.jpg has no CRS; the output will have none either"]
+
+
+@pytest.mark.parametrize(
+    "geotransform",
+    ["nan, 30, 0, 4000000, 0, -30", "500000, 0, 0, 4000000, 0, -30", "500000, inf, 0, 0, 0, -30"],
+)
+def test_a_raster_whose_geotransform_is_not_a_grid_is_refused(
+    tmp_path,
+    capsys,
+    package,
+    rgb,
+    geotransform,  # noqa: F811
+):
+    vrt = tmp_path / "in" / "broken.vrt"
+    bands = "".join(
+        f'<VRTRasterBand dataType="Byte" band="{b}"><SimpleSource>'
+        f'<SourceFilename relativeToVRT="1">rgb.tif</SourceFilename>'
+        f"<SourceBand>{b}</SourceBand></SimpleSource></VRTRasterBand>"
+        for b in (1, 2, 3)
+    )
+    vrt.write_text(
+        f'<VRTDataset rasterXSize="80" rasterYSize="96"><GeoTransform>{geotransform}'
+        f"</GeoTransform>{bands}</VRTDataset>"
+    )
+    expect_refused(
+        capsys,
+        segment_args(package, vrt, tmp_path / "out" / "x.tif"),
+        "has a geotransform that is not a grid",
+        [tmp_path / "in"],
+    )
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+@pytest.mark.parametrize("gsd", ["0.001", "0.00000001"])
+def test_an_absurdly_fine_gsd_is_refused_before_any_work(tmp_path, capsys, package, rgb, gsd):  # noqa: F811
+    out = tmp_path / "out"
+    out.mkdir()
+    started = time.monotonic()
+    message = expect_refused(
+        capsys, segment_args(package, rgb, out / "x.tif", "--gsd", gsd), "finer than", [out]
+    )
+    assert "or native" in message and time.monotonic() - started < 10
+
+
+def test_an_absurdly_fine_gsd_in_the_card_is_refused_before_any_work(tmp_path, capsys, rgb):
+    register_architecture(
+        "test-pixel-linear", lambda config, card: PixelLinear(3, card.num_classes), replace=True
+    )
+    try:
+        card = make_card(num_classes=4, bands=("blue", "green", "red"), tile=64, stride=48)
+        card = dataclasses.replace(card, gsd_m=1e-6)
+        fine = save_package(tmp_path / "fine", card, seeded(PixelLinear(3, 4)).state_dict())
+        out = tmp_path / "out"
+        out.mkdir()
+        message = expect_refused(
+            capsys, segment_args(fine, rgb, out / "x.tif"), "the model's GSD", [out]
+        )
+        assert "finer than" in message
+    finally:
+        unregister_architecture("test-pixel-linear")
