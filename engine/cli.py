@@ -162,6 +162,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     # GDAL's own messages: the engine turns each failure into one line of its own, so GDAL's
     # words are for -v only (without an Env, GDAL would print them to stderr itself).
     logging.getLogger("rasterio._env").setLevel(logging.INFO if args.verbose else logging.CRITICAL)
+    # The Hugging Face Hub client logs each retry of a failing request (two lines a try); the
+    # download's failure is one line of its own, so the retries are for -v only. Read by
+    # huggingface_hub when it is first imported, which is later (downloads only).
+    os.environ.setdefault("HF_HUB_VERBOSITY", "info" if args.verbose else "error")
     signal.signal(signal.SIGTERM, _terminate)
     json_mode = getattr(args, "progress", None) == "json"
     announce = _announce_temporary if json_mode else None

@@ -43,6 +43,7 @@ class HubState:
     cut_first_get: set[str] = field(default_factory=set)
     stall_first_get: set[str] = field(default_factory=set)
     error_codes: bool = True  # False: a plain web server's 404, without X-Error-Code
+    server_error: bool = False  # True: every request answered with HTTP 500
     requests: list[Request] = field(default_factory=list)
     release: threading.Event = field(default_factory=threading.Event)
     half_sent: threading.Event = field(default_factory=threading.Event)
@@ -79,6 +80,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 self.command, path, self.headers.get("Range"), self.headers.get("Authorization")
             )
         )
+        if state.server_error:
+            return self._empty(500, {})
         if path.startswith("/cdn/"):
             return self._content(path[len("/cdn/") :], body)
         prefix = f"/{state.repo}/resolve/"

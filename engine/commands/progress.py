@@ -35,6 +35,7 @@ def progress_printer(mode: str) -> tuple[Callable[[float, str], None], Callable[
                     unit="%",
                     file=sys.stderr,
                     bar_format="{l_bar}{bar}| {elapsed}<{remaining} {postfix}",
+                    leave=False,  # cleared when done: a failure's one line stands alone
                 )
             )
         bar = bars[0]

@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -522,3 +523,34 @@ def test_unreachable_endpoint_is_one_line(hub):
         "Connection refused); check the connection and proxy settings (HTTPS_PROXY), or set "
         "HF_ENDPOINT to a mirror"
     )
+
+
+def _shown_lines(stderr: str) -> list[str]:
+    """The lines a terminal shows: what a carriage return overwrote is gone."""
+    lines = [line.split("\r")[-1] for line in stderr.split("\n")]  # splitlines splits at \r
+    return [line for line in lines if line.strip()]
+
+
+@pytest.mark.parametrize("failure", ["endpoint down", "http 500"])
+def test_a_download_failure_is_one_line_and_the_retries_only_under_verbose(hub, failure):
+    env = {**os.environ, **hub.env, "PYTHONPATH": str(REPO)}
+    env.pop("HF_HUB_VERBOSITY", None)
+    if failure == "endpoint down":
+        with socket.socket() as probe:  # a port nothing listens on
+            probe.bind(("127.0.0.1", 0))
+            env["HF_ENDPOINT"] = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    else:
+        hub.state.server_error = True
+    command = [sys.executable, "-m", "engine.cli", "download", "tiny-official"]
+    # bytes: text mode would turn the progress bar's carriage returns into line ends
+    done = subprocess.run(command, env=env, capture_output=True, timeout=180)
+    assert done.returncode == 2
+    stderr = done.stderr.decode()
+    shown = _shown_lines(stderr)
+    assert len(shown) == 1 and shown[0].startswith("crossearth: "), stderr
+    assert "Traceback" not in stderr and not (hub.models / "tiny-official").exists()
+    if failure == "http 500":  # the same with -v shows the hub client's retries
+        verbose = subprocess.run(
+            [*command[:3], "-v", *command[3:]], env=env, capture_output=True, text=True, timeout=180
+        )
+        assert verbose.returncode == 2 and "Retry" in verbose.stderr
