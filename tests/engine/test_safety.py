@@ -598,7 +598,7 @@ def test_a_raster_whose_geotransform_is_not_a_grid_is_refused(
     capsys,
     package,
     rgb,
-    geotransform,  # noqa: F811
+    geotransform,
 ):
     vrt = tmp_path / "in" / "broken.vrt"
     bands = "".join(
