@@ -596,7 +596,7 @@ def test_georeferencing_warning_of_a_jpeg_is_one_line(tmp_path, capsys, package,
 def test_a_raster_whose_geotransform_is_not_a_grid_is_refused(
     tmp_path,
     capsys,
-    package,
+    package,  # noqa: F811
     rgb,
     geotransform,
 ):
