@@ -13,6 +13,12 @@ from engine.option_values import WEIGHTS_DTYPES
 IGNORE = 255
 
 
+# The largest training window accepted. A batch's memory grows with the window's area (the
+# backbone's attention with its square): a larger one is refused at once rather than running
+# out of memory minutes into the run.
+MAX_WINDOW = 4096
+
+
 @dataclass
 class ImageSource:
     """One training raster and where its labels come from (a label raster or polygons)."""
@@ -156,6 +162,17 @@ class TrainConfig:
             problems.append("esi_prob must lie in 0..1 and mtp_ratio in 0..1")
         if not 0 <= self.distill_weight < float("inf"):
             problems.append("distill_weight must be a number >= 0")
+        for name in ("lr", "clip_grad", "poly_power"):
+            if not 0 < getattr(self, name) < float("inf"):
+                problems.append(f"{name} must be a positive number, got {getattr(self, name)}")
+        for name in ("weight_decay", "mtp_weight", "esi_random_weight", "esi_keep"):
+            if not 0 <= getattr(self, name) < float("inf"):
+                problems.append(f"{name} must be a number >= 0, got {getattr(self, name)}")
+        if self.window > MAX_WINDOW:
+            problems.append(
+                f"window {self.window} is larger than the largest window, {MAX_WINDOW} px; use a "
+                "smaller one (256 to 1024 is usual)"
+            )
         if problems:
             raise CrossEarthError("training config: " + "; ".join(problems))
 

@@ -4,6 +4,7 @@ grid/CRS and resampled by nearest neighbour) and polygons (rasterized per window
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,9 +59,19 @@ class RasterLabels:
     def __init__(self, path: Path, grid: Grid, image_name: str) -> None:
         self.path = Path(path)
         self._dataset = open_raster(self.path)
+        if self._dataset.count != 1:
+            count = self._dataset.count
+            self._dataset.close()
+            raise CrossEarthError(
+                f"labels {self.path.name} have {count} bands, but a label raster holds one band "
+                "of class values; give that band as a raster of its own (gdal_translate -b N)"
+            )
         nodata = self._dataset.nodata
         self.nodata = self.NO_LABEL
-        self._source_nodata = None if nodata is None else int(nodata)
+        # A float raster may mark nodata with NaN (or a fraction): kept as it is, so that the
+        # masked reads below leave exactly those pixels out.
+        whole = nodata is not None and math.isfinite(nodata) and float(nodata).is_integer()
+        self._source_nodata = int(nodata) if whole else nodata
         self.resampled = not _aligned(self._dataset, grid)
         if self.resampled:
             if self._dataset.crs is None or grid.crs is None:
@@ -96,10 +107,27 @@ class RasterLabels:
         return values
 
     def values(self) -> list[Any]:
+        """The label values the raster holds (nodata left out). Class values are whole numbers:
+        a float raster with NaN or fractions outside its nodata is refused in one line."""
         found: set[int] = set()
         for _, window in self._dataset.block_windows(1):
             data = self._dataset.read(1, window=window, masked=True)
-            found.update(int(v) for v in np.unique(data.compressed()))
+            unique = np.unique(data.compressed())
+            if unique.dtype.kind == "f":
+                if np.isnan(unique).any():
+                    raise CrossEarthError(
+                        f"labels {self.path.name} hold NaN values that are not their nodata; "
+                        "set NaN as the raster's nodata (gdal_edit.py -a_nodata nan) or give "
+                        "every pixel a class value"
+                    )
+                fractions = unique[unique != np.round(unique)]
+                if fractions.size:
+                    raise CrossEarthError(
+                        f"labels {self.path.name} hold values such as {fractions[0]:g} that are "
+                        "not whole numbers; class values are whole numbers (a classified raster, "
+                        "not a continuous one)"
+                    )
+            found.update(int(v) for v in unique)
         return sorted(found)
 
 

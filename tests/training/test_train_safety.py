@@ -8,7 +8,9 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
+import rasterio
 import torch
 from safetensors.torch import save_file
 
@@ -190,3 +192,67 @@ def test_the_base_package_is_an_input(tmp_path, capsys, data, monkeypatch):
         err = refused(capsys, args(base, output))
         assert message in err and str(models / "mine") in err, err
     assert checksums(tmp_path) == before
+
+
+@pytest.mark.parametrize(
+    ("extra", "says"),
+    [
+        (["--lr", "nan"], "lr must be a positive number"),
+        (["--lr", "-1"], "lr must be a positive number"),
+        (["--lr", "inf"], "lr must be a positive number"),
+        (["--window", "100000"], "larger than the largest window"),
+    ],
+)
+def test_a_recipe_value_no_training_can_use_is_one_line(tmp_path, capsys, data, extra, says):
+    err = refused(capsys, train_args(data, tmp_path / "pkg", *extra))
+    assert says in err
+    assert not (tmp_path / "pkg").exists()
+
+
+def _labels_like(data: Path, values, dtype: str, nodata=None, bands: int = 1) -> Path:
+
+    with rasterio.open(data / "labels.tif") as src:
+        profile = src.profile | {"dtype": dtype, "count": bands, "nodata": nodata}
+        labels = src.read(1)
+    layer = np.asarray(values(labels), dtype)
+    path = data / f"labels-{dtype}-{bands}.tif"
+    with rasterio.open(path, "w", **profile) as out:
+        for band in range(1, bands + 1):
+            out.write(layer, band)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("make", "says"),
+    [
+        (lambda d: _labels_like(d, lambda v: v, "uint8", bands=3), "have 3 bands"),
+        (
+            lambda d: _labels_like(d, lambda v: (v + 0.5).astype("float32"), "float32"),
+            "not whole numbers",
+        ),
+        (
+            lambda d: _labels_like(d, lambda v: np.where(v == 1, np.nan, v), "float32"),
+            "hold NaN values",
+        ),
+    ],
+)
+def test_labels_that_are_not_one_band_of_class_values_are_one_line(
+    tmp_path, capsys, data, make, says
+):
+    labels = make(data)
+    args = train_args(data, tmp_path / "pkg")
+    args[args.index("--labels") + 1] = str(labels)
+    err = refused(capsys, args)
+    assert says in err and "Traceback" not in err
+    assert not (tmp_path / "pkg").exists()
+
+
+def test_float_labels_with_nan_as_nodata_train(tmp_path, capsys, data):
+    # the label map's classes, and NaN where the original raster has no label (0)
+    labels = _labels_like(data, lambda v: np.where(v == 0, np.nan, v), "float32", nodata=np.nan)
+    args = train_args(data, tmp_path / "pkg")
+    args[args.index("--labels") + 1] = str(labels)
+    code = main(args)
+    _, err = capsys.readouterr()
+    assert code == 0, err
+    assert open_package(tmp_path / "pkg").card.num_classes > 0
