@@ -30,6 +30,7 @@ from engine.error_codes import (
     OUTPUT_BATCH_SUMMARY_EXISTS,
     OUTPUT_DIR_IS_FILE,
     OUTPUT_DIR_NOT_WRITABLE,
+    OUTPUT_NOT_OURS,
     OUTPUT_REPLACES_INPUT,
     OUTPUT_SUMMARY_REPLACES_INPUT,
 )
@@ -243,8 +244,35 @@ def plan_batch(
     if resume:
         for plan in plans:
             if not plan.status and all(p.exists() for p in plan.outputs()):
+                _check_earlier_result(plan, card)
                 plan.status, plan.message = SKIPPED, "finished by an earlier run (resumed)"
     return plans, index, mosaic
+
+
+def _check_earlier_result(plan: PlannedInput, card: Any) -> None:
+    """A finished output that resume keeps must be a result of this model: rasters the engine
+    writes carry its name and version. Anything else under the output's name is refused, never
+    taken for this input's result (nor replaced)."""
+    for raster in (plan.classes, plan.confidence):
+        if raster is None:
+            continue
+        try:
+            with open_raster(raster) as dataset:
+                tags = dataset.tags()
+        except CrossEarthError:
+            tags = {}
+        ours = (tags.get("CROSSEARTH_MODEL"), tags.get("CROSSEARTH_MODEL_VERSION")) == (
+            card.name,
+            card.version,
+        )
+        if not ours:
+            raise OutputError(
+                f"{describe_path(raster)} is not a result of {card.name} {card.version}, so "
+                f"resume will not keep it as the result of {describe_path(plan.input.given)}; "
+                "move it away, or overwrite to redo that input",
+                code=OUTPUT_NOT_OURS,
+                path=describe_path(raster),
+            )
 
 
 # --- running ----------------------------------------------------------------------------------

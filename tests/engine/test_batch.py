@@ -321,6 +321,31 @@ def test_existing_outputs_and_resume(tmp_path, capsys, scenes):
     no_leftovers(out)
 
 
+@pytest.mark.parametrize("foreign", ["not a raster", "another raster"])
+def test_resume_never_takes_a_foreign_file_for_a_finished_result(tmp_path, capsys, scenes, foreign):
+    out = tmp_path / "out"
+    inputs = [scenes["a"], scenes["b"]]
+    code, _, err = batch(capsys, *inputs, "--output-dir", out, "--progress", "none")
+    assert code == 0, err
+    # The user's file under b's output name, an earlier output gone.
+    (out / "raleigh_b_classes.tif.aux.xml").unlink()
+    theirs = out / "raleigh_b_classes.tif"
+    if foreign == "not a raster":
+        theirs.write_text("my notes")
+    else:
+        with rasterio.open(scenes["b"]) as src:
+            profile, data = src.profile, src.read(1)
+        with rasterio.open(theirs, "w", **(profile | {"count": 1})) as dst:
+            dst.write(data, 1)
+    kept = theirs.read_bytes()
+    (out / "raleigh_a_classes.tif").unlink()  # resume has work to do
+    code, _, err = batch(capsys, *inputs, "--output-dir", out, "--progress", "none", "--resume")
+    assert code == 2 and err.count("\n") == 1
+    assert "is not a result of" in err and "raleigh_b_classes.tif" in err
+    assert theirs.read_bytes() == kept
+    assert not (out / "raleigh_a_classes.tif").exists()
+
+
 def test_extent_skips_inputs_it_misses(tmp_path, capsys, scenes):
     with rasterio.open(scenes["a"]) as src:
         left, bottom, right, top = src.bounds
