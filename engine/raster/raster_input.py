@@ -318,6 +318,24 @@ def choose_scaling(
     )
 
 
+def scaling_warning(
+    dataset: rasterio.DatasetReader, bands: list[int], spec: InputSpec, scaling: ValueScaling
+) -> str | None:
+    """A warning when auto scaling had to guess: values stored wider than the 8-bit range the
+    model reads, stretched band by band. The stretch follows this scene's statistics, not the
+    sensor's, so the colours the model learned can shift (the same scene in 8 bit and in
+    16-bit digital numbers may then be segmented differently). None when nothing was guessed."""
+    if not scaling.description.startswith("per-band") or spec.value_range != (0.0, 255.0):
+        return None
+    dtypes = sorted({dataset.dtypes[b - 1] for b in bands})
+    return (
+        f"the bands are {'/'.join(dtypes)} but the model reads 8-bit values (0..255): auto "
+        f"scaling stretched each band to its own 2-98 % range, which can shift the colours the "
+        "model learned; check the result, or give the sensor's range as scaling LOW,HIGH "
+        "(e.g. 0,10000 for reflectance x 10000)"
+    )
+
+
 # Tiles of one tile row are cut from one read of this many tile sides (at least): neighbours
 # overlap, and one larger read decodes each source block once instead of once per tile.
 READ_BLOCK_TILES = 16

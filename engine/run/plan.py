@@ -33,6 +33,7 @@ from engine.raster.raster_input import (
     open_raster,
     parse_scaling,
     resolve_bands,
+    scaling_warning,
     source_name,
     source_path,
 )
@@ -236,6 +237,9 @@ def _decide(
         log.info(message)  # reported once, with the run's other warnings
         warnings.append(message)
     scaling = choose_scaling(reader, bands, card.input, scaling_request)
+    guessed = scaling_warning(reader, bands, card.input, scaling)
+    if guessed is not None:
+        warnings.append(guessed)
     log.info(
         "bands %s (%s) -> model %s; scaling: %s",
         bands,

@@ -647,3 +647,31 @@ def test_an_absurdly_fine_gsd_in_the_card_is_refused_before_any_work(tmp_path, c
         assert "finer than" in message
     finally:
         unregister_architecture("test-pixel-linear")
+
+
+@pytest.mark.parametrize(("dtype", "scale", "warned"), [("uint8", 1, False), ("uint16", 257, True)])
+def test_auto_scaling_says_when_it_had_to_guess_the_range(
+    tmp_path,
+    capsys,
+    package,  # noqa: F811
+    rgb,
+    dtype,
+    scale,
+    warned,
+):
+    """The same scene as 8-bit and as 16-bit digital numbers: the 16-bit one is stretched band
+    by band, which the run says (and a given range does not need)."""
+    with rasterio.open(rgb) as src:
+        data = src.read().astype(dtype) * scale
+    scene = write_raster(
+        tmp_path / "in" / f"scene-{dtype}.tif", data, descriptions=["blue", "green", "red"]
+    )
+    code, out, err = run_cli(capsys, *segment_args(package, scene, tmp_path / f"{dtype}.tif"))
+    assert code == 0, err
+    assert ("stretched each band" in out) == warned
+    if warned:
+        code, out, err = run_cli(
+            capsys,
+            *segment_args(package, scene, tmp_path / "given.tif", "--scaling", "0,65535"),
+        )
+        assert code == 0 and "stretched each band" not in out
