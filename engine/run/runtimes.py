@@ -148,7 +148,9 @@ def choose_runtime(
                 model=card.name,
                 reason=problem,
             )
-        if _cuda_wanted(device) and (device or "auto").strip().lower() != "auto":
+        # Only a device named by the analyst is checked: asking about CUDA for "auto" would
+        # import PyTorch into a job that never uses it.
+        if (device or "auto").strip().lower() != "auto" and _cuda_wanted(device):
             raise ConfigError(
                 f"the ONNX runtimes run on the CPU, not on {device}; use the device cpu, or "
                 "the runtime torch for a GPU",

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -210,3 +211,34 @@ def test_a_light_environment_without_torch_segments(exported, tmp_path, capsys, 
     assert refused.returncode == 2
     assert "'export' needs torch, which this engine environment" in refused.stderr
     assert sorted(p.name for p in copy.iterdir()) == before  # no graph, no temporary left
+
+
+FAST = Path(__file__).resolve().parents[2] / "resources" / "models" / "crossearth-landsat-lc-fast"
+SAMPLE = (
+    Path(__file__).resolve().parents[2] / "resources" / "samples" / "raleigh_landsat7_sample.tif"
+)
+IMPORTED_AFTER = """
+import runpy, sys
+sys.argv = ["crossearth", *sys.argv[1:]]
+try:
+    runpy.run_module("engine.cli", run_name="__main__")
+except SystemExit as exit:
+    code = exit.code
+print("IMPORTED", "torch" in sys.modules, "timm" in sys.modules, code, file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+def test_an_onnx_job_in_a_full_environment_imports_neither_torch_nor_timm(tmp_path, runtime):
+    """PyTorch is installed here; a job on an ONNX runtime must not pay for it anyway."""
+    pytest.importorskip(runtime)
+    args = [str(SAMPLE), str(tmp_path / "out.tif"), "--model", str(FAST), "--runtime", runtime]
+    done = subprocess.run(
+        [sys.executable, "-c", IMPORTED_AFTER, "segment", *args, "--progress", "none"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert "IMPORTED False False 0" in done.stderr, done.stderr
+    assert (tmp_path / "out.tif").exists()
