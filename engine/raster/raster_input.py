@@ -208,10 +208,9 @@ def resolve_bands(
             count=count,
             wanted=wanted,
         )
-    labels = band_positions([band_labels(dataset, index) for index in range(count)])
-    by_name = [labels.get(name.lower()) for name in wanted]
-    if all(b is not None for b in by_name) and len(set(by_name)) == len(by_name):
-        return [int(b) for b in by_name]  # type: ignore[arg-type]
+    by_name = _bands_by_name(dataset, wanted)
+    if by_name is not None:
+        return by_name
     if count == len(wanted):
         return list(range(1, count + 1))
     suggestion = ",".join(str(i + 1) for i in range(len(wanted)))
@@ -225,6 +224,29 @@ def resolve_bands(
         count=count,
         described=described,
         wanted=wanted,
+    )
+
+
+def _bands_by_name(dataset: rasterio.DatasetReader, wanted: list[str]) -> list[int] | None:
+    """The bands whose descriptions or colour interpretations name the model's inputs."""
+    labels = band_positions([band_labels(dataset, index) for index in range(dataset.count)])
+    found = [labels.get(name.lower()) for name in wanted]
+    if all(b is not None for b in found) and len(set(found)) == len(found):
+        return [int(b) for b in found]  # type: ignore[arg-type]
+    return None
+
+
+def unnamed_bands_note(
+    dataset: rasterio.DatasetReader, spec: InputSpec, user_bands: list[int] | None
+) -> str | None:
+    """A note when the bands were taken by position because nothing names them: the run cannot
+    tell a raster in another order (BGR as RGB) from the right one, so it says what it assumed."""
+    if user_bands is not None or _bands_by_name(dataset, list(spec.bands)) is not None:
+        return None
+    order = ", ".join(f"{i + 1} as {name}" for i, name in enumerate(spec.bands))
+    return (
+        f"the raster's bands carry no names the model knows, so they are read in order ({order}); "
+        "if they are in another order, choose the bands (e.g. bands=3,2,1)"
     )
 
 

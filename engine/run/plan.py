@@ -36,6 +36,7 @@ from engine.raster.raster_input import (
     scaling_warning,
     source_name,
     source_path,
+    unnamed_bands_note,
 )
 from engine.raster.resolution import (
     ProcessingResolution,
@@ -228,6 +229,9 @@ def _decide(
     )
     warnings = clear_stale_temporaries(outputs) + list(resolution.notes)
     bands = resolve_bands(reader, card.input, options.bands)
+    assumed = unnamed_bands_note(reader, card.input, options.bands)
+    if assumed is not None:
+        warnings.append(assumed)
     size, stride, model_tile = _tile_plan(card, options, resolution, reader.height, reader.width)
     _check_memory(card, options, len(bands), size, model_tile, reader.width)
     if reader.crs is None:

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+from rasterio.enums import ColorInterp
 
 from engine import files as engine_files
 from engine.files import TEMP_PREFIX, run_mark
@@ -675,3 +676,29 @@ def test_auto_scaling_says_when_it_had_to_guess_the_range(
             *segment_args(package, scene, tmp_path / "given.tif", "--scaling", "0,65535"),
         )
         assert code == 0 and "stretched each band" not in out
+
+
+@pytest.mark.parametrize(
+    ("named", "given", "noted"), [(True, None, False), (False, None, True), (False, "3,2,1", False)]
+)
+def test_bands_taken_by_position_are_said(
+    tmp_path,
+    capsys,
+    package,  # noqa: F811
+    named,
+    given,
+    noted,
+):
+    """Without band names the engine cannot tell BGR from RGB: it says what it assumed."""
+    with rasterio.open(LANDSAT) as src:
+        data = src.read([1, 2, 3])[:, :96, :80]
+    names = ["blue", "green", "red"] if named else None
+    # GDAL calls a new 3-band 8-bit GeoTIFF RGB; a scene whose bands nothing names:
+    unnamed = [ColorInterp.gray, ColorInterp.undefined, ColorInterp.undefined]
+    scene = write_raster(
+        tmp_path / "scene.tif", data, descriptions=names, colorinterp=None if named else unnamed
+    )
+    extra = ["--bands", given] if given else []
+    code, out, err = run_cli(capsys, *segment_args(package, scene, tmp_path / "x.tif", *extra))
+    assert code == 0, err
+    assert ("read in order (1 as blue, 2 as green, 3 as red)" in out) == noted, out
