@@ -326,7 +326,7 @@ def child_path(folder: Path | str, name: str, what: str) -> Path:
     plain = bool(name) and name not in (".", "..") and not any(c in name for c in "/\\\0")
     if not plain:
         raise OutputError(
-            f"the {what} name '{name}' would not be a plain name in {describe_path(folder)}; "
+            f"the {what} name {name!r} would not be a plain name in {describe_path(folder)}; "
             "give a name without '/', '\\' or '..'",
             code=OUTPUT_OUTSIDE,
             what=what,

@@ -188,9 +188,10 @@ def _refuse_links(folder: Path) -> None:
 def package_folder(user_dir: Path, name: str) -> Path:
     """The folder of a package called `name` in the user models folder. The name must be one
     folder name (no '/', '\\', '..' or '.'), so that the package stays inside that folder."""
-    if not name or name in (".", "..") or any(c in name for c in "/\\\0") or name != name.strip():
+    unusable = not name.isprintable() or any(c in name for c in "/\\")
+    if not name or name in (".", "..") or unusable or name != name.strip():
         raise EngineError(
-            f"'{name}' is not a model name that can be a folder name: use letters, digits, "
+            f"{name!r} is not a model name that can be a folder name: use letters, digits, "
             "'-', '_' and '.', without '/', '\\' or '..'."
         )
     return Path(user_dir) / name
