@@ -162,10 +162,10 @@ class TrainConfig:
             problems.append("esi_prob must lie in 0..1 and mtp_ratio in 0..1")
         if not 0 <= self.distill_weight < float("inf"):
             problems.append("distill_weight must be a number >= 0")
-        for name in ("lr", "clip_grad", "poly_power"):
-            if not 0 < getattr(self, name) < float("inf"):
-                problems.append(f"{name} must be a positive number, got {getattr(self, name)}")
-        for name in ("weight_decay", "mtp_weight", "esi_random_weight", "esi_keep"):
+        # 0 is allowed for each: lr 0 keeps the starting weights (a baseline run), clip_grad 0
+        # clips nothing, poly_power 0 keeps the learning rate constant.
+        numbers = ("lr", "weight_decay", "clip_grad", "poly_power", "mtp_weight")
+        for name in (*numbers, "esi_random_weight", "esi_keep"):
             if not 0 <= getattr(self, name) < float("inf"):
                 problems.append(f"{name} must be a number >= 0, got {getattr(self, name)}")
         if self.window > MAX_WINDOW:

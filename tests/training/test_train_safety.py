@@ -197,9 +197,9 @@ def test_the_base_package_is_an_input(tmp_path, capsys, data, monkeypatch):
 @pytest.mark.parametrize(
     ("extra", "says"),
     [
-        (["--lr", "nan"], "lr must be a positive number"),
-        (["--lr", "-1"], "lr must be a positive number"),
-        (["--lr", "inf"], "lr must be a positive number"),
+        (["--lr", "nan"], "lr must be a number >= 0"),
+        (["--lr", "-1"], "lr must be a number >= 0"),
+        (["--lr", "inf"], "lr must be a number >= 0"),
         (["--window", "100000"], "larger than the largest window"),
     ],
 )
