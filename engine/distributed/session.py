@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,11 @@ from engine.raster.raster_input import first_line
 
 # The object store carries only shard descriptions and small results, never image data.
 OBJECT_STORE_BYTES = 128 << 20
+# How long a cluster address may take to accept a connection before it is called unreachable
+# (Ray itself keeps retrying for minutes).
+CONNECT_TIMEOUT_S = 5.0
+# The ports an address without one means: the head's GCS, and Ray Client's for ray://.
+_DEFAULT_PORTS = {"": 6379, "ray://": 10001}
 ENGINE_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -171,6 +177,33 @@ def cluster_plan(ray: Any, device: str, workers: int | None, threads: int | None
     return WorkerPlan(workers, False, per_worker)
 
 
+def check_reachable(cluster: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+    """Refuses, within `timeout_s`, a cluster address that accepts no connection ("auto" is
+    Ray's own search for a cluster on this machine and is left to Ray)."""
+    scheme = "ray://" if cluster.startswith("ray://") else ""
+    rest = cluster[len(scheme) :].strip()
+    if rest in ("", "auto", "local"):
+        return
+    host, colon, port_text = rest.rpartition(":")
+    if not colon or not port_text.isdigit():
+        host, port = rest, _DEFAULT_PORTS[scheme]
+    else:
+        port = int(port_text)
+    try:
+        with socket.create_connection((host.strip("[]"), port), timeout=timeout_s):
+            pass
+    except OSError as exc:
+        if isinstance(exc, TimeoutError):
+            reason = f"no answer on port {port} within {timeout_s:g} s"
+        else:
+            reason = f"{exc.strerror or exc} on port {port}"
+        raise CrossEarthError(
+            f"cannot reach the Ray cluster at {cluster} ({reason}); check the address and that "
+            "the cluster runs (`ray start --head`)",
+            option="cluster",
+        ) from None
+
+
 class RaySession:
     """Ray for one run: an existing connection is used as it is; otherwise a local instance
     is started (`cluster` None) or the cluster at `cluster` ('auto', 'host:port' or
@@ -212,8 +245,10 @@ class RaySession:
                     **quiet,
                 )
             elif cluster.startswith("ray://"):
+                check_reachable(cluster)
                 ray.init(address=cluster, logging_level=logging.ERROR)
             else:
+                check_reachable(cluster)
                 ray.init(address=cluster, **quiet)
         except BaseException as exc:
             ray.shutdown()  # whatever a failed or interrupted start left running

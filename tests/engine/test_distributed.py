@@ -688,3 +688,42 @@ def test_without_workers_ray_is_not_imported_and_resume_needs_them(tmp_path, cap
         main(["segment", str(raster), str(tmp_path / "o.tif"), "--workers", "0"])
     assert "0 must be at least 1 (or auto)" in capsys.readouterr().err
     assert only(tmp_path) == ["in.tif"]
+
+
+@pytest.mark.parametrize("scheme", ["", "ray://"])
+def test_a_cluster_that_does_not_answer_is_one_line_in_seconds(tmp_path, scheme):
+    """Ray itself keeps retrying a dead address for minutes; the engine refuses it at once."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        address = f"{scheme}127.0.0.1:{probe.getsockname()[1]}"  # nothing listens there
+    raster = crop(tmp_path / "in.tif", slice(0, 64), slice(0, 64))
+    out = tmp_path / "out"
+    out.mkdir()
+    command = [sys.executable, "-m", "engine.cli", "segment", str(raster), str(out / "c.tif")]
+    command += ["--model", str(MODEL), "--device", "cpu", "--cluster", address]
+    command += ["--progress", "none"]
+    started = time.monotonic()
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert time.monotonic() - started < 60
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 2 and len(lines) == 1, done.stderr
+    assert lines[0].startswith("crossearth: cannot reach the Ray cluster at ")
+    assert only(out) == []
+
+
+def test_the_reachability_check_passes_what_answers_and_leaves_auto_to_ray():
+    import socket
+
+    from engine.distributed.session import check_reachable
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        check_reachable(f"127.0.0.1:{port}")
+        check_reachable(f"ray://127.0.0.1:{port}")
+    check_reachable("auto")  # Ray's own search for a cluster on this machine
+    with pytest.raises(CrossEarthError, match="cannot reach the Ray cluster"):
+        check_reachable(f"127.0.0.1:{port}", timeout_s=2)
