@@ -13,6 +13,7 @@ import rasterio
 from engine import files as engine_files
 from engine.files import TEMP_PREFIX
 
+from ..helpers import damage
 from .conftest import segment_args, write_tiled
 from .test_cli import package, run_cli  # noqa: F401 (fixture)
 
@@ -25,30 +26,13 @@ def _valid_geotiff(path: Path) -> Path:
     return write_tiled(path, data, block=128)
 
 
-def _damage(data: bytes, rng: np.random.Generator) -> tuple[bytes, str]:
-    kind = rng.choice(["flip", "zero", "noise", "truncate"])
-    # Half of the damage lands in the first 512 bytes, where the header and IFD live.
-    offset = int(rng.integers(0, 512) if rng.random() < 0.5 else rng.integers(0, len(data)))
-    damaged = bytearray(data)
-    if kind == "flip":
-        damaged[offset] ^= 1 << int(rng.integers(0, 8))
-    elif kind == "zero":
-        damaged[offset : offset + 16] = bytes(len(damaged[offset : offset + 16]))
-    elif kind == "noise":
-        chunk = damaged[offset : offset + 64]
-        damaged[offset : offset + len(chunk)] = rng.integers(0, 256, len(chunk), np.uint8).tobytes()
-    else:
-        damaged = damaged[:offset]
-    return bytes(damaged), f"{kind} at {offset}"
-
-
 def test_damaged_geotiff_gives_valid_output_or_one_line(tmp_path, capsys, package):  # noqa: F811
     source = _valid_geotiff(tmp_path / "valid.tif")
     original = source.read_bytes()
     rng = np.random.default_rng(SEED)
     outcomes = {"ok": 0, "refused": 0}
     for case in range(CASES):
-        damaged, what = _damage(original, rng)
+        damaged, what = damage(original, rng, header=512)
         folder = tmp_path / f"case{case}"
         folder.mkdir()
         raster = folder / "damaged.tif"

@@ -13,28 +13,12 @@ import pytest
 from engine import files as engine_files
 from engine.files import TEMP_PREFIX
 
+from ..helpers import damage
 from .conftest import segment_args, write_tiled
 from .test_cli import package, run_cli  # noqa: F401 (fixture)
 
 CASES = 150
 SEED = 20261207
-
-
-def _damage(data: bytes, rng: np.random.Generator) -> tuple[bytes, str]:
-    """One seeded damage anywhere in `data`: a flipped bit, zeroed or random bytes, a cut."""
-    kind = str(rng.choice(["flip", "zero", "noise", "truncate"]))
-    offset = int(rng.integers(0, len(data)))
-    damaged = bytearray(data)
-    if kind == "flip":
-        damaged[offset] ^= 1 << int(rng.integers(0, 8))
-    elif kind == "zero":
-        damaged[offset : offset + 8] = bytes(len(damaged[offset : offset + 8]))
-    elif kind == "noise":
-        chunk = len(damaged[offset : offset + 16])
-        damaged[offset : offset + chunk] = rng.integers(0, 256, chunk, np.uint8).tobytes()
-    else:
-        damaged = damaged[:offset]
-    return bytes(damaged), f"{kind} at {offset}"
 
 
 def _digests(folder) -> dict[str, str]:
@@ -54,7 +38,7 @@ def test_a_damaged_package_gives_valid_output_or_one_line(
     rng = np.random.default_rng(SEED + len(damaged_file))
     outcomes = {"ok": 0, "refused": 0}
     for case in range(CASES):
-        damaged, what = _damage(original, rng)
+        damaged, what = damage(original, rng)
         folder = tmp_path / f"case{case}"
         shutil.copytree(package.path, folder / "pkg")
         (folder / "pkg" / damaged_file).write_bytes(damaged)
