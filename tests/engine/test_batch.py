@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import sys
 import threading
 import zipfile
@@ -560,3 +561,16 @@ def test_cancel_keeps_finished_outputs_and_writes_no_index(tmp_path, scenes):
     result = run_batch(request)
     assert [row.status for row in result.rows] == ["skipped", "ok"]
     assert result.mosaic == out / "mosaic.vrt"
+
+
+def test_an_output_named_like_another_input_never_replaces_it(tmp_path, capsys, scenes):
+    """a.tif's class raster is a_classes.tif: when that is another input of the same batch
+    (written into the inputs' own folder), the batch is refused before anything is written."""
+    folder = scenes["a"].parent
+    other = folder / "raleigh_a_classes.tif"
+    shutil.copy(scenes["b"], other)
+    before = checksums(sorted(folder.iterdir()))
+    code, _, err = batch(capsys, scenes["a"], other, "--output-dir", folder, "--progress", "none")
+    assert code == 2 and err.count("\n") == 1, err
+    assert "would replace" in err and "raleigh_a_classes.tif" in err
+    assert checksums(sorted(folder.iterdir())) == before
