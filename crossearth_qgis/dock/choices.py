@@ -12,7 +12,7 @@ ChoiceKey = tuple[str, str]  # (layer id, model package path)
 @dataclass(frozen=True)
 class LayerChoices:
     bands: str = ""  # empty: matched by band names
-    gsd: str = "auto"  # dock_widgets GSD_AUTO, GSD_NATIVE or GSD_METRES
+    gsd: str = "auto"  # widgets.py GSD_AUTO, GSD_NATIVE or GSD_METRES
     gsd_m: float = 1.0  # with GSD_METRES
     runtime: str = "auto"
 

@@ -335,7 +335,7 @@ class CrossEarthDock(QgsDockWidget):
 
     def _confirm_replace(self, existing: list[Path]) -> bool:
         """Asks whether files that already exist may be replaced (No is the default); both a
-        segmentation (dock_run) and a conversion (dock_models) ask it."""
+        segmentation (segment) and a conversion (models.py) ask it."""
         names = "\n".join(str(path) for path in existing)
         these, them = ("These already exist", "them") if existing[1:] else ("This exists", "it")
         answer = QMessageBox.question(

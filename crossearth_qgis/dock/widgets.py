@@ -168,7 +168,7 @@ class DockForm(QWidget):
         advanced.addRow("Runtime", row)
 
     def form_choices(self) -> LayerChoices:
-        """The choices that belong to the layer and model shown (see dock_choices)."""
+        """The choices that belong to the layer and model shown (see choices.py)."""
         return LayerChoices(
             bands=self.bands_edit.text(),
             gsd=self.gsd_combo.currentData(),
