@@ -28,7 +28,13 @@ from qgis.PyQt.QtCore import QSize, Qt, QTimer
 from qgis.PyQt.QtGui import QColor, QImage
 
 from crossearth_qgis import settings
-from crossearth_qgis.dock.panel import ADD_MODEL, ADD_MODEL_TEXT, AREA_CANVAS, AREA_SELECTION
+from crossearth_qgis.dock.panel import (
+    ADD_MODEL,
+    ADD_MODEL_TEXT,
+    AREA_CANVAS,
+    AREA_SELECTION,
+    GSD_NATIVE,
+)
 from crossearth_qgis.worker import engine_task
 from crossearth_qgis.worker.requests import ConvertRequest
 
@@ -256,25 +262,39 @@ def test_segment_layer_adds_a_styled_result_with_polygons_and_confidence(
 
 
 def test_cancel_stops_the_worker_and_removes_the_output(dock, add_raster, rasters, tmp_path):
-    source = add_raster(rasters["rgb"], "olinda")
-    dock.form.layer_combo.setLayer(source)
-    dock.form.overlap_spin.setValue(120)  # stride 8 px: about 70 tiles, one per batch
+    # The Olinda crop at twice its resolution, read as it is, with tiles 8 px apart: about
+    # 1,000 tiles, so that a Light engine is still running when the time left is first shown.
+    fine = tmp_path / "in" / "olinda_fine.tif"
+    fine.parent.mkdir()
+    gdal.Translate(str(fine), str(rasters["rgb"]), width=400, height=340)
+    dock.form.layer_combo.setLayer(add_raster(fine, "olinda fine"))
+    dock.form.gsd_combo.setCurrentIndex(dock.form.gsd_combo.findData(GSD_NATIVE))
+    dock.form.overlap_spin.setValue(120)
     dock.form.batch_spin.setValue(1)
-    output = tmp_path / "cancelled.tif"
-    dock.form.output_widget.setFilePath(str(output))
+    out = tmp_path / "out"
+    out.mkdir()
+    dock.form.output_widget.setFilePath(str(out / "cancelled.tif"))
     dock.form.polygons_check.setChecked(True)
     task = dock.segment()
-    # Percent, tile and the time left, once a few tiles have given the speed.
-    wait_for(lambda: "left" in dock.form.status_label.text(), 180, "an ETA in the status line")
-    assert re.fullmatch(
-        r"\d+% · tile \d+/\d+ · about \d+ (s|min) left", dock.form.status_label.text()
-    ), dock.form.status_label.text()
-    assert 0 < dock.form.progress_bar.value() < 100
-    assert dock.form.cancel_button.isEnabled()
-    dock.form.cancel_button.click()
-    wait_for(lambda: dock.task is None, 120, "the cancelled task")
+    shown: list[tuple[str, int, bool]] = []  # the status, the bar, Cancel offered
+
+    def status(text: str) -> None:
+        # Percent, tile and the time left, once a few tiles have given the speed: then Cancel,
+        # clicked while the worker runs.
+        if "left" in text and not shown:
+            shown.append(
+                (text, dock.form.progress_bar.value(), dock.form.cancel_button.isEnabled())
+            )
+            dock.form.cancel_button.click()
+
+    task.statusChanged.connect(status)
+    wait_for(lambda: dock.task is None, 240, "the cancelled task")
+    assert shown, "no time left was shown before the run ended"
+    text, percent, cancel_offered = shown[0]
+    assert re.fullmatch(r"\d+% · tile \d+/\d+ · about \d+ (s|min) left", text), text
+    assert 0 <= percent < 100 and cancel_offered
     assert task.cancelled and task.error is None
-    assert list(tmp_path.iterdir()) == []  # no output, no hidden temporary file
+    assert list(out.iterdir()) == []  # no output, no hidden temporary file
     assert dock.form.status_label.text() == "Cancelled; no output was written."
     assert any("cancelled" in m for m in bar_messages(dock.iface, Qgis.Info))
     assert dock.form.run_button.isEnabled() and not dock.form.cancel_button.isEnabled()
