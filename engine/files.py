@@ -104,19 +104,20 @@ def temporary_name(destination: Path, suffix: str = "") -> Path:
     return destination.with_name(f"{TEMP_PREFIX}{run_mark()}-{token}-{destination.name}{suffix}")
 
 
+def _marked(name: str, prefix: str) -> re.Match[str] | None:
+    """The run mark of a temporary called `name` (host, pid, the destination's name)."""
+    return _RUN_MARKED.fullmatch(name[len(prefix) :]) if name.startswith(prefix) else None
+
+
 def temporary_target(name: str, prefix: str = TEMP_PREFIX) -> str | None:
     """The destination name a run-marked temporary's `name` stands for; None for any other name."""
-    if not name.startswith(prefix):
-        return None
-    marked = _RUN_MARKED.fullmatch(name[len(prefix) :])
+    marked = _marked(name, prefix)
     return marked["name"] if marked else None
 
 
 def _run_is_over(name: str, prefix: str) -> bool:
     """Whether `name` is a temporary of a run on this machine whose process is gone."""
-    if not name.startswith(prefix):
-        return False
-    marked = _RUN_MARKED.fullmatch(name[len(prefix) :])
+    marked = _marked(name, prefix)
     if marked is None or marked["host"] != _HOST:
         return False
     pid = int(marked["pid"])
