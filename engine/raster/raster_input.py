@@ -258,6 +258,8 @@ class ValueScaling:
     offset: tuple[float, ...]
     clip: tuple[float, float] | None
     description: str
+    # auto scaling stretched each band to this scene's statistics: a guess, not the sensor's range
+    stretched: bool = False
 
 
 def parse_scaling(text: str | None) -> str | tuple[float, float]:
@@ -336,7 +338,11 @@ def choose_scaling(
     offsets = tuple(range_low - low * g for (low, _), g in zip(limits, gains, strict=True))
     text = ", ".join(f"{low:g}..{high:g}" for low, high in limits)
     return ValueScaling(
-        gains, offsets, spec.value_range, f"per-band 2-98 % stretch ({text}) -> model range"
+        gains,
+        offsets,
+        spec.value_range,
+        f"per-band 2-98 % stretch ({text}) -> model range",
+        stretched=True,
     )
 
 
@@ -347,7 +353,7 @@ def scaling_warning(
     model reads, stretched band by band. The stretch follows this scene's statistics, not the
     sensor's, so the colours the model learned can shift (the same scene in 8 bit and in
     16-bit digital numbers may then be segmented differently). None when nothing was guessed."""
-    if not scaling.description.startswith("per-band") or spec.value_range != (0.0, 255.0):
+    if not scaling.stretched or spec.value_range != (0.0, 255.0):
         return None
     dtypes = sorted({dataset.dtypes[b - 1] for b in bands})
     return (
