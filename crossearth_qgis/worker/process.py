@@ -164,19 +164,20 @@ def _stop(process: subprocess.Popen, grace_s: float) -> bool:
             process.wait()
             return True
     running = process.poll() is None
-    _signal_group(process, signal.SIGTERM)
+    signal_group(process, signal.SIGTERM)
     killed = False
     if running:
         try:
             process.wait(timeout=grace_s)
         except subprocess.TimeoutExpired:
             killed = True
-    _signal_group(process, signal.SIGKILL)  # what is left of the group, the leader included
+    signal_group(process, signal.SIGKILL)  # what is left of the group, the leader included
     process.wait()
     return killed
 
 
-def _signal_group(process: subprocess.Popen, sig: signal.Signals) -> None:
+def signal_group(process: subprocess.Popen, sig: signal.Signals) -> None:
+    """Sends `sig` to the process group `process` leads (POSIX; started with own_group)."""
     try:
         os.killpg(process.pid, sig)  # the group the process leads (start_new_session)
     except ProcessLookupError:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import queue
 import signal
 import subprocess
@@ -29,7 +28,13 @@ from ..environment.engine_env import (
     worker_directory,
     worker_environment,
 )
-from .process import TERMINATE_GRACE_S, ProcessCancelled, pump_lines, start_text_process
+from .process import (
+    TERMINATE_GRACE_S,
+    ProcessCancelled,
+    pump_lines,
+    signal_group,
+    start_text_process,
+)
 from .protocol import read_event
 
 log = logging.getLogger("crossearth_qgis.worker.warm_worker")
@@ -191,8 +196,7 @@ class WarmWorker:
         if sys.platform == "win32":
             process.kill()
         else:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(process.pid, signal.SIGKILL)
+            signal_group(process, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout=5)
 
